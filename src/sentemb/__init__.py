@@ -1,0 +1,79 @@
+"""sentemb: sentences in, faithful fixed-length float32 vectors out.
+
+    import sentemb
+    enc = sentemb.load()                      # all-MiniLM-L6-v2, offline
+    vecs = enc.encode(["a sentence", "another"])
+    sentemb.cos_sim(vecs, vecs)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sentemb.config import DEFAULT_MODEL, EncoderConfig, LongText, Pooling, Precision
+from sentemb.errors import (
+    BackendError,
+    ConfigError,
+    IntegrityError,
+    InvalidInputError,
+    ModelNotFoundError,
+    SentembError,
+    TextTooLongError,
+    UnsafeModelError,
+)
+from sentemb.similarity import Hit, cos_sim, dot_score, semantic_search
+
+if TYPE_CHECKING:
+    from sentemb.encoder import EncodeResult, Encoder, load
+    from sentemb.evaluation import StsResult, evaluate_sts, read_sts
+    from sentemb.tokenize import TextInfo
+
+__version__ = "0.1.0"
+
+# Names whose modules import heavy packages (tokenizers, transformers): loaded on first use.
+_LAZY = {
+    "load": "sentemb.encoder",
+    "Encoder": "sentemb.encoder",
+    "EncodeResult": "sentemb.encoder",
+    "evaluate_sts": "sentemb.evaluation",
+    "read_sts": "sentemb.evaluation",
+    "StsResult": "sentemb.evaluation",
+    "TextInfo": "sentemb.tokenize",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sentemb' has no attribute {name!r}")
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "BackendError",
+    "ConfigError",
+    "EncodeResult",
+    "Encoder",
+    "EncoderConfig",
+    "Hit",
+    "IntegrityError",
+    "InvalidInputError",
+    "LongText",
+    "ModelNotFoundError",
+    "Pooling",
+    "Precision",
+    "SentembError",
+    "StsResult",
+    "TextInfo",
+    "TextTooLongError",
+    "UnsafeModelError",
+    "__version__",
+    "cos_sim",
+    "dot_score",
+    "evaluate_sts",
+    "load",
+    "read_sts",
+    "semantic_search",
+]

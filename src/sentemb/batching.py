@@ -1,0 +1,44 @@
+"""Length-sorted batch plans bounded by a token budget, padding, and order restoration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """A padded batch, the only thing a backend sees."""
+
+    input_ids: np.ndarray  # (B, T) int64
+    attention_mask: np.ndarray  # (B, T) int64
+    token_type_ids: np.ndarray | None  # (B, T) int64, None for models whose tokenizer has none
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int, token_budget: int) -> list[np.ndarray]:
+    """Group positions into batches, longest first, so that count <= batch_size and
+    count * longest <= token_budget (a single over-budget sequence gets a batch of its own)."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        longest = int(lengths[order[start]])
+        size = max(1, min(batch_size, token_budget // max(longest, 1)))
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+def pad(ids: Sequence[np.ndarray], type_ids: Sequence[np.ndarray], pad_id: int, with_types: bool) -> TokenBatch:
+    """Right-pad sequences to the longest one."""
+    width = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    types = np.zeros((len(ids), width), dtype=np.int64)
+    for row, (seq, typ) in enumerate(zip(ids, type_ids, strict=True)):
+        input_ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+        types[row, : len(typ)] = typ
+    return TokenBatch(input_ids, mask, types if with_types else None)

@@ -1,0 +1,208 @@
+"""The encoder: the one place that joins tokenise -> plan batches -> forward -> pool -> normalise."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from sentemb.backends import Backend, create_backend
+from sentemb.batching import pad, plan_batches
+from sentemb.config import DEFAULT_MODEL, EncoderConfig, LongText, Pooling
+from sentemb.errors import ConfigError, InvalidInputError
+from sentemb.models import ModelSpec, read_model_folder, resolve_model, write_st_folder
+from sentemb.models.resolve import Resolved
+from sentemb.pooling import normalize, pool
+from sentemb.tokenize import LoadedTokenizer, TextInfo, TokenizerSpec, load_hf_tokenizer, tokenize
+
+# Texts tokenised and planned together: bounds memory while keeping length sorting effective.
+SLAB = 8192
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """Vectors plus what happened to each text (token count, truncation, chunks)."""
+
+    embeddings: np.ndarray
+    info: list[TextInfo]
+
+    @property
+    def truncated(self) -> list[int]:
+        """Indices of the texts that were cut at max_length."""
+        return [i for i, item in enumerate(self.info) if item.truncated]
+
+
+class Encoder:
+    """Turns texts into float32 vectors of ``dim`` numbers. Build it with :func:`sentemb.load`.
+
+    Thread-safe: one encoder may serve many threads at once.
+    """
+
+    def __init__(
+        self,
+        config: EncoderConfig,
+        resolved: Resolved,
+        spec: ModelSpec,
+        tokenizer: LoadedTokenizer,
+        backend: Backend,
+    ) -> None:
+        self.config = config
+        self.resolved = resolved
+        self.spec = spec
+        self._tokenizer = tokenizer
+        self._backend = backend
+        self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase)
+
+    @property
+    def dim(self) -> int:
+        return self._backend.dim
+
+    @property
+    def max_length(self) -> int:
+        return self.config.max_length or self.spec.max_length
+
+    @property
+    def pooling(self) -> Pooling:
+        return self.config.pooling or self.spec.pooling
+
+    @property
+    def normalize(self) -> bool:
+        return self.spec.normalize if self.config.normalize is None else self.config.normalize
+
+    @property
+    def device(self) -> str:
+        return self._backend.device
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    def __repr__(self) -> str:
+        return (
+            f"Encoder(model={self.config.model!r}, dim={self.dim}, pooling={self.pooling.value!r}, "
+            f"normalize={self.normalize}, max_length={self.max_length}, backend={self.backend!r}, "
+            f"device={self.device!r})"
+        )
+
+    def encode(self, texts: str | Iterable[str], *, show_progress: bool | None = None) -> np.ndarray:
+        """Vectors for ``texts`` as a float32 array of shape (len(texts), dim); a str is one text."""
+        return self.encode_with_info(texts, show_progress=show_progress).embeddings
+
+    def encode_with_info(self, texts: str | Iterable[str], *, show_progress: bool | None = None) -> EncodeResult:
+        """Like :meth:`encode`, plus per text its token count and whether it was truncated or chunked."""
+        items = as_texts(texts)
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        info: list[TextInfo] = []
+        progress = self._progress(len(items), show_progress)
+        for start in range(0, len(items), SLAB):
+            slab = items[start : start + SLAB]
+            vectors, slab_info = self._encode_slab(slab, start, progress)
+            out[start : start + len(slab)] = vectors
+            info.extend(slab_info)
+        if progress is not None:
+            progress.close()
+        return EncodeResult(out, info)
+
+    def _encode_slab(self, texts: list[str], start: int, progress: object) -> tuple[np.ndarray, list[TextInfo]]:
+        config = self.config
+        sequences, info = tokenize(self._token_spec, texts, config.long_text, config.chunk_overlap, start)
+        pooled = np.empty((len(sequences), self.dim), dtype=np.float32)
+        for rows in plan_batches([len(s.ids) for s in sequences], config.batch_size, config.token_budget):
+            chosen = [sequences[r] for r in rows]
+            batch = pad(
+                [s.ids for s in chosen], [s.type_ids for s in chosen], self._tokenizer.pad_id, self._tokenizer.uses_type_ids
+            )
+            pooled[rows] = pool(self._backend.forward(batch), batch.attention_mask, self.pooling)
+            if progress is not None:
+                progress.update(len(rows) * len(texts) / len(sequences))  # type: ignore[attr-defined]
+        if len(sequences) == len(texts):
+            vectors = pooled
+        else:  # chunked texts: token-weighted mean of their windows
+            owners = np.array([s.text_index - start for s in sequences])
+            weights = np.array([s.weight for s in sequences], dtype=np.float32)[:, None]
+            vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+            np.add.at(vectors, owners, pooled * weights)
+            totals = np.zeros((len(texts), 1), dtype=np.float32)
+            np.add.at(totals, owners, weights)
+            vectors /= np.maximum(totals, 1.0)
+        return (normalize(vectors) if self.normalize else vectors), info
+
+    def _progress(self, total: int, show: bool | None) -> object:
+        show = self.config.show_progress if show is None else show
+        if show is None:
+            show = total > 4 * self.config.batch_size and sys.stderr.isatty()
+        if not show:
+            return None
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        return tqdm(total=total, unit="text", desc="encoding", dynamic_ncols=True)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write a sentence-transformers folder that sentemb and sentence-transformers both load."""
+        return write_st_folder(
+            self.spec,
+            Path(folder),
+            pooling=self.pooling,
+            normalize=self.normalize,
+            max_length=self.max_length,
+            dim=self.dim,
+        )
+
+
+def as_texts(texts: str | Iterable[str]) -> list[str]:
+    """Validate input: a str is one text; anything else must be an iterable of str."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise InvalidInputError(
+            f"expected a str or a list of str, got {type(texts).__name__}; decode bytes to str first", None
+        )
+    items = list(texts)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InvalidInputError(
+                f"texts[{index}] is {type(item).__name__} ({item!r:.40}), not str; every text must be a str",
+                index,
+            )
+    return items
+
+
+_OPTIONS = {f.name for f in fields(EncoderConfig)}
+
+
+def load(model: str | Path = DEFAULT_MODEL, *, config: EncoderConfig | None = None, **options: object) -> Encoder:
+    """Load a model by local path or hub id (default: all-MiniLM-L6-v2, offline) and return its encoder.
+
+    ``options`` are :class:`EncoderConfig` fields (device, backend, precision, pooling, normalize,
+    max_length, long_text, batch_size, token_budget, ...); ``dtype`` is accepted for precision.
+    """
+    if "dtype" in options:
+        options["precision"] = options.pop("dtype")
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown}; valid options: {sorted(_OPTIONS - {'model'})}")
+    base = config or EncoderConfig()
+    config = base.replace(model=str(model), **options)
+    return _build(config)
+
+
+def _build(config: EncoderConfig) -> Encoder:
+    resolved = resolve_model(config.model, config.revision, config.cache_dir)
+    spec = read_model_folder(
+        resolved.path, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
+    )
+    if config.max_length is not None and config.max_length > spec.limit:
+        raise ConfigError(
+            f"max_length={config.max_length} is more than this model takes ({spec.limit} tokens); "
+            f"use long_text='chunk' to embed longer texts"
+        )
+    backend = create_backend(spec, config)
+    tokenizer = backend.tokenizer or load_hf_tokenizer(
+        str(spec.transformer_dir), config.trust_remote_code
+    )
+    if config.long_text is LongText.CHUNK and config.chunk_overlap * 2 >= (config.max_length or spec.max_length):
+        raise ConfigError("chunk_overlap must be less than half of max_length")
+    return Encoder(config, resolved, spec, tokenizer, backend)

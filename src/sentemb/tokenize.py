@@ -1,0 +1,149 @@
+"""Texts -> token id sequences with per-text truncation facts.
+
+Works on a ``tokenizers.Tokenizer`` (the Rust tokenizer behind every fast Hugging Face tokenizer)
+whose own truncation and padding are switched off once; every call afterwards only reads it, so one
+tokenizer serves many threads without "Already borrowed" errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from sentemb.config import LongText
+from sentemb.errors import TextTooLongError
+
+# A token never covers less than one character, and long texts are cut at max_length tokens anyway:
+# this many characters per token are kept before tokenising in truncate mode (a 1 MB text costs ms).
+CHARS_PER_TOKEN_CAP = 64
+
+
+@dataclass(frozen=True)
+class TextInfo:
+    """What happened to one input text.
+
+    ``num_tokens`` counts the text's tokens without special tokens (a lower bound when
+    ``chars_capped``: only the first ``max_length * 64`` characters were tokenised).
+    """
+
+    num_tokens: int
+    truncated: bool
+    chunks: int = 1
+    chars_capped: bool = False
+
+
+@dataclass(frozen=True)
+class Sequence_:
+    """One model input: token ids of a text (or of one chunk of it) with special tokens."""
+
+    text_index: int
+    ids: np.ndarray
+    type_ids: np.ndarray
+    weight: float  # content tokens in this window, for the token-weighted mean of chunks
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """The fixed facts a tokenizing step needs."""
+
+    tokenizer: Tokenizer
+    max_length: int
+    lowercase: bool = False
+
+    @property
+    def num_special(self) -> int:
+        return int(self.tokenizer.num_special_tokens_to_add(False))
+
+
+def prepare_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
+    """A private copy with truncation and padding off (they would mutate it on every call)."""
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
+
+
+def tokenize(
+    spec: TokenizerSpec,
+    texts: Sequence[str],
+    long_text: LongText,
+    overlap: int = 0,
+    start_index: int = 0,
+) -> tuple[list[Sequence_], list[TextInfo]]:
+    """Tokenise ``texts`` into model inputs; chunk mode may give several per text."""
+    room = spec.max_length - spec.num_special
+    cap = spec.max_length * CHARS_PER_TOKEN_CAP if long_text is LongText.TRUNCATE else None
+    prepared = [t.lower() if spec.lowercase else t for t in texts]
+    capped = [bool(cap and len(t) > cap) for t in prepared]
+    if cap:
+        prepared = [t[:cap] for t in prepared]
+    encodings = spec.tokenizer.encode_batch(prepared, add_special_tokens=False)
+
+    sequences: list[Sequence_] = []
+    infos: list[TextInfo] = []
+    for offset, (enc, was_capped) in enumerate(zip(encodings, capped, strict=True)):
+        index = start_index + offset
+        n = len(enc.ids)
+        too_long = n > room
+        if too_long and long_text is LongText.ERROR:
+            raise TextTooLongError(
+                f"text {index} has {n} tokens, more than max_length={spec.max_length} allows "
+                f"({room} plus {spec.num_special} special tokens); pass long_text='truncate' or 'chunk'",
+                index=index,
+                num_tokens=n,
+            )
+        windows = _windows(enc, room, overlap) if (too_long and long_text is LongText.CHUNK) else [enc]
+        if long_text is not LongText.CHUNK:
+            enc.truncate(room)
+        for window in windows:
+            weight = float(len(window.ids))
+            done = spec.tokenizer.post_process(window)
+            sequences.append(
+                Sequence_(
+                    index,
+                    np.asarray(done.ids, dtype=np.int64),
+                    np.asarray(done.type_ids, dtype=np.int64),
+                    weight,
+                )
+            )
+        infos.append(
+            TextInfo(
+                num_tokens=n,
+                truncated=(too_long or was_capped) and long_text is not LongText.CHUNK,
+                chunks=len(windows),
+                chars_capped=was_capped,
+            )
+        )
+    return sequences, infos
+
+
+def _windows(enc: Encoding, room: int, overlap: int) -> list[Encoding]:
+    """Overlapping windows of ``room`` content tokens covering the whole encoding."""
+    stride = min(overlap, room // 2)
+    enc.truncate(room, stride=stride)
+    return [enc, *enc.overflowing]
+
+
+@dataclass(frozen=True)
+class LoadedTokenizer:
+    """A model's tokenizer as sentemb uses it."""
+
+    tokenizer: Tokenizer
+    uses_type_ids: bool
+    pad_id: int
+
+
+def load_hf_tokenizer(folder: str, trust_remote_code: bool = False) -> LoadedTokenizer:
+    """Load with ``AutoTokenizer`` (as sentence-transformers does) and keep its fast core."""
+    from transformers import AutoTokenizer  # noqa: PLC0415 - heavy, only on this path
+
+    from sentemb.errors import ModelNotFoundError  # noqa: PLC0415
+
+    hf = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    core = getattr(hf, "backend_tokenizer", None)
+    if core is None:
+        raise ModelNotFoundError(f"{folder} has no fast tokenizer (tokenizer.json); sentemb needs one")
+    return LoadedTokenizer(prepare_tokenizer(core), "token_type_ids" in hf.model_input_names, hf.pad_token_id or 0)
