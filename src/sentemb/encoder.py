@@ -14,7 +14,7 @@ from sentemb.batching import pad, plan_batches
 from sentemb.config import DEFAULT_MODEL, EncoderConfig, LongText, Pooling
 from sentemb.errors import ConfigError, InvalidInputError
 from sentemb.models import ModelSpec, read_model_folder, resolve_model, write_st_folder
-from sentemb.models.resolve import Resolved
+from sentemb.models.resolve import Resolved, sha256_file
 from sentemb.pooling import normalize, pool
 from sentemb.tokenize import LoadedTokenizer, TextInfo, TokenizerSpec, load_hf_tokenizer, tokenize
 
@@ -79,6 +79,25 @@ class Encoder:
     @property
     def backend(self) -> str:
         return self._backend.name
+
+    def describe(self) -> dict[str, object]:
+        """Facts about this encoder for humans and manifests: model, files' sha256, settings."""
+        return {
+            "model": self.config.model,
+            "source": self.resolved.source,
+            "path": str(self.resolved.path),
+            "revision": self.resolved.revision,
+            "model_type": self.spec.model_type,
+            "dim": self.dim,
+            "pooling": self.pooling.value,
+            "normalize": self.normalize,
+            "max_length": self.max_length,
+            "long_text": self.config.long_text.value,
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.config.precision.value,
+            "sha256": {p.name: sha256_file(p) for p in self.spec.weights},
+        }
 
     def __repr__(self) -> str:
         return (

