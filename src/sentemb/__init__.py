@@ -1,9 +1,9 @@
 """sentemb: sentences in, faithful fixed-length float32 vectors out.
 
-    import sentemb
-    enc = sentemb.load()                      # all-MiniLM-L6-v2, offline
-    vecs = enc.encode(["a sentence", "another"])
-    sentemb.cos_sim(vecs, vecs)
+import sentemb
+enc = sentemb.load()                      # all-MiniLM-L6-v2, offline
+vecs = enc.encode(["a sentence", "another"])
+sentemb.cos_sim(vecs, vecs)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sentemb.errors import (
 from sentemb.similarity import Hit, cos_sim, dot_score, semantic_search
 
 if TYPE_CHECKING:
-    from sentemb.encoder import EncodeResult, Encoder, load
+    from sentemb.encoder import Encoder, EncodeResult, load
     from sentemb.evaluation import StsResult, evaluate_sts, read_sts
     from sentemb.tokenize import TextInfo
 
@@ -44,7 +44,7 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib  # noqa: PLC0415
+        import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sentemb' has no attribute {name!r}")

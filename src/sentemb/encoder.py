@@ -132,7 +132,10 @@ class Encoder:
         for rows in plan_batches([len(s.ids) for s in sequences], config.batch_size, config.token_budget):
             chosen = [sequences[r] for r in rows]
             batch = pad(
-                [s.ids for s in chosen], [s.type_ids for s in chosen], self._tokenizer.pad_id, self._tokenizer.uses_type_ids
+                [s.ids for s in chosen],
+                [s.type_ids for s in chosen],
+                self._tokenizer.pad_id,
+                self._tokenizer.uses_type_ids,
             )
             pooled[rows] = pool(self._backend.forward(batch), batch.attention_mask, self.pooling)
             if progress is not None:
@@ -155,7 +158,7 @@ class Encoder:
             show = total > 4 * self.config.batch_size and sys.stderr.isatty()
         if not show:
             return None
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from tqdm.auto import tqdm
 
         return tqdm(total=total, unit="text", desc="encoding", dynamic_ncols=True)
 
@@ -219,9 +222,7 @@ def _build(config: EncoderConfig) -> Encoder:
             f"use long_text='chunk' to embed longer texts"
         )
     backend = create_backend(spec, config)
-    tokenizer = backend.tokenizer or load_hf_tokenizer(
-        str(spec.transformer_dir), config.trust_remote_code
-    )
+    tokenizer = backend.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), config.trust_remote_code)
     if config.long_text is LongText.CHUNK and config.chunk_overlap * 2 >= (config.max_length or spec.max_length):
         raise ConfigError("chunk_overlap must be less than half of max_length")
     return Encoder(config, resolved, spec, tokenizer, backend)

@@ -20,7 +20,7 @@ def pool(token_embeddings: np.ndarray, attention_mask: np.ndarray, mode: Pooling
     if mode is Pooling.MAX:
         masked = np.where(mask[:, :, None] > 0, emb, -np.inf)
         return masked.max(axis=1).astype(np.float32)
-    summed = np.einsum("bth,bt->bh", emb, mask, dtype=np.float32)
+    summed = np.where(mask[:, :, None] > 0, emb, 0.0).sum(axis=1, dtype=np.float32)
     counts = np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
     if mode is Pooling.MEAN_SQRT_LEN:
         counts = np.sqrt(counts)

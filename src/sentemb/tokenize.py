@@ -138,9 +138,9 @@ class LoadedTokenizer:
 
 def load_hf_tokenizer(folder: str, trust_remote_code: bool = False) -> LoadedTokenizer:
     """Load with ``AutoTokenizer`` (as sentence-transformers does) and keep its fast core."""
-    from transformers import AutoTokenizer  # noqa: PLC0415 - heavy, only on this path
+    from transformers import AutoTokenizer
 
-    from sentemb.errors import ModelNotFoundError  # noqa: PLC0415
+    from sentemb.errors import ModelNotFoundError
 
     hf = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     core = getattr(hf, "backend_tokenizer", None)

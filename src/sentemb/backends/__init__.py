@@ -53,14 +53,12 @@ def create_backend(spec: ModelSpec, config: EncoderConfig) -> Backend:
     """Build the backend that ``config`` asks for."""
     if config.backend in ("onnx", "auto"):
         try:
-            from sentemb.backends.onnx_backend import create_onnx_backend  # noqa: PLC0415
+            from sentemb.backends.onnx_backend import create_onnx_backend
         except ImportError as exc:  # not built yet, or onnxruntime missing
             if config.backend == "onnx":
-                raise ConfigError(
-                    f"the ONNX backend needs onnxruntime: pip install 'sentemb[onnx]' ({exc})"
-                ) from None
+                raise ConfigError(f"the ONNX backend needs onnxruntime: pip install 'sentemb[onnx]' ({exc})") from None
         else:
             return create_onnx_backend(spec, config)
-    from sentemb.backends.torch_backend import TorchBackend  # noqa: PLC0415
+    from sentemb.backends.torch_backend import TorchBackend
 
     return TorchBackend(spec, config)

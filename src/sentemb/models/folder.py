@@ -123,7 +123,9 @@ def _model_limit(transformer_dir: Path, config: dict) -> int:
             limits.append(value)
     positions = config.get("max_position_embeddings")
     if isinstance(positions, int) and positions > 0:
-        limits.append(positions - 2 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert") else positions)
+        limits.append(
+            positions - 2 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert") else positions
+        )
     return min(limits) if limits else 512
 
 
@@ -133,7 +135,11 @@ def write_st_folder(
     """Write a sentence-transformers folder: the transformer files of ``spec`` plus module configs."""
     out.mkdir(parents=True, exist_ok=True)
     for item in spec.transformer_dir.iterdir():
-        skip = item.name in _ST_FILES or item.suffix == ".onnx" or (item.suffix in PICKLE_SUFFIXES and not spec.pickle_weights)
+        skip = (
+            item.name in _ST_FILES
+            or item.suffix == ".onnx"
+            or (item.suffix in PICKLE_SUFFIXES and not spec.pickle_weights)
+        )
         if item.is_file() and not skip:
             shutil.copy2(item, out / item.name)
     modules = [

