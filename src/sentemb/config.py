@@ -69,7 +69,7 @@ class EncoderConfig:
     normalize: bool | None = None
     max_length: int | None = None
     long_text: LongText = LongText.TRUNCATE
-    chunk_overlap: int = 32
+    chunk_overlap: int = 32  # tokens shared by neighbouring windows (at most half a window)
     batch_size: int = 64
     token_budget: int = 16384
     show_progress: bool | None = None

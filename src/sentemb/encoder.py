@@ -11,7 +11,7 @@ import numpy as np
 
 from sentemb.backends import Backend, create_backend
 from sentemb.batching import pad, plan_batches
-from sentemb.config import DEFAULT_MODEL, EncoderConfig, LongText, Pooling
+from sentemb.config import DEFAULT_MODEL, EncoderConfig, Pooling
 from sentemb.errors import ConfigError, InvalidInputError
 from sentemb.models import ModelSpec, read_model_folder, resolve_model, write_st_folder
 from sentemb.models.resolve import Resolved, sha256_file
@@ -223,6 +223,4 @@ def _build(config: EncoderConfig) -> Encoder:
         )
     backend = create_backend(spec, config)
     tokenizer = backend.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), config.trust_remote_code)
-    if config.long_text is LongText.CHUNK and config.chunk_overlap * 2 >= (config.max_length or spec.max_length):
-        raise ConfigError("chunk_overlap must be less than half of max_length")
     return Encoder(config, resolved, spec, tokenizer, backend)
