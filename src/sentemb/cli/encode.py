@@ -1,0 +1,191 @@
+"""``sentemb encode``: texts from a file, stdin or --text into .npy, .jsonl or .parquet, streamed."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from sentemb.cli.io import ERROR_POLICIES, Chunk, Source, inline_chunks, make_source, read_chunks
+from sentemb.cli.options import EXIT_CODES_HELP, InputError, OutputError, UsageError, encoder_options, load_encoder
+from sentemb.cli.output import atomic_path, check_output, open_writer, output_format
+
+if TYPE_CHECKING:
+    from sentemb.encoder import Encoder
+
+# Texts per encoder call: bounds memory and keeps length sorting effective.
+CHUNK_ROWS = 2048
+
+EXAMPLES = """\b
+Examples:
+  sentemb encode sentences.txt -o vectors.npy
+  sentemb encode docs.jsonl --field body --id-field doc_id -o docs.parquet
+  sentemb encode reviews.csv --column review -o reviews.jsonl --max-length 128
+  cat notes.txt | sentemb encode - -o - > notes.jsonl
+  sentemb encode --text "first text" --text "second text" -o two.npy
+
+\b
+Input format comes from the extension (.txt, .jsonl, .csv, .tsv, .parquet; stdin is .txt, one
+text per line). Outputs: .npy (float32, row i = input i), .jsonl ({"id", "embedding"}) or .parquet
+(id + fixed_size_list<float32> embedding). Ids are --id-field's value or the record's position
+counting from 0.
+
+"""
+
+
+@click.command(epilog=EXAMPLES + EXIT_CODES_HELP)
+@click.argument("input_path", metavar="[INPUT]", required=False)
+@click.option("-o", "--output", required=True, metavar="PATH",
+              help="Output .npy, .jsonl or .parquet; - for stdout (JSON lines).")
+@click.option("--text", "-t", "texts", multiple=True, help="A text to embed (repeatable) instead of INPUT.")
+@click.option("--field", default=None, help="JSON lines field with the text [default: text].")
+@click.option("--column", default=None, help="csv/tsv/parquet column with the text [default: text].")
+@click.option("--id-field", default=None, help="Field or column to carry along as the id.")
+@click.option("--input-format", type=click.Choice(["txt", "jsonl", "csv", "tsv", "parquet"]), default=None,
+              help="Override the input format the extension implies.")
+@click.option("--output-format", type=click.Choice(["npy", "jsonl", "parquet"]), default=None,
+              help="Override the output format the extension implies.")
+@click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True,
+              help="Invalid UTF-8 or a row without text: stop, replace bad bytes, or skip the row.")
+@click.option("--force", "-f", is_flag=True, help="Overwrite an existing output.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress, summary or notes on stderr.")
+@encoder_options
+def encode(
+    *,
+    input_path: str | None,
+    output: str,
+    texts: tuple[str, ...],
+    field: str | None,
+    column: str | None,
+    id_field: str | None,
+    input_format: str | None,
+    output_format: str | None,
+    errors: str,
+    force: bool,
+    progress: bool | None,
+    quiet: bool,
+    **encoder_params: Any,
+) -> None:
+    """Embed texts into a vector file, streaming: INPUT may be larger than memory."""
+    fmt = output_format_checked(output, output_format, force)
+    source = choose_source(input_path, texts, input_format=input_format, field=text_field(field, column),
+                           id_field=id_field, errors=errors)
+    encoder = load_encoder(**encoder_params)
+    chunks = inline_chunks(list(texts)) if source is None else read_chunks(source, CHUNK_ROWS)
+    show = (not quiet) and (sys.stderr.isatty() if progress is None else progress)
+    total = None if source is None else source.size
+    started = time.perf_counter()
+    with _output(output, force) as path:
+        writer = open_writer(fmt, path, encoder.dim)
+        try:
+            stats = _encode_all(encoder, chunks, writer, total, show)
+            if stats.rows == 0:
+                raise InputError(f"{'--text' if source is None else source.label}: no texts in the input")
+            writer.close()
+        except OSError as exc:
+            writer.discard()
+            raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from None
+        except BaseException:
+            writer.discard()
+            raise
+    if quiet:
+        return
+    if stats.skipped:
+        click.echo(f"note: skipped {stats.skipped:,} records (--errors skip)", err=True)
+    if stats.truncated:
+        click.echo(f"note: {stats.truncated:,} texts were longer than {encoder.max_length} tokens and were "
+                   "truncated (--long-text chunk embeds all of them)", err=True)
+    if sys.stderr.isatty():
+        seconds = time.perf_counter() - started
+        click.echo(f"wrote {stats.rows:,} vectors of {encoder.dim} to {output} in {seconds:.1f} s "
+                   f"({stats.rows / max(seconds, 1e-9):,.0f} rows/s)", err=True)
+
+
+def text_field(field: str | None, column: str | None) -> str:
+    if field and column and field != column:
+        raise UsageError("--field and --column name the same thing; give one")
+    return field or column or "text"
+
+
+def output_format_checked(output: str, override: str | None, force: bool) -> str:
+    fmt = output_format(output, override)
+    if output == "-" and fmt != "jsonl":
+        raise UsageError("only JSON lines can go to stdout; give -o a file name for .npy or .parquet")
+    check_output(output, force)
+    return fmt
+
+
+def choose_source(
+    input_path: str | None, texts: tuple[str, ...], *, input_format: str | None, field: str,
+    id_field: str | None, errors: str,
+) -> Source | None:
+    """The input to read, or None when the texts came with --text."""
+    if texts and input_path is not None:
+        raise UsageError("give INPUT or --text, not both")
+    if texts:
+        return None
+    if input_path is None:
+        if sys.stdin.isatty():
+            raise UsageError("give INPUT (a file, or - for stdin) or --text")
+        input_path = "-"
+    return make_source(input_path, input_format=input_format, field=field, id_field=id_field, errors=errors)
+
+
+@contextlib.contextmanager
+def _output(output: str, force: bool) -> Iterator[Path | None]:
+    if output == "-":
+        yield None
+    else:
+        with atomic_path(output, force) as path:
+            yield path
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.rows = 0
+        self.skipped = 0
+        self.truncated = 0
+
+
+def _encode_all(encoder: Encoder, chunks: Iterator[Chunk], writer: Any, total: int | None, show: bool) -> _Stats:
+    stats = _Stats()
+    with _progress_bar(total, show) as advance:
+        for chunk in chunks:
+            result = encoder.encode_with_info(chunk.texts, show_progress=False)
+            try:
+                writer.write(chunk.ids, result.embeddings)
+            except OSError as exc:
+                raise OutputError(f"cannot write the output ({exc.strerror or exc})") from None
+            stats.rows += len(chunk.texts)
+            stats.skipped = chunk.skipped
+            stats.truncated += len(result.truncated)
+            advance(chunk.done, stats.rows)
+    return stats
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int | None, show: bool) -> Iterator[Any]:
+    """Yields ``advance(done, rows)``; draws a rich bar with rows/s on stderr when ``show``."""
+    if not show:
+        yield lambda done, rows: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    started = time.perf_counter()
+    columns = [TextColumn("encoding"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rows]:,} rows  {task.fields[rate]:,.0f} rows/s"), TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("encode", total=total, rows=0, rate=0.0)
+
+        def advance(done: int, rows: int) -> None:
+            rate = rows / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=done, rows=rows, rate=rate)
+
+        yield advance

@@ -1,0 +1,284 @@
+"""Reading texts for the CLI: .txt/stdin, .jsonl, .csv/.tsv and .parquet, streamed in chunks with ids.
+
+Nothing here holds a whole file: text formats are read line by line from a binary handle (so a bad
+UTF-8 line can be named), parquet in record batches. The id of a record is ``--id-field``'s value, or
+its position in the input counting from 0 (skipped records keep their number, so ids stay true).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from sentemb.cli.options import InputError
+
+INPUT_FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
+                 ".parquet": "parquet", ".pq": "parquet"}
+ERROR_POLICIES = ("strict", "replace", "skip")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where texts come from and how to read them."""
+
+    path: str  # "-" is stdin
+    fmt: str  # txt, jsonl, csv, tsv or parquet
+    field: str = "text"  # jsonl field, csv/tsv/parquet column
+    id_field: str | None = None
+    errors: str = "strict"  # strict, replace (bad bytes, text formats) or skip (the record)
+
+    @property
+    def label(self) -> str:
+        return "<stdin>" if self.path == "-" else self.path
+
+    @property
+    def size(self) -> int | None:
+        """Progress units in the whole input: bytes for text formats, rows for parquet; None for stdin."""
+        if self.path == "-":
+            return None
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(self.path).metadata.num_rows)
+        return os.path.getsize(self.path)
+
+
+@dataclass
+class Chunk:
+    """A run of records: their ids and texts, and how far into the input they reach."""
+
+    ids: list[Any]
+    texts: list[str]
+    done: int  # progress units consumed so far
+    skipped: int = 0  # records skipped so far (--errors skip)
+
+
+@dataclass
+class _Counter:
+    done: int = 0
+    skipped: int = 0
+    lines: int = 0
+
+
+def make_source(path: str, *, input_format: str | None, field: str, id_field: str | None, errors: str) -> Source:
+    """Check the input exists and pick its format from the extension (stdin: txt unless told)."""
+    if input_format:
+        fmt = input_format
+    elif path == "-":
+        fmt = "txt"
+    else:
+        suffix = Path(path).suffix.lower()
+        if suffix and suffix not in INPUT_FORMATS:
+            known = ", ".join(sorted(INPUT_FORMATS))
+            raise InputError(f"{path}: cannot tell the format from {suffix!r}; use one of {known} or --input-format")
+        fmt = INPUT_FORMATS.get(suffix, "txt")
+    if path != "-":
+        if not os.path.exists(path):
+            raise InputError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise InputError(f"{path}: is a folder, not a file")
+    elif fmt == "parquet":
+        raise InputError("parquet cannot be read from stdin; give the file's path")
+    return Source(path, fmt, field, id_field, errors)
+
+
+def read_chunks(source: Source, size: int = 2048) -> Iterator[Chunk]:
+    """The input's records in chunks of ``size``; raises InputError naming the first bad line or row."""
+    if source.fmt == "parquet":
+        yield from _parquet_chunks(source, size)
+        return
+    counter = _Counter()
+    handle: IO[bytes] = sys.stdin.buffer if source.path == "-" else open(source.path, "rb")  # noqa: SIM115
+    try:
+        lines = _decoded_lines(handle, source, counter)
+        if source.fmt == "txt":
+            records: Iterable[tuple[Any, str | None]] = _txt_records(lines)
+        elif source.fmt == "jsonl":
+            records = _jsonl_records(lines, source, counter)
+        else:
+            records = _csv_records(lines, source, counter)
+        yield from _chunked(records, size, counter)
+    finally:
+        if handle is not sys.stdin.buffer:
+            handle.close()
+
+
+def inline_chunks(texts: list[str]) -> Iterator[Chunk]:
+    """Texts given with --text, as one chunk (ids 0, 1, ...)."""
+    yield Chunk(list(range(len(texts))), list(texts), len(texts))
+
+
+def read_all(source: Source) -> tuple[list[Any], list[str]]:
+    """Every record of a (small) input: for similarity and search queries."""
+    ids: list[Any] = []
+    texts: list[str] = []
+    for chunk in read_chunks(source):
+        ids += chunk.ids
+        texts += chunk.texts
+    if not texts:
+        raise InputError(f"{source.label}: no texts in the input")
+    return ids, texts
+
+
+def _chunked(records: Iterable[tuple[Any, str | None]], size: int, counter: _Counter) -> Iterator[Chunk]:
+    ids: list[Any] = []
+    texts: list[str] = []
+    for record_id, text in records:
+        if text is None:  # skipped under --errors skip
+            counter.skipped += 1
+            continue
+        ids.append(record_id)
+        texts.append(text)
+        if len(texts) >= size:
+            yield Chunk(ids, texts, counter.done, counter.skipped)
+            ids, texts = [], []
+    if texts:
+        yield Chunk(ids, texts, counter.done, counter.skipped)
+
+
+def _decoded_lines(handle: IO[bytes], source: Source, counter: _Counter) -> Iterator[tuple[int, str | None]]:
+    """(1-based line number, text with its newline, or None for a skipped undecodable line)."""
+    for number, raw in enumerate(handle, start=1):
+        counter.done += len(raw)
+        counter.lines = number
+        text: str | None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if source.errors == "strict":
+                raise InputError(
+                    f"{source.label}: line {number} is not valid UTF-8 (byte {exc.start + 1} of the line); "
+                    "use --errors replace or --errors skip to go on"
+                ) from None
+            text = None if source.errors == "skip" else raw.decode("utf-8", "replace")
+        if number == 1 and text is not None:
+            text = text.removeprefix("\ufeff")
+        yield number, text
+
+
+def _txt_records(lines: Iterable[tuple[int, str | None]]) -> Iterator[tuple[Any, str | None]]:
+    for number, text in lines:
+        yield number - 1, (None if text is None else text.rstrip("\r\n"))
+
+
+def _bad_value(source: Source, where: str, value: object) -> str | None:
+    """The message for a missing, null or non-text value, or None (skip) under --errors skip."""
+    if source.errors == "skip":
+        return None
+    kind = "null" if value is None else f"{type(value).__name__} ({value!r:.40}), not text"
+    return f"{source.label}: {where}: {source.field!r} is {kind}; fix the input or use --errors skip"
+
+
+def _jsonl_records(
+    lines: Iterable[tuple[int, str | None]], source: Source, counter: _Counter
+) -> Iterator[tuple[Any, str | None]]:
+    index = 0
+    for number, line in lines:
+        if line is None:
+            yield index, None
+            index += 1
+            continue
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if source.errors == "skip":
+                yield index, None
+                index += 1
+                continue
+            raise InputError(f"{source.label}: line {number} is not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{source.label}: line {number} is a JSON {type(record).__name__}, not an object")
+        if source.field not in record:
+            fields = ", ".join(map(repr, list(record)[:10]))
+            raise InputError(
+                f"{source.label}: line {number} has no field {source.field!r} (it has {fields}); "
+                "choose one with --field"
+            )
+        text = record[source.field]
+        record_id: Any = index
+        if source.id_field is not None:
+            if source.id_field not in record:
+                raise InputError(f"{source.label}: line {number} has no id field {source.id_field!r}")
+            record_id = record[source.id_field]
+        if not isinstance(text, str):
+            message = _bad_value(source, f"line {number}", text)
+            if message:
+                raise InputError(message)
+            text = None
+        yield record_id, text
+        index += 1
+
+
+def _csv_records(
+    lines: Iterable[tuple[int, str | None]], source: Source, counter: _Counter
+) -> Iterator[tuple[Any, str | None]]:
+    csv.field_size_limit(2**31 - 1)
+    texts = (line for _, line in lines if line is not None)  # an undecodable line is dropped under skip
+    reader = csv.reader(texts, delimiter="\t" if source.fmt == "tsv" else ",")
+    header = next(reader, None)
+    if header is None:
+        return
+    if source.field not in header:
+        raise InputError(
+            f"{source.label}: no column {source.field!r} (columns: {', '.join(header[:20])}); choose one with --column"
+        )
+    column = header.index(source.field)
+    id_column = None
+    if source.id_field is not None:
+        if source.id_field not in header:
+            raise InputError(f"{source.label}: no id column {source.id_field!r} (columns: {', '.join(header[:20])})")
+        id_column = header.index(source.id_field)
+    for index, row in enumerate(reader):
+        if not row:  # a blank line
+            continue
+        if len(row) <= max(column, id_column or 0):
+            if source.errors == "skip":
+                yield index, None
+                continue
+            raise InputError(
+                f"{source.label}: line {reader.line_num} has {len(row)} fields, the header has {len(header)}"
+            )
+        yield (index if id_column is None else row[id_column]), row[column]
+
+
+def _parquet_chunks(source: Source, size: int) -> Iterator[Chunk]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(source.path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{source.label}: not a readable parquet file ({exc})") from None
+    names = parquet.schema_arrow.names
+    for name, what in ((source.field, "column"), (source.id_field, "id column")):
+        if name is not None and name not in names:
+            raise InputError(f"{source.label}: no {what} {name!r} (columns: {', '.join(names[:20])}); use --column")
+    kind = parquet.schema_arrow.field(source.field).type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise InputError(f"{source.label}: column {source.field!r} holds {kind}, not text")
+    columns = [source.field] + ([source.id_field] if source.id_field and source.id_field != source.field else [])
+    start = skipped = 0
+    for batch in parquet.iter_batches(batch_size=size, columns=columns):
+        texts = batch.column(source.field).to_pylist()
+        ids = batch.column(source.id_field).to_pylist() if source.id_field else list(range(start, start + len(texts)))
+        keep = [i for i, text in enumerate(texts) if text is not None]
+        if len(keep) < len(texts):
+            first = next(i for i, text in enumerate(texts) if text is None)
+            message = _bad_value(source, f"row {start + first}", None)
+            if message:
+                raise InputError(message)
+            skipped += len(texts) - len(keep)
+            texts, ids = [texts[i] for i in keep], [ids[i] for i in keep]
+        start += batch.num_rows
+        if texts:
+            yield Chunk(ids, texts, start, skipped)

@@ -1,0 +1,166 @@
+"""``sentemb search``: top-k corpus rows for each query, from a corpus of texts or saved embeddings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import numpy as np
+
+from sentemb.cli.encode import CHUNK_ROWS
+from sentemb.cli.io import ERROR_POLICIES, Source, make_source, read_all, read_chunks
+from sentemb.cli.options import EXIT_CODES_HELP, InputError, UsageError, encoder_options, load_encoder
+from sentemb.cli.output import print_rows, table_format
+
+if TYPE_CHECKING:
+    from sentemb.encoder import Encoder
+
+EXAMPLES = """\b
+Examples:
+  sentemb search "how do I reset my password?" --corpus faq.txt -k 3
+  sentemb search --queries questions.txt --corpus docs.jsonl --id-field doc_id --format jsonl
+  sentemb encode docs.jsonl -o docs.parquet && sentemb search "refunds" --embeddings docs.parquet
+  sentemb search "refunds" --embeddings docs.npy --corpus docs.jsonl   # texts shown beside hits
+
+\b
+--embeddings takes a file written by `sentemb encode` (.npy, .parquet or .jsonl) made with the
+same model options. Results: a table on a terminal, JSON lines when piped.
+
+"""
+
+
+@click.command(epilog=EXAMPLES + EXIT_CODES_HELP)
+@click.argument("queries", nargs=-1)
+@click.option("--queries", "-q", "queries_file", default=None, help="Queries from a file (- for stdin).")
+@click.option("--corpus", "-c", default=None, help="Corpus texts (.txt, .jsonl, .csv, .tsv, .parquet).")
+@click.option("--embeddings", "-e", default=None, help="Saved corpus vectors (.npy, .parquet, .jsonl).")
+@click.option("--field", "--column", "field", default="text", show_default=True, help="Field or column with the text.")
+@click.option("--id-field", default=None, help="Corpus field or column to report as the id.")
+@click.option("--top-k", "-k", type=click.IntRange(min=1), default=10, show_default=True, help="Hits per query.")
+@click.option("--score", type=click.Choice(["cosine", "dot"]), default="cosine", show_default=True)
+@click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True,
+              help="Invalid UTF-8 or a row without text: stop, replace bad bytes, or skip the row.")
+@click.option("--format", "fmt", type=click.Choice(["table", "tsv", "jsonl"]), default=None,
+              help="Output style [default: table on a terminal, jsonl when piped].")
+@encoder_options
+def search(
+    *,
+    queries: tuple[str, ...], queries_file: str | None, corpus: str | None, embeddings: str | None, field: str,
+    id_field: str | None, top_k: int, score: str, errors: str, fmt: str | None, **encoder_params: Any,
+) -> None:
+    """Find the corpus rows closest to each query."""
+    if bool(queries) == bool(queries_file):
+        raise UsageError("give QUERIES or --queries FILE (one of them)")
+    if corpus is None and embeddings is None:
+        raise UsageError("give --corpus FILE, --embeddings FILE, or both")
+    if queries_file is not None:
+        query_source = make_source(queries_file, input_format=None, field=field, id_field=None, errors=errors)
+        _, query_texts = read_all(query_source)
+    else:
+        query_texts = list(queries)
+    corpus_source = None
+    if corpus is not None:
+        corpus_source = make_source(corpus, input_format=None, field=field, id_field=id_field, errors=errors)
+    saved = load_embeddings(embeddings) if embeddings is not None else None
+    encoder = load_encoder(**encoder_params)
+
+    ids: list[Any] = []
+    texts: list[str] = []
+    vectors = np.zeros((0, encoder.dim), dtype=np.float32)
+    if saved is not None:
+        ids, vectors = saved
+    if corpus_source is not None:
+        corpus_ids, texts, parts = read_corpus(corpus_source, encoder if saved is None else None)
+        if saved is None:
+            ids, vectors = corpus_ids, np.concatenate(parts)
+        elif len(texts) != len(vectors):
+            raise InputError(f"--corpus has {len(texts):,} texts but --embeddings has {len(vectors):,} vectors")
+        elif id_field is not None:
+            ids = corpus_ids
+    if vectors.shape[1] != encoder.dim:
+        raise InputError(f"{embeddings}: vectors have {vectors.shape[1]} numbers but the model makes {encoder.dim}; "
+                         "search with the model that wrote them")
+
+    import sentemb
+
+    hits = sentemb.semantic_search(encoder.encode(query_texts), vectors, top_k, score=score)
+    rows = []
+    for query, found in zip(query_texts, hits, strict=True):
+        for rank, hit in enumerate(found, start=1):
+            row: list[Any] = [query, rank, ids[hit.corpus_id], hit.score]
+            if texts:
+                row.append(texts[hit.corpus_id])
+            rows.append(row)
+    columns = ["query", "rank", "id", "score"] + (["text"] if texts else [])
+    print_rows(columns, rows, table_format(fmt, piped="jsonl"), title=f"top {top_k}")
+
+
+def read_corpus(source: Source, encoder: Encoder | None) -> tuple[list[Any], list[str], list[np.ndarray]]:
+    """Ids, texts and (when ``encoder`` is given) vectors, chunk by chunk, of a corpus file."""
+    ids: list[Any] = []
+    texts: list[str] = []
+    parts = []
+    for chunk in read_chunks(source, CHUNK_ROWS):
+        ids += chunk.ids
+        texts += chunk.texts
+        if encoder is not None:
+            parts.append(encoder.encode(chunk.texts))
+    if not texts:
+        raise InputError(f"{source.label}: no texts in the corpus")
+    return ids, texts, parts
+
+
+def load_embeddings(path: str) -> tuple[list[Any], np.ndarray]:
+    """(ids, float32 vectors) from a file `sentemb encode` wrote."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".npy":
+            vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+            if vectors.ndim != 2:
+                raise InputError(f"{path}: expected a 2-D array of vectors, got shape {vectors.shape}")
+            return list(range(len(vectors))), np.asarray(vectors, dtype=np.float32)
+        if suffix in (".parquet", ".pq"):
+            return _parquet_embeddings(path)
+        if suffix in (".jsonl", ".ndjson"):
+            return _jsonl_embeddings(path)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a readable embedding file ({exc})") from None
+    raise InputError(f"{path}: saved embeddings must be .npy, .parquet or .jsonl")
+
+
+def _parquet_embeddings(path: str) -> tuple[list[Any], np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    if "embedding" not in table.column_names:
+        raise InputError(f"{path}: no 'embedding' column (columns: {', '.join(table.column_names)})")
+    column = table.column("embedding").combine_chunks()
+    dim = getattr(column.type, "list_size", None)
+    if dim is None:
+        vectors = np.array(column.to_pylist(), dtype=np.float32)
+    else:
+        vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+    ids = table.column("id").to_pylist() if "id" in table.column_names else list(range(len(vectors)))
+    return ids, vectors
+
+
+def _jsonl_embeddings(path: str) -> tuple[list[Any], np.ndarray]:
+    ids: list[Any] = []
+    rows: list[list[float]] = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                rows.append(record["embedding"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InputError(f"{path}: line {number} is not an object with an 'embedding'") from None
+            ids.append(record.get("id", len(ids)))
+    if not rows:
+        raise InputError(f"{path}: no embeddings in the file")
+    return ids, np.array(rows, dtype=np.float32)
