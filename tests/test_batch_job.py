@@ -1,0 +1,222 @@
+"""The batch job end to end on a small local Ray instance: vectors, bad rows, refusals, CLI, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sentemb.batch import BatchJob, run_batch
+from sentemb.config import EncoderConfig
+from sentemb.errors import ConfigError, InvalidInputError
+
+pytest.importorskip("ray.data")
+
+ROOT = Path(__file__).resolve().parents[1]
+KILL_ROWS = 50_000
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One small local Ray instance for this module (the jobs below attach to it)."""
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=300_000_000, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, default_model_dir):
+    """A randomly initialised 2-layer BERT (hidden 32) with the default model's tokenizer: fast, real path."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)  # fmt: skip
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(default_model_dir / name, folder / name)
+    return folder
+
+
+def _read(folder) -> pa.Table:
+    return pq.read_table(folder).sort_by("id")
+
+
+def _manifest(folder) -> dict:
+    return json.loads((Path(folder) / "_manifest.json").read_text())
+
+
+def _write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_vectors_equal_the_library_on_sts_sentences(ray_local, tmp_path, default_encoder, sts_train_path):
+    from sentemb.evaluation import read_sts
+
+    sts = read_sts(sts_train_path)
+    texts = (sts.sentences1 + sts.sentences2)[:600]
+    _write_jsonl(tmp_path / "sts.jsonl", [{"id": i, "text": t, "n": len(t)} for i, t in enumerate(texts)])
+    job = BatchJob(input=str(tmp_path / "sts.jsonl"), output_dir=str(tmp_path / "out"), carry_columns=("n",),
+                   shard_bytes=20_000, num_actors=2)  # fmt: skip
+    result = run_batch(job, EncoderConfig(device="cpu"))
+    assert result.shards_planned > 1
+    assert result.rows_total == len(texts)
+    table = _read(tmp_path / "out")
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), default_encoder.dim)
+    assert table.column("id").to_pylist() == list(range(len(texts)))
+    assert table.column("n").to_pylist() == [len(t) for t in texts]
+    got = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    want = default_encoder.encode(texts)
+    assert np.abs(got - want).max() <= 1e-6
+    header = _manifest(tmp_path / "out")["header"]
+    described = default_encoder.describe()
+    for key in ("sha256", "pooling", "normalize", "max_length", "dim"):
+        assert header[key] == described[key]
+
+
+def test_bad_rows_are_reported_and_do_not_stop_the_job(ray_local, tmp_path, tiny_model):
+    records = [{"id": f"r{i}", "text": f"row {i}"} for i in range(40)]
+    records[3]["text"] = None
+    records[17]["text"] = 12
+    del records[25]["text"]
+    records[31]["text"] = "far too long for sixteen tokens " * 4
+    _write_jsonl(tmp_path / "in.jsonl", records)
+    pq.write_table(pa.table({"id": ["p0", "p1"], "text": ["fine", None]}), tmp_path / "more.parquet")
+    job = BatchJob(input=str(tmp_path), output_dir=str(tmp_path / "out"), shard_bytes=300, num_actors=2)
+    result = run_batch(job, EncoderConfig(model=str(tiny_model), max_length=16, long_text="error"))
+    bad = {"r3", "r17", "r25", "r31", "p1"}
+    assert result.errors_total == len(bad)
+    errors = [json.loads(line) for line in (tmp_path / "out" / "_errors.jsonl").read_text().splitlines()]
+    assert {e["id"] for e in errors} == bad
+    assert all(e["error"] for e in errors)
+    assert "longer than max_length=16" in next(e["error"] for e in errors if e["id"] == "r31")
+    ids = _read(tmp_path / "out").column("id").to_pylist()
+    assert sorted(ids) == sorted(({r["id"] for r in records} | {"p0", "p1"}) - bad)
+
+    strict = BatchJob(input=str(tmp_path / "in.jsonl"), output_dir=str(tmp_path / "strict"), shard_bytes=300,
+                      strict=True, num_actors=1)  # fmt: skip
+    with pytest.raises(InvalidInputError, match=r"--strict.*\"id\": \"r(3|17|25)\""):
+        run_batch(strict, EncoderConfig(model=str(tiny_model), max_length=16))
+
+
+def test_cli_batch_reruns_skip_done_shards_and_refuse_other_options(ray_local, tmp_path, tiny_model,
+                                                                    default_model_dir):  # fmt: skip
+    from click.testing import CliRunner
+
+    from sentemb.cli import main
+
+    pq.write_table(pa.table({"doc": list(range(30)), "body": [f"b {i}" for i in range(30)], "lang": ["en"] * 30}),
+                   tmp_path / "in.parquet", row_group_size=10)  # fmt: skip
+    out = tmp_path / "out"
+    args = ["batch", str(tmp_path / "in.parquet"), str(out), "--column", "body", "--id-column", "doc",
+            "--carry", "lang", "--shard-rows", "10", "--model", str(tiny_model), "--max-length", "16"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["rows_total"] == 30
+    table = pq.read_table(out)
+    assert table.column_names == ["doc", "embedding", "lang"]
+    assert sorted(table.column("doc").to_pylist()) == list(range(30))
+    assert len(_manifest(out)["shards"]) == 3
+
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    again = CliRunner().invoke(main, args)  # nothing left to do: Ray is not even needed
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.output.strip().splitlines()[-1])
+    assert (summary["skipped"], summary["written"], summary["rows_total"]) == (3, 0, 30)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == before
+
+    refused = CliRunner().invoke(main, [*args[:-1], "24"])
+    assert refused.exit_code == 2
+    assert "different model or options (max_length: 16 there, 24 now)" in refused.output
+    job = BatchJob(input=str(tmp_path / "in.parquet"), output_dir=str(out), text_column="body", id_column="doc",
+                   carry_columns=("lang",), shard_rows=10)  # fmt: skip
+    with pytest.raises(ConfigError, match="sha256"):
+        run_batch(job, EncoderConfig(model=str(default_model_dir), max_length=16))
+    assert pq.read_table(out).num_rows == 30
+
+
+def _descendants(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.slow
+def test_killed_job_resumes_with_nothing_lost_or_twice(ray_local, tmp_path, tiny_model):
+    import psutil
+
+    source = tmp_path / "in"
+    source.mkdir()
+    rows_per_file = KILL_ROWS // 10
+    for f in range(10):
+        ids = np.arange(f * rows_per_file, (f + 1) * rows_per_file)
+        texts = [f"passage {i} about {['cats', 'rain', 'trains', 'code'][i % 4]} and more" for i in ids]
+        pq.write_table(pa.table({"id": ids, "text": texts}), source / f"in-{f}.parquet", row_group_size=500)
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    args = ["batch", str(source), str(out), "--model", str(tiny_model), "--max-length", "16", "--shard-rows", "500",
+            "--num-actors", "2", "--no-progress", "--quiet"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("RAY_ADDRESS", None)
+    job = subprocess.Popen([sys.executable, "-c", "from sentemb.cli import main; main()", *args], cwd=ROOT, env=env,
+                           start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    total = KILL_ROWS // 500
+    committed: list[Path] = []
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and job.poll() is None:
+        committed = list(out.glob("part-*.parquet"))
+        if len(committed) >= 5:
+            break
+        time.sleep(0.02)
+    family = _descendants(job.pid)
+    os.killpg(job.pid, signal.SIGKILL)  # the driver and everything in its session (Ray's workers)
+    job.wait(timeout=30)
+    for proc in family:  # Ray daemons that left the process group: the ones this job started
+        if proc.is_running():
+            proc.kill()
+    psutil.wait_procs(family, timeout=30)
+    stderr = job.stderr.read().decode(errors="replace") if job.stderr else ""
+    job.stderr.close()
+    assert 5 <= len(committed) < total, f"not killed midway ({len(committed)} of {total}): {stderr[-2000:]}"
+
+    config = EncoderConfig(model=str(tiny_model), max_length=16)
+    resumed = run_batch(BatchJob(input=str(source), output_dir=str(out), shard_rows=500, num_actors=2), config)
+    assert resumed.shards_skipped >= len(committed)
+    assert resumed.shards_skipped + resumed.shards_written == total
+    whole = run_batch(BatchJob(input=str(source), output_dir=str(reference), shard_rows=500, num_actors=2), config)
+    assert whole.shards_written == total
+
+    visible = sorted(p.name for p in out.iterdir())
+    assert all(n.startswith("part-") or n in ("_manifest.json", "_errors.jsonl", "_errors") for n in visible)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+    got, want = _read(out), _read(reference)
+    assert got.column("id").to_pylist() == list(range(KILL_ROWS))  # one row per input id, none twice
+    assert want.column("id").to_pylist() == list(range(KILL_ROWS))
+    a = np.stack(got.column("embedding").to_numpy(zero_copy_only=False))
+    b = np.stack(want.column("embedding").to_numpy(zero_copy_only=False))
+    assert np.abs(a - b).max() <= 1e-6
+    manifest = _manifest(out)
+    print(f"kill-and-resume: killed with {len(committed)}/{total} shards committed; rerun skipped "
+          f"{resumed.shards_skipped}, wrote {resumed.shards_written}; max |diff| vs uninterrupted run "
+          f"{np.abs(a - b).max():.1e}")  # fmt: skip
+    assert manifest["complete"] is True
+    assert manifest["totals"]["rows"] == KILL_ROWS
+    assert sum(e["rows"] for e in manifest["shards"].values()) == KILL_ROWS
