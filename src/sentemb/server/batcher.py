@@ -1,0 +1,242 @@
+"""Merge concurrent requests into micro-batches for one encoder, off the event loop.
+
+    request ─ submit(texts) ─▶ queue (bounded in inputs; QueueFull past it)
+                                  │  the worker takes jobs in order until the token budget is spent
+                                  │  or max_wait has passed since the first one
+                                  ▼
+              one encode_with_info call in a single model thread ─▶ each job gets its own rows
+
+A job whose request went away (the awaiting task was cancelled) is dropped before it reaches the
+model. ``close()`` refuses new work, finishes what is queued and stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sentemb.errors import TextTooLongError
+from sentemb.tokenize import TextInfo
+
+log = logging.getLogger("sentemb.server")
+
+
+class QueueFull(Exception):
+    """The queue holds too many inputs already; the caller should come back later."""
+
+
+class BatcherClosed(Exception):
+    """The batcher is shutting down and takes no new work."""
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one micro-batch did (for metrics; never any text)."""
+
+    requests: int
+    inputs: int
+    tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One request's share of a micro-batch: its vectors (n, dim) and per-text facts, in order."""
+
+    embeddings: np.ndarray
+    info: list[TextInfo]
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    tokens: int
+    future: asyncio.Future[Rows]
+    queued: bool = True
+    enqueued_at: float = field(default_factory=time.perf_counter)
+
+
+EncodeFn = Callable[[list[str]], tuple[np.ndarray, list[TextInfo]]]
+
+
+class MicroBatcher:
+    """Asyncio micro-batcher; create it inside the running loop and ``start()`` it."""
+
+    def __init__(
+        self,
+        encode: EncodeFn,
+        estimate_tokens: Callable[[str], int],
+        *,
+        queue_size: int,
+        token_budget: int,
+        max_wait_s: float,
+        on_batch: Callable[[BatchReport], None] | None = None,
+    ) -> None:
+        self._encode = encode
+        self._estimate = estimate_tokens
+        self._queue_size = queue_size
+        self._budget = token_budget
+        self._max_wait = max_wait_s
+        self._on_batch = on_batch
+        self._jobs: collections.deque[_Job] = collections.deque()
+        self._queued_inputs = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentemb-model")
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def queued_inputs(self) -> int:
+        """Inputs waiting for the model (the queue depth)."""
+        return self._queued_inputs
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="sentemb-batcher")
+
+    async def run_in_model_thread(self, fn: Callable[[], object]) -> object:
+        """Run ``fn`` in the model thread, between micro-batches (used by /ready)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def encode(self, texts: Sequence[str]) -> Rows:
+        """Vectors and facts for ``texts``; raises QueueFull, BatcherClosed or the encoder's error."""
+        return await self.submit(texts)  # cancelling the caller cancels the future: the job is dropped
+
+    def submit(self, texts: Sequence[str]) -> asyncio.Future[Rows]:
+        """Queue ``texts`` and return the future of their rows (cancel it to drop the work)."""
+        if self._closing:
+            raise BatcherClosed("the server is shutting down")
+        if self._queued_inputs + len(texts) > self._queue_size:
+            raise QueueFull(f"{self._queued_inputs} inputs are queued already (limit {self._queue_size})")
+        items = list(texts)
+        future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
+        job = _Job(items, sum(self._estimate(t) for t in items), future)
+        future.add_done_callback(functools.partial(self._forget_if_cancelled, job))
+        self._jobs.append(job)
+        self._queued_inputs += len(items)
+        self._wakeup.set()
+        return future
+
+    async def close(self) -> None:
+        """Take no new work, finish the queued jobs, stop the worker and the model thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._worker is not None:
+            await self._worker
+        self._executor.shutdown(wait=True)
+
+    # -- the worker ------------------------------------------------------------------------------
+
+    def _forget_if_cancelled(self, job: _Job, _future: object = None) -> None:
+        if job.future.cancelled() and job.queued:
+            job.queued = False
+            self._queued_inputs -= len(job.texts)
+
+    def _pop_live(self) -> _Job | None:
+        """The oldest job whose request still waits (dropped ones are discarded on the way)."""
+        while self._jobs:
+            job = self._jobs[0]
+            if job.queued:
+                return job
+            self._jobs.popleft()
+        return None
+
+    def _take(self) -> _Job:
+        job = self._jobs.popleft()
+        job.queued = False
+        self._queued_inputs -= len(job.texts)
+        return job
+
+    async def _collect(self) -> list[_Job]:
+        """Wait for a first job, then add jobs until the token budget or the maximum wait is reached."""
+        loop = asyncio.get_running_loop()
+        while self._pop_live() is None:
+            if self._closing:
+                return []
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        batch = [self._take()]
+        tokens = batch[0].tokens
+        deadline = loop.time() + self._max_wait
+        while tokens < self._budget:
+            job = self._pop_live()
+            if job is None:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self._closing:
+                    break
+                self._wakeup.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                continue
+            if tokens + job.tokens > self._budget:
+                break
+            batch.append(self._take())
+            tokens += job.tokens
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            if not batch:
+                return
+            try:
+                await self._process(batch)
+            except Exception as exc:  # a failed batch must fail its requests, never stop the worker
+                # Type and frames only: an exception's message may quote a text.
+                frames = "".join(traceback.format_tb(exc.__traceback__))
+                log.error("micro-batch of %d requests failed: %s\n%s", len(batch), type(exc).__name__, frames)
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(RuntimeError("the model failed on this batch"))
+
+    async def _process(self, batch: list[_Job]) -> None:
+        """Encode the live jobs of ``batch`` together; a too-long text fails only its own request."""
+        loop = asyncio.get_running_loop()
+        while batch:
+            batch = [job for job in batch if not job.future.done()]
+            if not batch:
+                return
+            texts = [text for job in batch for text in job.texts]
+            started = time.perf_counter()
+            try:
+                vectors, info = await loop.run_in_executor(self._executor, self._encode, texts)
+            except TextTooLongError as exc:
+                owner, local = _owner(batch, exc.index)
+                if not owner.future.done():
+                    message = f"input {local} has {exc.num_tokens} tokens, more than max_length allows"
+                    owner.future.set_exception(TextTooLongError(message, local, exc.num_tokens))
+                continue  # the others again, without the failed request
+            seconds = time.perf_counter() - started
+            start = 0
+            for job in batch:
+                end = start + len(job.texts)
+                if not job.future.done():
+                    job.future.set_result(Rows(vectors[start:end], info[start:end]))
+                start = end
+            if self._on_batch is not None:
+                tokens = sum(item.num_tokens for item in info)
+                self._on_batch(BatchReport(len(batch), len(texts), tokens, seconds))
+            return
+
+
+def _owner(batch: list[_Job], index: int) -> tuple[_Job, int]:
+    """The job that holds text ``index`` of the merged batch, and the text's index in that job."""
+    for job in batch:
+        if index < len(job.texts):
+            return job, index
+        index -= len(job.texts)
+    raise IndexError(index)

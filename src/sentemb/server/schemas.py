@@ -1,0 +1,61 @@
+"""OpenAI-shaped request and response bodies: pydantic lives here, at the HTTP boundary only."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+
+class EmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings``. ``input`` is checked by :func:`sentemb.server.app.texts_from_input`
+    so that a wrong item gets a message naming its index."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: Any = Field(description="A string or an array of strings (token id arrays are refused).")
+    model: str | None = Field(default=None, description="A served model name; the service's model when left out.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: StrictInt | None = Field(default=None, description="Keep the first N numbers, then re-normalise.")
+    user: str | None = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    embedding: list[float] | str
+    index: int
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "sentemb"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,174 @@
+"""The micro-batcher alone: merging, order, token budget, cancellation, errors and draining."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+
+from sentemb.errors import TextTooLongError
+from sentemb.server.batcher import BatcherClosed, MicroBatcher, QueueFull
+from sentemb.tokenize import TextInfo
+
+
+def vector(text: str) -> list[float]:
+    return [float(len(text)), float(sum(map(ord, text)) % 997)]
+
+
+class Recorder:
+    """A fake encode: one row per text derived from the text, and a log of every call."""
+
+    def __init__(self, fail_on: str | None = None, too_long: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail_on = fail_on
+        self.too_long = too_long
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, list[TextInfo]]:
+        self.calls.append(list(texts))
+        if self.fail_on in texts:
+            raise RuntimeError("boom")
+        if self.too_long in texts:
+            index = texts.index(self.too_long)
+            raise TextTooLongError("too long", index, 999)
+        return np.array([vector(t) for t in texts], dtype=np.float32), [TextInfo(len(t), False) for t in texts]
+
+
+def make(encode: Recorder, **options: object) -> MicroBatcher:
+    settings = {"queue_size": 100, "token_budget": 1000, "max_wait_s": 0.02, **options}
+    return MicroBatcher(encode, len, **settings)  # type: ignore[arg-type]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_concurrent_jobs_merge_into_one_call_and_keep_their_rows():
+    async def main():
+        rec = Recorder()
+        batcher = make(rec)
+        batcher.start()
+        jobs = [["a", "bb"], ["ccc"], ["dddd", "e", "ff"]]
+        results = await asyncio.gather(*(batcher.encode(j) for j in jobs))
+        await batcher.close()
+        return rec, jobs, results
+
+    rec, jobs, results = run(main())
+    assert rec.calls == [["a", "bb", "ccc", "dddd", "e", "ff"]]
+    for job, rows in zip(jobs, results, strict=True):
+        np.testing.assert_array_equal(rows.embeddings, np.array([vector(t) for t in job], dtype=np.float32))
+        assert [i.num_tokens for i in rows.info] == [len(t) for t in job]
+
+
+def test_token_budget_splits_batches_in_order():
+    async def main():
+        rec = Recorder()
+        batcher = make(rec, token_budget=10)
+        batcher.start()
+        await asyncio.gather(*(batcher.encode([c * 6]) for c in "xyz"))  # 6 estimated tokens each
+        await batcher.close()
+        return rec
+
+    assert run(main()).calls == [["xxxxxx"], ["yyyyyy"], ["zzzzzz"]]
+
+
+def test_first_job_runs_alone_after_max_wait():
+    async def main():
+        rec = Recorder()
+        batcher = make(rec, max_wait_s=0.05)
+        batcher.start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await batcher.encode(["solo"])
+        elapsed = loop.time() - started
+        await batcher.close()
+        return rec, elapsed
+
+    rec, elapsed = run(main())
+    assert rec.calls == [["solo"]]
+    assert 0.04 <= elapsed < 2
+
+
+def test_queue_bound_counts_inputs_and_refuses_at_once():
+    async def main():
+        batcher = make(Recorder(), queue_size=5)  # not started: nothing leaves the queue
+        first = batcher.submit(["a", "b", "c"])
+        with pytest.raises(QueueFull):
+            batcher.submit(["d", "e", "f"])
+        second = batcher.submit(["d", "e"])
+        assert batcher.queued_inputs == 5
+        first.cancel()
+        await asyncio.sleep(0)  # done-callbacks run on the next loop turn
+        assert batcher.queued_inputs == 2
+        batcher.submit(["g"])
+        second.cancel()
+        await asyncio.sleep(0)
+        return batcher.queued_inputs
+
+    assert run(main()) == 1
+
+
+def test_cancelled_job_never_reaches_the_model():
+    async def main():
+        rec = Recorder()
+        batcher = make(rec)
+        dropped = batcher.submit(["dropped"])
+        kept = batcher.submit(["kept"])
+        dropped.cancel()
+        batcher.start()
+        rows = await kept
+        await batcher.close()
+        return rec, rows
+
+    rec, rows = run(main())
+    assert rec.calls == [["kept"]]
+    assert rows.embeddings.shape == (1, 2)
+
+
+def test_too_long_text_fails_only_its_request():
+    async def main():
+        rec = Recorder(too_long="LONG")
+        batcher = make(rec)
+        batcher.start()
+        results = await asyncio.gather(
+            batcher.encode(["ok1"]), batcher.encode(["fine", "LONG"]), batcher.encode(["ok2"]), return_exceptions=True
+        )
+        await batcher.close()
+        return rec, results
+
+    rec, (a, bad, c) = run(main())
+    assert isinstance(bad, TextTooLongError)
+    assert bad.index == 1  # its index inside its own request, not inside the merged batch
+    assert a.embeddings.shape == c.embeddings.shape == (1, 2)
+    assert rec.calls[-1] == ["ok1", "ok2"]
+
+
+def test_a_failed_batch_fails_its_requests_and_the_worker_goes_on():
+    async def main():
+        rec = Recorder(fail_on="bad")
+        batcher = make(rec, max_wait_s=0.0)
+        batcher.start()
+        with pytest.raises(RuntimeError):
+            await batcher.encode(["bad"])
+        rows = await batcher.encode(["good"])
+        await batcher.close()
+        return rows
+
+    assert run(main()).embeddings.shape == (1, 2)
+
+
+def test_close_finishes_queued_work_then_refuses():
+    async def main():
+        rec = Recorder()
+        batcher = make(rec, token_budget=3)
+        futures = [batcher.submit([c * 3]) for c in "abcd"]
+        batcher.start()
+        await batcher.close()
+        assert all(f.done() and not f.cancelled() for f in futures)
+        with pytest.raises(BatcherClosed):
+            batcher.submit(["late"])
+        return rec
+
+    assert run(main()).calls == [["aaa"], ["bbb"], ["ccc"], ["ddd"]]
