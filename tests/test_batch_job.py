@@ -83,7 +83,8 @@ def test_vectors_equal_the_library_on_sts_sentences(ray_local, tmp_path, default
     assert table.column("n").to_pylist() == [len(t) for t in texts]
     got = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
     want = default_encoder.encode(texts)
-    assert np.abs(got - want).max() <= 1e-6
+    # other batch neighbours and torch thread counts: the core's batch-independence bound applies
+    assert np.abs(got - want).max() <= 1e-5
     header = _manifest(tmp_path / "out")["header"]
     described = default_encoder.describe()
     for key in ("sha256", "pooling", "normalize", "max_length", "dim"):
