@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Exports and digest memos go to a throw-away cache, never the user's ~/.cache/sentemb.
+os.environ["SENTEMB_CACHE"] = tempfile.mkdtemp(prefix="sentemb-test-cache-")
+atexit.register(shutil.rmtree, os.environ["SENTEMB_CACHE"], True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb"

@@ -6,7 +6,9 @@ stays one small class. ``create_backend`` picks the implementation.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 import warnings
 from typing import TYPE_CHECKING, Protocol
 
@@ -49,16 +51,55 @@ def cuda_fallback(requested: str, available: bool) -> str:
     return requested
 
 
+def _gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU, without importing torch (1 s) to ask."""
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/dxg")
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def auto_choice(config: EncoderConfig) -> EncoderConfig:
+    """The fastest backend that meets the requested fidelity on this machine (see benchmarks/bench.py).
+
+    int8 -> onnx on the CPU. On a GPU (asked for, or device='auto' with one present) -> torch. On the
+    CPU: fp32 -> onnx (exact, faster than torch); bf16 -> torch bf16 where the CPU has native bf16,
+    else onnx fp32 (more faithful and faster than emulated bf16). Without onnxruntime -> torch.
+    """
+    from sentemb.config import Precision
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        return config.replace(backend="torch")
+    if config.precision is Precision.INT8:
+        return config.replace(backend="onnx", device="cpu" if config.device == "auto" else config.device)
+    gpu = config.device.startswith("cuda") or (config.device == "auto" and _gpu_present())
+    if gpu or config.precision is Precision.FP16:
+        return config.replace(backend="torch")
+    if config.precision is Precision.BF16:
+        if _cpu_has_bf16():
+            return config.replace(backend="torch")
+        return config.replace(backend="onnx", precision=Precision.FP32)
+    return config.replace(backend="onnx")
+
+
 def create_backend(spec: ModelSpec, config: EncoderConfig) -> Backend:
-    """Build the backend that ``config`` asks for."""
-    if config.backend in ("onnx", "auto"):
+    """Build the backend that ``config`` asks for (``auto``: see :func:`auto_choice`)."""
+    if config.backend == "auto":
+        config = auto_choice(config)
+        log.info("sentemb: backend='auto' chose %s (%s)", config.backend, config.precision.value)
+    if config.backend == "onnx":
         try:
             from sentemb.backends.onnx_backend import create_onnx_backend
-        except ImportError as exc:  # not built yet, or onnxruntime missing
-            if config.backend == "onnx":
-                raise ConfigError(f"the ONNX backend needs onnxruntime: pip install 'sentemb[onnx]' ({exc})") from None
-        else:
-            return create_onnx_backend(spec, config)
+        except ImportError as exc:  # onnxruntime missing
+            raise ConfigError(f"the ONNX backend needs onnxruntime: pip install 'sentemb[onnx]' ({exc})") from None
+        return create_onnx_backend(spec, config)
     from sentemb.backends.torch_backend import TorchBackend
 
     return TorchBackend(spec, config)

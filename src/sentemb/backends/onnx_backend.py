@@ -1,0 +1,103 @@
+"""ONNX Runtime backend: the cached export of the model (fp32, or int8 weights) in one InferenceSession.
+
+Once the export is cached, building this backend imports neither torch nor transformers: the session
+reads ``model.onnx`` and the tokenizer comes from the ``tokenizer.json`` saved beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sentemb.backends import cuda_fallback
+from sentemb.config import Precision
+from sentemb.errors import BackendError, ConfigError
+
+if TYPE_CHECKING:
+    from sentemb.batching import TokenBatch
+    from sentemb.config import EncoderConfig
+    from sentemb.export import Exported
+    from sentemb.models import ModelSpec
+    from sentemb.tokenize import LoadedTokenizer
+
+# Threads per session; default: ONNX Runtime's choice (one per physical core).
+THREADS_ENV = "SENTEMB_ORT_THREADS"
+
+
+def _import_ort():  # noqa: ANN202 - the module
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError("the ONNX backend needs onnxruntime: pip install 'sentemb[onnx]'") from None
+    return onnxruntime
+
+
+def _ort_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's own exception classes (they derive from Exception only)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "RuntimeException", "InvalidArgument")
+    return tuple(getattr(state, name) for name in names if hasattr(state, name))
+
+
+class OnnxBackend:
+    """Runs an exported graph whose output is ``last_hidden_state`` (B, T, H) float32."""
+
+    name = "onnx"
+    tokenizer: LoadedTokenizer | None
+
+    def __init__(self, exported: Exported, device: str, tokenizer: LoadedTokenizer) -> None:
+        ort = _import_ort()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        threads = os.environ.get(THREADS_ENV)
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            index = device.split(":")[1] if ":" in device else "0"
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))  # type: ignore[arg-type]
+        errors: tuple[type[Exception], ...] = (*_ort_errors(), RuntimeError, OSError)
+        try:
+            self.session = ort.InferenceSession(str(exported.model), options, providers=providers)
+        except errors as exc:
+            raise BackendError(f"onnxruntime could not load {exported.model}: {exc}") from None
+        self.device = device
+        self.tokenizer = tokenizer
+        self._inputs = [item.name for item in self.session.get_inputs()]
+        self.dim = int(self.session.get_outputs()[0].shape[-1])
+
+    def forward(self, batch: TokenBatch) -> np.ndarray:
+        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if "token_type_ids" in self._inputs:
+            types = batch.token_type_ids
+            feed["token_type_ids"] = types if types is not None else np.zeros_like(batch.input_ids)
+        (hidden,) = self.session.run(["last_hidden_state"], {name: feed[name] for name in self._inputs})
+        return np.asarray(hidden, dtype=np.float32)
+
+
+def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:
+    """Export (once, cached) and load ``spec`` at ``config.precision`` (fp32 or int8)."""
+    ort = _import_ort()
+    from sentemb.export import ensure_export
+    from sentemb.tokenize import LoadedTokenizer, prepare_tokenizer
+
+    precision = config.precision
+    if precision not in (Precision.FP32, Precision.INT8):
+        raise ConfigError(
+            f"the ONNX backend runs fp32 and int8, not {precision.value}; use backend='torch' for bf16/fp16"
+        )
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    device = cuda_fallback(config.device, has_cuda)
+    if precision is Precision.INT8 and device.startswith("cuda"):
+        raise ConfigError("int8 runs on the CPU (ONNX Runtime's int8 kernels); pass device='cpu'")
+    exported = ensure_export(spec, precision, trust_remote_code=config.trust_remote_code)
+    from tokenizers import Tokenizer
+
+    tokenizer = LoadedTokenizer(
+        prepare_tokenizer(Tokenizer.from_file(str(exported.tokenizer))), exported.uses_type_ids, exported.pad_id
+    )
+    return OnnxBackend(exported, device, tokenizer)

@@ -1,0 +1,64 @@
+"""``sentemb export``: write a model's ONNX export (graph, tokenizer, manifest) into a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sentemb.cli.options import EXIT_CODES_HELP, OutputError, handle_errors
+
+EXAMPLES = """\b
+Examples:
+  sentemb export default ./minilm-onnx
+  sentemb export ./my-model ./my-model-int8 --precision int8
+
+\b
+OUT receives model.onnx, tokenizer.json and manifest.json (sha256 of both files, what the export
+was made from). The same files are cached (SENTEMB_CACHE, default ~/.cache/sentemb), so the ONNX
+backend (`--backend onnx`) loads them without exporting again.
+
+"""
+
+
+@click.command(epilog=EXAMPLES + EXIT_CODES_HELP)
+@click.argument("model")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "int8"], case_sensitive=False),
+    default="fp32",
+    show_default=True,
+    help="fp32 (exact) or int8 (dynamic quantisation, signed per-channel weights).",
+)
+@click.option("--revision", default=None, help="Hub revision (commit, tag or branch) to pin.")
+@click.option("--force", "-f", is_flag=True, help="Overwrite an existing export in OUT.")
+@click.option("--allow-pickle", is_flag=True, help="Allow pickle (.bin) weights: only for models you trust.")
+@click.option("--trust-remote-code", is_flag=True, help="Run the model repository's own code: only if you trust it.")
+@handle_errors
+def export(
+    *,
+    model: str,
+    out: Path,
+    precision: str,
+    revision: str | None,
+    force: bool,
+    allow_pickle: bool,
+    trust_remote_code: bool,
+) -> None:
+    """Export MODEL (folder, hub id or 'default') to ONNX files in the folder OUT."""
+    from sentemb.config import EncoderConfig, Precision
+    from sentemb.export import MANIFEST_FILE, export_to
+    from sentemb.models import read_model_folder, resolve_model
+
+    if (out / MANIFEST_FILE).exists() and not force:
+        raise OutputError(f"{out} already holds an export; pass --force to overwrite it")
+    config = EncoderConfig(
+        model=model, revision=revision, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+    )
+    resolved = resolve_model(config.model, config.revision, config.cache_dir)
+    spec = read_model_folder(resolved.path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    exported = export_to(spec, Precision(precision.lower()), out, trust_remote_code=trust_remote_code)
+    size = exported.model.stat().st_size / 2**20
+    names = f"{exported.tokenizer.name}, {MANIFEST_FILE}"
+    click.echo(f"wrote {exported.model} ({size:.1f} MB, {precision.lower()}), {names}")

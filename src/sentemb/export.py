@@ -1,0 +1,286 @@
+"""Export a model to ONNX once and keep it: torch export, graph fusion, int8 quantisation, a checked cache.
+
+Cache layout (root: ``$SENTEMB_CACHE``, else ``$XDG_CACHE_HOME/sentemb``, else ``~/.cache/sentemb``)::
+
+    <root>/onnx/<model_type>-<precision>-<key[:20]>/
+        model.onnx       the graph: fp32, or int8 weights (signed, per output channel)
+        tokenizer.json   the model's fast tokenizer, so loading needs neither transformers nor torch
+        manifest.json    written last: what the key was made of, tokenizer facts, sha256 of each file
+
+The key hashes the model's own files (config, weights, tokenizer), the export recipe and the versions
+of sentemb, torch, transformers, onnx and onnxruntime: a change to any of them makes a new export.
+A folder whose files no longer match its manifest (a damaged or partial write) is rebuilt. Exports are
+written to a temporary folder and renamed into place, so concurrent processes never see half a folder.
+The model's own folder is only read (it may be read-only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sentemb.config import Precision
+from sentemb.errors import BackendError, ConfigError
+from sentemb.models.resolve import CACHE_ENV, cache_root, sha256_file
+
+if TYPE_CHECKING:
+    from sentemb.models import ModelSpec
+
+log = logging.getLogger("sentemb")
+
+# Bump when the export recipe changes in a way that changes the files.
+RECIPE = 1
+OPSET = 17
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+MANIFEST_FILE = "manifest.json"
+EXPORTABLE = (Precision.FP32, Precision.INT8)
+# Files of a model folder that decide its vectors; everything else (README, ONNX dumps) is ignored.
+_KEY_SUFFIXES = (".json", ".safetensors", ".txt", ".model", ".bin", ".pt", ".pth")
+_VERSIONED = ("sentemb", "torch", "transformers", "onnx", "onnxruntime")
+# ORT's transformer fusions by model type (attention, skip layer norm, bias + GELU); others run unfused.
+_FUSION_TYPES = {"bert": "bert", "roberta": "bert", "distilbert": "bert", "bart": "bart"}
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A checked export folder and what its manifest says about the tokenizer."""
+
+    folder: Path
+    uses_type_ids: bool
+    pad_id: int
+
+    @property
+    def model(self) -> Path:
+        return self.folder / MODEL_FILE
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.folder / TOKENIZER_FILE
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def key_inputs(spec: ModelSpec, precision: Precision) -> dict[str, Any]:
+    """Everything an export depends on; its sha256 is the cache key."""
+    files = sorted(p for p in spec.transformer_dir.iterdir() if p.is_file() and p.suffix in _KEY_SUFFIXES)
+    return {
+        "recipe": RECIPE,
+        "opset": OPSET,
+        "precision": precision.value,
+        "model_type": spec.model_type,
+        "files": {p.name: sha256_file(p) for p in files},
+        "versions": {name: _version(name) for name in _VERSIONED},
+    }
+
+
+def cache_key(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def check_export(folder: Path) -> Exported | None:
+    """The export in ``folder`` if its manifest is readable and every file has its recorded sha256."""
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+        for name, digest in manifest["sha256"].items():
+            if sha256_file(folder / name) != digest:
+                log.warning("sentemb: %s is damaged (sha256 differs from its manifest)", folder / name)
+                return None
+        if set(manifest["sha256"]) != {MODEL_FILE, TOKENIZER_FILE}:
+            return None
+        return Exported(folder, bool(manifest["uses_type_ids"]), int(manifest["pad_id"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def ensure_export(spec: ModelSpec, precision: Precision, *, trust_remote_code: bool = False) -> Exported:
+    """The cached export of ``spec`` at ``precision``, built (once) if missing or damaged."""
+    if precision not in EXPORTABLE:
+        raise ConfigError(
+            f"the ONNX backend runs fp32 and int8, not {precision.value}; for bf16/fp16 use backend='torch'"
+        )
+    inputs = key_inputs(spec, precision)
+    key = cache_key(inputs)
+    parent = cache_root() / "onnx"
+    final = parent / f"{spec.model_type}-{precision.value}-{key[:20]}"
+    found = check_export(final)
+    if found is not None:
+        return found
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".partial-", dir=parent))
+        work.chmod(0o755)
+    except OSError as exc:
+        raise BackendError(
+            f"cannot write the ONNX export cache at {parent} ({exc.strerror or exc}); "
+            f"point {CACHE_ENV} at a writable folder"
+        ) from None
+    try:
+        log.info("sentemb: exporting %s to ONNX (%s), once, into %s", spec.transformer_dir, precision.value, final)
+        build_export(spec, precision, work, inputs=inputs, trust_remote_code=trust_remote_code)
+        if final.exists():  # damaged: replace it
+            shutil.rmtree(final, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another process may have finished first
+            os.rename(work, final)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    found = check_export(final)
+    if found is None:
+        raise BackendError(f"the ONNX export in {final} could not be written or read back")
+    return found
+
+
+def build_export(
+    spec: ModelSpec, precision: Precision, out: Path, *, inputs: dict[str, Any], trust_remote_code: bool = False
+) -> Exported:
+    """Write model.onnx, tokenizer.json and (last) manifest.json into ``out``. Needs torch and transformers."""
+    from sentemb.tokenize import load_hf_tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = load_hf_tokenizer(str(spec.transformer_dir), trust_remote_code)
+    (out / TOKENIZER_FILE).write_text(loaded.tokenizer.to_str(), encoding="utf-8")
+    graph = out / "graph.onnx"
+    try:
+        _export_torch(spec, graph, loaded.uses_type_ids, trust_remote_code)
+        if precision is Precision.INT8:
+            _quantize(graph, out / MODEL_FILE)
+        else:
+            _fuse(graph, out / MODEL_FILE, spec.model_type)
+    finally:
+        graph.unlink(missing_ok=True)
+    manifest = {
+        "key": cache_key(inputs),
+        "inputs": inputs,
+        "uses_type_ids": loaded.uses_type_ids,
+        "pad_id": loaded.pad_id,
+        "sha256": {name: sha256_file(out / name) for name in (MODEL_FILE, TOKENIZER_FILE)},
+    }
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return Exported(out, loaded.uses_type_ids, loaded.pad_id)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporters' and quantiser's advice (warnings and root-logger lines) for one call."""
+    import warnings
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def _export_torch(spec: ModelSpec, path: Path, uses_type_ids: bool, trust_remote_code: bool) -> None:
+    """torch.onnx.export of the transformer (BART: its encoder) with dynamic batch and sequence axes."""
+    import inspect
+
+    import torch
+    from transformers import AutoModel
+
+    # Eager attention exports as plain MatMul/Softmax, the pattern ORT's attention fusion recognises.
+    model = AutoModel.from_pretrained(
+        spec.transformer_dir,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=not spec.pickle_weights,
+        attn_implementation="eager",
+    )
+    if getattr(model.config, "is_encoder_decoder", False):
+        model = model.get_encoder()
+    model.eval()
+    names = ["input_ids", "attention_mask"]
+    if uses_type_ids and "token_type_ids" in inspect.signature(model.forward).parameters:
+        names.append("token_type_ids")
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, *args: torch.Tensor) -> torch.Tensor:
+            return self.inner(**dict(zip(names, args, strict=True)), return_dict=True).last_hidden_state
+
+    # A padded row, so that no "mask is all ones" shortcut is traced into the graph.
+    ids = torch.full((2, 8), 5, dtype=torch.int64)
+    mask = torch.ones((2, 8), dtype=torch.int64)
+    mask[1, 5:] = 0
+    dummy = (ids, mask, torch.zeros_like(ids))[: len(names)]
+    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
+    with _quiet(), torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(
+            LastHidden(),
+            dummy,
+            str(path),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def _fuse(source: Path, target: Path, model_type: str) -> None:
+    """ORT's transformer fusions where they apply (exact to ~1e-7); the plain graph otherwise."""
+    fusion = _FUSION_TYPES.get(model_type)
+    if fusion is None:
+        shutil.copyfile(source, target)
+        return
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    with _quiet():
+        optimized = optimizer.optimize_model(
+            str(source), model_type=fusion, optimization_options=FusionOptions(fusion), opt_level=0
+        )
+        optimized.save_model_to_file(str(target))
+
+
+def _quantize(source: Path, target: Path) -> None:
+    """Dynamic int8: signed per-output-channel MatMul weights (what reaches AVX512-VNNI), uint8 activations.
+
+    Embeddings, layer norms, softmax and GELU stay fp32; ONNX Runtime fuses the rest when it loads.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet():
+        quantize_dynamic(
+            source,
+            target,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
+        )
+
+
+def export_to(spec: ModelSpec, precision: Precision, out: Path, *, trust_remote_code: bool = False) -> Exported:
+    """Copy the (cached, built if needed) export of ``spec`` into the folder ``out``."""
+    exported = ensure_export(spec, precision, trust_remote_code=trust_remote_code)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE):
+        shutil.copyfile(exported.folder / name, out / name)
+    copied = check_export(out)
+    if copied is None:
+        raise BackendError(f"the export copied into {out} does not match its manifest")
+    return copied
