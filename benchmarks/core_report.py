@@ -64,7 +64,8 @@ def main() -> None:
     sample = unique[:64]
     alone = np.stack([encoder.encode([t])[0] for t in sample])
     batched = encoder.encode([neighbour, *sample])[1:]
-    print(f"batch independence: max abs difference alone vs beside a 250+ token text: {np.abs(alone - batched).max():.2e}")
+    gap = np.abs(alone - batched).max()
+    print(f"batch independence: max abs difference alone vs beside a 250+ token text: {gap:.2e}")
 
     out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(STSB)], capture_output=True, text=True, check=True)
     count, dim, rss = out.stdout.split()

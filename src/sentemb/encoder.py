@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,7 @@ class Encoder:
             progress.close()
         return EncodeResult(out, info)
 
-    def _encode_slab(self, texts: list[str], start: int, progress: object) -> tuple[np.ndarray, list[TextInfo]]:
+    def _encode_slab(self, texts: list[str], start: int, progress: Any) -> tuple[np.ndarray, list[TextInfo]]:
         config = self.config
         sequences, info = tokenize(self._token_spec, texts, config.long_text, config.chunk_overlap, start)
         pooled = np.empty((len(sequences), self.dim), dtype=np.float32)
@@ -139,7 +140,7 @@ class Encoder:
             )
             pooled[rows] = pool(self._backend.forward(batch), batch.attention_mask, self.pooling)
             if progress is not None:
-                progress.update(len(rows) * len(texts) / len(sequences))  # type: ignore[attr-defined]
+                progress.update(len(rows) * len(texts) / len(sequences))
         if len(sequences) == len(texts):
             vectors = pooled
         else:  # chunked texts: token-weighted mean of their windows
@@ -152,7 +153,8 @@ class Encoder:
             vectors /= np.maximum(totals, 1.0)
         return (normalize(vectors) if self.normalize else vectors), info
 
-    def _progress(self, total: int, show: bool | None) -> object:
+    def _progress(self, total: int, show: bool | None) -> Any:
+        """A tqdm bar, or None when progress is off."""
         show = self.config.show_progress if show is None else show
         if show is None:
             show = total > 4 * self.config.batch_size and sys.stderr.isatty()

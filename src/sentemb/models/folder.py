@@ -153,7 +153,7 @@ def write_st_folder(
         shutil.rmtree(out / "2_Normalize")
     _write_json(out / "modules.json", modules)
     _write_json(out / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": spec.lowercase})
-    pool_config = {key: mode is pooling for key, mode in _POOLING_KEYS.items()}
+    pool_config: dict[str, object] = {key: mode is pooling for key, mode in _POOLING_KEYS.items()}
     pool_config["word_embedding_dimension"] = dim
     (out / "1_Pooling").mkdir(exist_ok=True)
     _write_json(out / "1_Pooling" / "config.json", pool_config)
