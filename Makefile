@@ -26,7 +26,6 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src
 	$(BIN)/mypy
 
 bench: $(STAMP)
