@@ -123,6 +123,8 @@ def _choices(kind: type[Pooling] | type[LongText] | type[Precision]) -> click.Ch
     return click.Choice([member.value for member in kind], case_sensitive=False)
 
 
+_DEFAULTS = EncoderConfig()  # the library's defaults are the CLI's defaults
+
 _ENCODER_OPTIONS = [
     click.option(
         "--model", "-m", default=None, metavar="NAME|PATH",
@@ -150,12 +152,15 @@ _ENCODER_OPTIONS = [
         help="Texts over --max-length: cut, fail, or embed in overlapping chunks.",
     ),
     click.option(
-        "--chunk-overlap", type=click.IntRange(min=0), default=32, show_default=True,
+        "--chunk-overlap", type=click.IntRange(min=0), default=_DEFAULTS.chunk_overlap, show_default=True,
         help="Tokens shared by neighbouring chunks (--long-text chunk).",
     ),
-    click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Texts per batch."),
     click.option(
-        "--token-budget", type=click.IntRange(min=1), default=16384, show_default=True,
+        "--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size, show_default=True,
+        help="Texts per batch.",
+    ),
+    click.option(
+        "--token-budget", type=click.IntRange(min=1), default=_DEFAULTS.token_budget, show_default=True,
         help="Most padded tokens per batch.",
     ),
     click.option("--allow-pickle", is_flag=True, help="Allow pickle (.bin) weights: only for models you trust."),
@@ -206,9 +211,9 @@ def config_from_options(
     normalize: bool | None = None,
     max_length: int | None = None,
     long_text: str = "truncate",
-    chunk_overlap: int = 32,
-    batch_size: int = 64,
-    token_budget: int = 16384,
+    chunk_overlap: int = _DEFAULTS.chunk_overlap,
+    batch_size: int = _DEFAULTS.batch_size,
+    token_budget: int = _DEFAULTS.token_budget,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     model_arg: str | None = None,
