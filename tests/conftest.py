@@ -49,3 +49,18 @@ def sts_dev_path() -> Path:
 @pytest.fixture(scope="session")
 def sts_train_path() -> Path:
     return STSB / "sts-train.csv"
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    """A tiny random model of every supported backbone (BERT's normalised), as sentence-transformers
+    folders. Tests must not modify them."""
+    from tiny_models import BACKBONES, build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for model_type in BACKBONES:
+        folder = root / model_type
+        folder.mkdir()
+        out[model_type] = build_tiny_model(model_type, folder, normalize=model_type == "bert")
+    return out

@@ -1,6 +1,5 @@
 """Parity with sentence-transformers on tiny random models of every supported backbone."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,17 +15,6 @@ TEXTS = [
     "The quick brown fox jumps over the lazy dog near the river bank. " * 12,  # over 64 tokens: truncated
     "Ünïcödé, emoji 🙂 and punctuation!?",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    out = {}
-    for model_type in BACKBONES:
-        folder = root / model_type
-        folder.mkdir()
-        out[model_type] = build_tiny_model(model_type, folder, normalize=model_type == "bert")
-    return out
 
 
 @pytest.mark.parametrize("model_type", BACKBONES)

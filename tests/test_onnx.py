@@ -35,17 +35,6 @@ def onnx_cache(tmp_path_factory) -> Path:
         yield folder
 
 
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny-onnx")
-    out = {}
-    for model_type in BACKBONES:
-        folder = root / model_type
-        folder.mkdir()
-        out[model_type] = build_tiny_model(model_type, folder, normalize=model_type == "bert")
-    return out
-
-
 @pytest.mark.parametrize("model_type", BACKBONES)
 def test_onnx_fp32_matches_torch_on_every_backbone(onnx_cache, tiny_dirs, model_type):
     folder = tiny_dirs[model_type]
