@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import click
@@ -14,6 +15,13 @@ from sentemb.errors import ConfigError
 # Micro-batches mix short and long texts; on a CPU, padding them all to the longest costs more than
 # running several length-sorted forward passes, so serve caps padded tokens per pass lower than encode.
 CPU_TOKEN_BUDGET = 1024
+
+# A server's cores are shared: the event loop, the HTTP clients and the model's OpenMP threads all want
+# them. With OpenMP's default, threads that finish a parallel region spin, taking the core that another
+# thread (or a descheduled teammate) needs; on a busy 2-core machine that stalled forward passes and
+# halved served throughput (benchmarks/serve_throughput.py). Passive waiting yields the core.
+# Must be set before torch loads; an OMP_WAIT_POLICY in the environment wins.
+OMP_WAIT_POLICY = "PASSIVE"
 
 
 @click.command("serve")
@@ -114,6 +122,7 @@ def serve(**params: Any) -> None:
            -d '{"model": "all-MiniLM-L6-v2", "input": ["a sentence"]}'
     """
     encoder_params, options = split_encoder_params(params)
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)  # before torch is imported (below)
     try:
         from sentemb import server
     except ImportError as exc:
