@@ -184,3 +184,11 @@ def test_default_model_onnx_fp32_exact_and_int8_quality(onnx_cache, sts_dev_path
     spearman_int8 = sentemb.evaluate_sts(int8, dev.sentences1, dev.sentences2, dev.scores).spearman
     assert abs(spearman_fp32 - 86.72) < 0.05
     assert abs(spearman_int8 - spearman_fp32) <= 0.5
+
+
+def test_auto_choice_is_recorded_in_the_encoders_config(onnx_cache, tiny_dirs):
+    encoder = sentemb.load(tiny_dirs["bert"], backend="auto", precision="bf16", device="cpu")
+    facts = encoder.describe()
+    assert encoder.config.backend == encoder.backend == facts["backend"] != "auto"
+    expected = "bf16" if encoder.backend == "torch" else "fp32"  # onnx runs bf16 requests as exact fp32
+    assert facts["precision"] == expected

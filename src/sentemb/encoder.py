@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from sentemb.backends import Backend, create_backend
+from sentemb.backends import Backend, create_backend, resolve_choice
 from sentemb.batching import pad, plan_batches
 from sentemb.config import DEFAULT_MODEL, EncoderConfig, Pooling
 from sentemb.errors import ConfigError, InvalidInputError
@@ -223,6 +223,7 @@ def _build(config: EncoderConfig) -> Encoder:
             f"max_length={config.max_length} is more than this model takes ({spec.limit} tokens); "
             f"use long_text='chunk' to embed longer texts"
         )
+    config = resolve_choice(config)
     backend = create_backend(spec, config)
     tokenizer = backend.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), config.trust_remote_code)
     return Encoder(config, resolved, spec, tokenizer, backend)

@@ -89,11 +89,19 @@ def auto_choice(config: EncoderConfig) -> EncoderConfig:
     return config.replace(backend="onnx")
 
 
+def resolve_choice(config: EncoderConfig) -> EncoderConfig:
+    """``config`` with ``backend='auto'`` replaced by what will run (:func:`auto_choice`), so that
+    the encoder's config, ``describe()`` and manifests name the real backend and precision."""
+    if config.backend != "auto":
+        return config
+    chosen = auto_choice(config)
+    log.info("sentemb: backend='auto' chose %s (%s)", chosen.backend, chosen.precision.value)
+    return chosen
+
+
 def create_backend(spec: ModelSpec, config: EncoderConfig) -> Backend:
-    """Build the backend that ``config`` asks for (``auto``: see :func:`auto_choice`)."""
-    if config.backend == "auto":
-        config = auto_choice(config)
-        log.info("sentemb: backend='auto' chose %s (%s)", config.backend, config.precision.value)
+    """Build the backend that ``config`` names (``auto`` is resolved first: see :func:`resolve_choice`)."""
+    config = resolve_choice(config)
     if config.backend == "onnx":
         try:
             from sentemb.backends.onnx_backend import create_onnx_backend
