@@ -126,6 +126,13 @@ def read_all(source: Source) -> tuple[list[Any], list[str]]:
     return ids, texts
 
 
+def texts_from(path: str | None, inline: Iterable[str], *, field: str, errors: str) -> list[str]:
+    """The texts of a (small) file when ``path`` is given, else the texts given on the command line."""
+    if path is None:
+        return list(inline)
+    return read_all(make_source(path, input_format=None, field=field, id_field=None, errors=errors))[1]
+
+
 def _chunked(records: Iterable[tuple[Any, str | None]], size: int, counter: _Counter) -> Iterator[Chunk]:
     ids: list[Any] = []
     texts: list[str] = []

@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from sentemb.cli.encode import CHUNK_ROWS
-from sentemb.cli.io import ERROR_POLICIES, Source, make_source, read_all, read_chunks
+from sentemb.cli.io import ERROR_POLICIES, Source, make_source, read_chunks, texts_from
 from sentemb.cli.options import EXIT_CODES_HELP, InputError, UsageError, encoder_options, load_encoder
 from sentemb.cli.output import print_rows, table_format
 
@@ -55,11 +55,7 @@ def search(
         raise UsageError("give QUERIES or --queries FILE (one of them)")
     if corpus is None and embeddings is None:
         raise UsageError("give --corpus FILE, --embeddings FILE, or both")
-    if queries_file is not None:
-        query_source = make_source(queries_file, input_format=None, field=field, id_field=None, errors=errors)
-        _, query_texts = read_all(query_source)
-    else:
-        query_texts = list(queries)
+    query_texts = texts_from(queries_file, queries, field=field, errors=errors)
     corpus_source = None
     if corpus is not None:
         corpus_source = make_source(corpus, input_format=None, field=field, id_field=id_field, errors=errors)

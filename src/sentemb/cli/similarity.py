@@ -7,7 +7,7 @@ from typing import Any
 import click
 import numpy as np
 
-from sentemb.cli.io import ERROR_POLICIES, make_source, read_all
+from sentemb.cli.io import ERROR_POLICIES, texts_from
 from sentemb.cli.options import EXIT_CODES_HELP, InputError, UsageError, encoder_options, load_encoder
 from sentemb.cli.output import check_output, print_rows, save_figure, table_format
 
@@ -47,11 +47,7 @@ def similarity(
     """Cosine similarity of two TEXTS, or of every pair of TEXTS or of a file's texts."""
     if file is not None and texts:
         raise UsageError("give TEXTS or --file, not both")
-    if file is not None:
-        source = make_source(file, input_format=None, field=field, id_field=None, errors=errors)
-        _, items = read_all(source)
-    else:
-        items = list(texts)
+    items = texts_from(file, texts, field=field, errors=errors)
     if len(items) < 2:
         raise InputError("need at least two texts to compare (give two TEXTS or --file)")
     if len(items) > MATRIX_MAX:
