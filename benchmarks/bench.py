@@ -36,6 +36,9 @@ SENTEMB_METHODS = [
     ("sentemb onnx fp32", "onnx", "fp32"),
     ("sentemb torch bf16", "torch", "bf16"),
     ("sentemb onnx int8", "onnx", "int8"),
+    ("sentemb openvino fp32", "openvino", "fp32"),
+    ("sentemb openvino bf16", "openvino", "bf16"),
+    ("sentemb openvino int8", "openvino", "int8"),
 ]
 
 

@@ -64,3 +64,14 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
         folder.mkdir()
         out[model_type] = build_tiny_model(model_type, folder, normalize=model_type == "bert")
     return out
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory) -> Path:
+    """One export cache (ONNX and OpenVINO) for the whole session, shared by the tests that export."""
+    from sentemb.models.resolve import CACHE_ENV
+
+    folder = tmp_path_factory.getbasetemp() / "sentemb-cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(folder))
+        yield folder

@@ -77,3 +77,20 @@ def test_pad_right_pads_with_pad_id_and_masks():
     np.testing.assert_array_equal(batch.attention_mask, [[1, 1, 1], [1, 0, 0]])
     np.testing.assert_array_equal(batch.token_type_ids, [[0, 0, 0], [1, 0, 0]])
     assert pad([np.array([1])], [np.array([0])], 0, with_types=False).token_type_ids is None
+
+
+def test_plan_batches_closes_a_batch_before_padding_passes_its_limit():
+    from sentemb.batching import MAX_PADDING, MIN_ROWS
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(6, 60, size=200).tolist()  # a micro-batch of mixed lengths
+    batches = plan_batches(lengths, batch_size=64, token_budget=16384)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(200))
+    for batch in batches:
+        real = sum(lengths[i] for i in batch)
+        padded = len(batch) * max(lengths[i] for i in batch)
+        assert len(batch) <= MIN_ROWS or padded <= real * (1 + MAX_PADDING)
+    everything = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    assert everything <= sum(lengths) * (1 + MAX_PADDING)
+    # equal lengths (a large sorted corpus) still fill whole batches
+    assert [len(b) for b in plan_batches([20] * 130, batch_size=64, token_budget=16384)] == [64, 64, 2]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,26 +12,9 @@ from sentemb import export
 from sentemb.backends import auto_choice
 from sentemb.config import EncoderConfig, Precision
 from tiny_models import BACKBONES, build_tiny_model
+from tiny_models import PARITY_TEXTS as TEXTS
 
 pytest.importorskip("onnxruntime")
-
-TEXTS = [
-    "A man is playing a guitar.",
-    "",
-    "Short",
-    "The quick brown fox jumps over the lazy dog near the river bank. " * 12,  # truncated at 64 tokens
-    "Ünïcödé, emoji 🙂 and punctuation!?",
-    "Two sentences. The second one is a little longer than the first one.",
-]
-
-
-@pytest.fixture(scope="session")
-def onnx_cache(tmp_path_factory) -> Path:
-    """One export cache for the whole session (shared with test_startup.py), via SENTEMB_CACHE."""
-    folder = tmp_path_factory.getbasetemp() / "sentemb-cache"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(export.CACHE_ENV, str(folder))
-        yield folder
 
 
 @pytest.mark.parametrize("model_type", BACKBONES)
@@ -131,25 +113,39 @@ def test_onnx_refuses_bf16_and_cuda_fallback_warns(onnx_cache, tiny_dirs):
 def test_auto_choice(monkeypatch):
     import sentemb.backends as backends
 
+    installed = {"openvino", "nncf", "onnxruntime"}
+    monkeypatch.setattr(backends, "_installed", lambda module: module in installed)
     monkeypatch.setattr(backends, "_gpu_present", lambda: False)
     monkeypatch.setattr(backends, "_cpu_has_bf16", lambda: True)
     base = EncoderConfig(backend="auto", device="auto")
-    assert auto_choice(base).backend == "onnx"
-    assert auto_choice(base.replace(precision="int8")).backend == "onnx"
-    assert auto_choice(base.replace(precision="bf16")).backend == "torch"
-    monkeypatch.setattr(backends, "_cpu_has_bf16", lambda: False)
-    emulated = auto_choice(base.replace(precision="bf16"))
-    assert (emulated.backend, emulated.precision) == ("onnx", Precision.FP32)
-    monkeypatch.setattr(backends, "_gpu_present", lambda: True)
-    assert auto_choice(base).backend == "torch"
-    assert auto_choice(base.replace(precision="int8")).device == "cpu"
+
+    def choice(**changes):
+        chosen = auto_choice(base.replace(**changes))
+        return chosen.backend, chosen.precision.value, chosen.device
+
+    # OpenVINO first on the CPU: exact fp32, native bf16, static int8
+    assert choice() == ("openvino", "fp32", "cpu")
+    assert choice(precision="bf16") == ("openvino", "bf16", "cpu")
+    assert choice(precision="int8") == ("openvino", "int8", "cpu")
+    installed.discard("openvino")  # then ONNX Runtime, torch for bf16
+    assert choice() == ("onnx", "fp32", "auto")
+    assert choice(precision="int8") == ("onnx", "int8", "cpu")
+    assert choice(precision="bf16")[:2] == ("torch", "bf16")
+    monkeypatch.setattr(backends, "_cpu_has_bf16", lambda: False)  # emulated bf16: exact fp32 instead
+    assert choice(precision="bf16")[:2] == ("onnx", "fp32")
+    installed.clear()
+    assert choice()[0] == "torch"
+    installed.update({"openvino", "nncf"})
+    monkeypatch.setattr(backends, "_gpu_present", lambda: True)  # a GPU: torch, but int8 stays on the CPU
+    assert choice()[0] == "torch"
+    assert choice(precision="int8") == ("openvino", "int8", "cpu")
 
 
 def test_auto_backend_encodes_like_torch(onnx_cache, tiny_dirs):
     folder = tiny_dirs["roberta"]
     reference = sentemb.load(folder, device="cpu").encode(TEXTS)
     encoder = sentemb.load(folder, backend="auto", device="cpu")
-    assert encoder.backend == "onnx"
+    assert encoder.backend in ("openvino", "onnx")
     assert np.abs(encoder.encode(TEXTS) - reference).max() <= 1e-5
 
 
@@ -190,5 +186,6 @@ def test_auto_choice_is_recorded_in_the_encoders_config(onnx_cache, tiny_dirs):
     encoder = sentemb.load(tiny_dirs["bert"], backend="auto", precision="bf16", device="cpu")
     facts = encoder.describe()
     assert encoder.config.backend == encoder.backend == facts["backend"] != "auto"
-    expected = "bf16" if encoder.backend == "torch" else "fp32"  # onnx runs bf16 requests as exact fp32
-    assert facts["precision"] == expected
+    from sentemb.backends import _cpu_has_bf16
+
+    assert facts["precision"] == ("bf16" if _cpu_has_bf16() else "fp32")  # emulated bf16 runs as exact fp32

@@ -13,6 +13,16 @@ from pathlib import Path
 
 STS_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "sts-train.csv"
 BACKBONES = ("bert", "mpnet", "distilbert", "roberta", "albert", "bart")
+# Texts that parity tests compare backends on: empty, one word, truncated, non-ASCII, two sentences.
+PARITY_TEXTS = [
+    "A man is playing a guitar.",
+    "",
+    "Short",
+    "The quick brown fox jumps over the lazy dog near the river bank. " * 12,  # truncated at 64 tokens
+    "Ünïcödé, emoji 🙂 and punctuation!?",
+    "Two sentences. The second one is a little longer than the first one.",
+]
+
 SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sentemb.errors import ConfigError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BACKENDS = ("torch", "onnx", "openvino", "auto")
 
 
 class Pooling(str, enum.Enum):
@@ -83,8 +84,8 @@ class EncoderConfig:
         set_(self, "long_text", _enum(LongText, self.long_text, "long_text"))
         if self.pooling is not None:
             set_(self, "pooling", _enum(Pooling, self.pooling, "pooling"))
-        if self.backend not in ("torch", "onnx", "auto"):
-            raise ConfigError(f"backend={self.backend!r} is not valid; choose 'torch', 'onnx' or 'auto'")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend={self.backend!r} is not valid; choose one of {', '.join(map(repr, BACKENDS))}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ConfigError(f"device={self.device!r} is not valid; choose 'cpu', 'cuda', 'cuda:N' or 'auto'")
         for name in ("batch_size", "token_budget"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,8 @@ class Encoder:
         config = self.config
         sequences, info = tokenize(self._token_spec, texts, config.long_text, config.chunk_overlap, start)
         pooled = np.empty((len(sequences), self.dim), dtype=np.float32)
-        for rows in plan_batches([len(s.ids) for s in sequences], config.batch_size, config.token_budget):
+
+        def run(rows: np.ndarray) -> None:
             chosen = [sequences[r] for r in rows]
             batch = pad(
                 [s.ids for s in chosen],
@@ -141,6 +143,15 @@ class Encoder:
             pooled[rows] = pool(self._backend.forward(batch), batch.attention_mask, self.pooling)
             if progress is not None:
                 progress.update(len(rows) * len(texts) / len(sequences))
+
+        plan = plan_batches([len(s.ids) for s in sequences], config.batch_size, config.token_budget)
+        if self._backend.parallel > 1 and len(plan) > 1:  # keep every stream of the backend busy
+            with ThreadPoolExecutor(self._backend.parallel, thread_name_prefix="sentemb-forward") as pool_:
+                for _ in pool_.map(run, plan):  # re-raises the first error
+                    pass
+        else:
+            for rows in plan:
+                run(rows)
         if len(sequences) == len(texts):
             vectors = pooled
         else:  # chunked texts: token-weighted mean of their windows

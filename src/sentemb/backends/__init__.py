@@ -28,9 +28,11 @@ log = logging.getLogger("sentemb")
 class Backend(Protocol):
     """What the encoder needs from a backend."""
 
-    name: str  # "torch" or "onnx"
+    name: str  # "torch", "onnx" or "openvino"
     device: str  # "cpu", "cuda", "cuda:1"
     dim: int
+    # How many forward() calls pay off at once (OpenVINO's streams); the encoder keeps that many in flight.
+    parallel: int
     # The backend's own tokenizer (e.g. cached beside an ONNX export), or None for the model folder's.
     tokenizer: LoadedTokenizer | None
 
@@ -66,27 +68,35 @@ def _cpu_has_bf16() -> bool:
     return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def auto_choice(config: EncoderConfig) -> EncoderConfig:
     """The fastest backend that meets the requested fidelity on this machine (see benchmarks/bench.py).
 
-    int8 -> onnx on the CPU. On a GPU (asked for, or device='auto' with one present) -> torch. On the
-    CPU: fp32 -> onnx (exact, faster than torch); bf16 -> torch bf16 where the CPU has native bf16,
-    else onnx fp32 (more faithful and faster than emulated bf16). Without onnxruntime -> torch.
+    On a GPU (asked for, or device='auto' with one present) -> torch, except int8, which runs on
+    the CPU. On the CPU the order is openvino, then onnx, then torch, by what is installed:
+    fp32 -> exact on all three; int8 -> openvino (static) or onnx (dynamic); bf16 -> openvino or
+    torch where the CPU has native bf16, else exact fp32 (more faithful and faster than emulated bf16).
     """
     from sentemb.config import Precision
 
-    if importlib.util.find_spec("onnxruntime") is None:
-        return config.replace(backend="torch")
-    if config.precision is Precision.INT8:
-        return config.replace(backend="onnx", device="cpu" if config.device == "auto" else config.device)
+    precision = config.precision
     gpu = config.device.startswith("cuda") or (config.device == "auto" and _gpu_present())
-    if gpu or config.precision is Precision.FP16:
+    if precision is not Precision.INT8 and (gpu or precision is Precision.FP16):
         return config.replace(backend="torch")
-    if config.precision is Precision.BF16:
-        if _cpu_has_bf16():
-            return config.replace(backend="torch")
-        return config.replace(backend="onnx", precision=Precision.FP32)
-    return config.replace(backend="onnx")
+    cpu = "cpu" if config.device == "auto" else config.device
+    if precision is Precision.BF16 and not _cpu_has_bf16():
+        precision = Precision.FP32
+    if _installed("openvino") and (precision is not Precision.INT8 or _installed("nncf")):
+        return config.replace(backend="openvino", precision=precision, device=cpu)
+    if precision is Precision.BF16:
+        return config.replace(backend="torch")
+    if _installed("onnxruntime"):
+        device = cpu if precision is Precision.INT8 else config.device
+        return config.replace(backend="onnx", precision=precision, device=device)
+    return config.replace(backend="torch", precision=precision)
 
 
 def resolve_choice(config: EncoderConfig) -> EncoderConfig:
@@ -102,6 +112,10 @@ def resolve_choice(config: EncoderConfig) -> EncoderConfig:
 def create_backend(spec: ModelSpec, config: EncoderConfig) -> Backend:
     """Build the backend that ``config`` names (``auto`` is resolved first: see :func:`resolve_choice`)."""
     config = resolve_choice(config)
+    if config.backend == "openvino":
+        from sentemb.backends.openvino_backend import create_openvino_backend
+
+        return create_openvino_backend(spec, config)
     if config.backend == "onnx":
         try:
             from sentemb.backends.onnx_backend import create_onnx_backend

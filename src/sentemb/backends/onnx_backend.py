@@ -46,6 +46,7 @@ class OnnxBackend:
     """Runs an exported graph whose output is ``last_hidden_state`` (B, T, H) float32."""
 
     name = "onnx"
+    parallel = 1
     tokenizer: LoadedTokenizer | None
 
     def __init__(self, exported: Exported, device: str, tokenizer: LoadedTokenizer) -> None:

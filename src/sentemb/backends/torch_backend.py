@@ -26,6 +26,7 @@ class TorchBackend:
     """Runs the transformer (only its encoder, for encoder-decoder models such as BART)."""
 
     name = "torch"
+    parallel = 1
     tokenizer: LoadedTokenizer | None = None
 
     def __init__(self, spec: ModelSpec, config: EncoderConfig) -> None:

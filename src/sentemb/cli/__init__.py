@@ -40,7 +40,7 @@ _COMMANDS: dict[str, _Entry] = {
     ),
     "serve": _Entry("sentemb.cli.serve", "serve", "server", "Serve embeddings over HTTP."),
     "batch": _Entry("sentemb.cli.batch", "batch", "batch", "Embed a large corpus with Ray Data, resumable."),
-    "export": _Entry("sentemb.cli.export", "export", "onnx", "Export a model to ONNX."),
+    "export": _Entry("sentemb.cli.export", "export", "onnx", "Export a model to ONNX or OpenVINO."),
 }
 
 

@@ -1,4 +1,4 @@
-"""``sentemb export``: write a model's ONNX export (graph, tokenizer, manifest) into a folder."""
+"""``sentemb export``: write a model's ONNX or OpenVINO export (model, tokenizer, manifest) into a folder."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ EXAMPLES = """\b
 Examples:
   sentemb export default ./minilm-onnx
   sentemb export ./my-model ./my-model-int8 --precision int8
+  sentemb export default ./minilm-ov-int8 --runtime openvino --precision int8
 
 \b
-OUT receives model.onnx, tokenizer.json and manifest.json (sha256 of both files, what the export
-was made from). The same files are cached (SENTEMB_CACHE, default ~/.cache/sentemb), so the ONNX
-backend (`--backend onnx`) loads them without exporting again.
+OUT receives model.onnx (or OpenVINO's model.xml and model.bin), tokenizer.json and manifest.json
+(sha256 of each file, what the export was made from). The same files are cached (SENTEMB_CACHE,
+default ~/.cache/sentemb), so `--backend onnx|openvino` loads them without exporting again.
 
 """
 
@@ -29,7 +30,14 @@ backend (`--backend onnx`) loads them without exporting again.
     type=click.Choice(["fp32", "int8"], case_sensitive=False),
     default="fp32",
     show_default=True,
-    help="fp32 (exact) or int8 (dynamic quantisation, signed per-channel weights).",
+    help="fp32 (exact) or int8 (onnx: dynamic; openvino: static, calibrated). OpenVINO's bf16 runs the fp32 IR.",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["onnx", "openvino"], case_sensitive=False),
+    default="onnx",
+    show_default=True,
+    help="ONNX Runtime graph or OpenVINO IR.",
 )
 @click.option("--revision", default=None, help="Hub revision (commit, tag or branch) to pin.")
 @click.option("--force", "-f", is_flag=True, help="Overwrite an existing export in OUT.")
@@ -41,12 +49,13 @@ def export(
     model: str,
     out: Path,
     precision: str,
+    runtime: str,
     revision: str | None,
     force: bool,
     allow_pickle: bool,
     trust_remote_code: bool,
 ) -> None:
-    """Export MODEL (folder, hub id or 'default') to ONNX files in the folder OUT."""
+    """Export MODEL (folder, hub id or 'default') to ONNX or OpenVINO files in the folder OUT."""
     from sentemb.config import EncoderConfig, Precision
     from sentemb.export import MANIFEST_FILE, export_to
     from sentemb.models import read_model_folder, resolve_model
@@ -58,7 +67,9 @@ def export(
     )
     resolved = resolve_model(config.model, config.revision, config.cache_dir)
     spec = read_model_folder(resolved.path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    exported = export_to(spec, Precision(precision.lower()), out, trust_remote_code=trust_remote_code)
+    exported = export_to(
+        spec, Precision(precision.lower()), out, runtime=runtime.lower(), trust_remote_code=trust_remote_code
+    )
     size = exported.model.stat().st_size / 2**20
     names = f"{exported.tokenizer.name}, {MANIFEST_FILE}"
     click.echo(f"wrote {exported.model} ({size:.1f} MB, {precision.lower()}), {names}")

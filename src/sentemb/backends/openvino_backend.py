@@ -1,0 +1,100 @@
+"""OpenVINO backend: the cached IR of the model on the CPU, fp32, bf16 (a compile-time hint) or int8.
+
+It compiles for throughput: several streams, each with its own share of the cores, so that
+``parallel`` batches run at once (the encoder keeps that many in flight). Once the export is cached,
+building this backend imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sentemb.config import Precision
+from sentemb.errors import BackendError, ConfigError
+
+if TYPE_CHECKING:
+    from sentemb.batching import TokenBatch
+    from sentemb.config import EncoderConfig
+    from sentemb.export import Exported
+    from sentemb.models import ModelSpec
+    from sentemb.tokenize import LoadedTokenizer
+
+# Streams (batches computed at once); default: OpenVINO's throughput choice for this CPU.
+STREAMS_ENV = "SENTEMB_OV_STREAMS"
+
+
+def _import_ov():  # noqa: ANN202 - the module
+    try:
+        import openvino
+    except ImportError:
+        raise ImportError("the OpenVINO backend needs openvino: pip install 'sentemb[openvino]'") from None
+    return openvino
+
+
+class OpenVinoBackend:
+    """Runs an IR whose output is ``last_hidden_state`` (B, T, H) float32; forward() is thread-safe."""
+
+    name = "openvino"
+    device = "cpu"
+    tokenizer: LoadedTokenizer | None
+
+    def __init__(self, exported: Exported, precision: Precision, tokenizer: LoadedTokenizer) -> None:
+        ov = _import_ov()
+        core = ov.Core()
+        native_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if precision is Precision.BF16 and not native_bf16:
+            raise ConfigError("this CPU has no native bf16 (AVX512-BF16 or AMX); use precision='fp32' or 'int8'")
+        # int8 keeps its int8 layers either way; bf16 for what lies between them is a little faster and
+        # measured no less faithful (mean cosine 0.9932 both ways).
+        hint = "f32" if precision is Precision.FP32 or not native_bf16 else "bf16"
+        config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": hint}
+        streams = os.environ.get(STREAMS_ENV)
+        if streams:
+            config["NUM_STREAMS"] = streams
+        try:
+            self.compiled = core.compile_model(str(exported.model), "CPU", config)
+        except RuntimeError as exc:
+            raise BackendError(f"OpenVINO could not load {exported.model}: {exc}") from None
+        self.parallel = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self.parallel):
+            self._requests.put(self.compiled.create_infer_request())
+        self._inputs = {item.get_any_name() for item in self.compiled.inputs}
+        self.tokenizer = tokenizer
+        self.dim = int(self.compiled.outputs[0].get_partial_shape()[-1].get_length())
+
+    def forward(self, batch: TokenBatch) -> np.ndarray:
+        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if "token_type_ids" in self._inputs:
+            types = batch.token_type_ids
+            feed["token_type_ids"] = types if types is not None else np.zeros_like(batch.input_ids)
+        request = self._requests.get()
+        try:
+            hidden = request.infer({name: feed[name] for name in self._inputs})[0]
+            return np.array(hidden, dtype=np.float32)  # a copy: the request's buffer is reused
+        finally:
+            self._requests.put(request)
+
+
+def create_openvino_backend(spec: ModelSpec, config: EncoderConfig) -> OpenVinoBackend:
+    """Export (once, cached) to OpenVINO IR and compile ``spec`` at ``config.precision`` on the CPU."""
+    _import_ov()
+    from tokenizers import Tokenizer
+
+    from sentemb.export import ensure_export
+    from sentemb.tokenize import LoadedTokenizer, prepare_tokenizer
+
+    if config.device.startswith("cuda"):
+        raise ConfigError("the OpenVINO backend runs on the CPU; for CUDA use backend='torch' or 'onnx'")
+    if config.precision is Precision.FP16:
+        raise ConfigError("fp16 is for CUDA; on the CPU use precision='bf16', 'fp32' or 'int8'")
+    ir = Precision.INT8 if config.precision is Precision.INT8 else Precision.FP32  # bf16 compiles the fp32 IR
+    exported = ensure_export(spec, ir, runtime="openvino", trust_remote_code=config.trust_remote_code)
+    tokenizer = LoadedTokenizer(
+        prepare_tokenizer(Tokenizer.from_file(str(exported.tokenizer))), exported.uses_type_ids, exported.pad_id
+    )
+    return OpenVinoBackend(exported, config.precision, tokenizer)
