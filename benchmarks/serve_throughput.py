@@ -140,6 +140,7 @@ def main() -> None:
     )
     parser.add_argument("--server-arg", action="append", default=[], help="extra `sentemb serve` option (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both sides (OMP_NUM_THREADS)")
+    parser.add_argument("--backend", default="torch", help="backend of both sides: torch, onnx or openvino [torch]")
     args = parser.parse_args()
     if args.threads:  # before torch is imported here and in the server process
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -151,7 +152,7 @@ def main() -> None:
     kinds = ["lean", "httpx"] if args.client == "both" else [args.client]
     batches = requests_of(sts_sentences(), args.requests, seed=1)
     flat = [text for batch in batches for text in batch]
-    encoder = sentemb.load(device="cpu", show_progress=False)
+    encoder = sentemb.load(device="cpu", backend=args.backend, show_progress=False)
     encoder.encode(flat[:64])  # warm-up
 
     def offline() -> tuple[float, np.ndarray]:
@@ -159,7 +160,8 @@ def main() -> None:
         vectors = encoder.encode(flat)
         return time.perf_counter() - started, vectors
 
-    proc, url = start_server(args.server_arg, Path(tempfile.gettempdir()) / "sentemb-serve_throughput.server.log")
+    server_args = ["--backend", args.backend, *args.server_arg]
+    proc, url = start_server(server_args, Path(tempfile.gettempdir()) / "sentemb-serve_throughput.server.log")
     phases: list[tuple[str, float]] = []  # offline and served phases, alternating: O S O S ... O
     max_diff = 0.0
     try:
@@ -183,7 +185,7 @@ def main() -> None:
     print(
         f"{args.requests} requests of 1-4 STS sentences ({n} sentences), {args.clients} clients, "
         f"{args.rounds} rounds; torch threads {torch.get_num_threads()} (both processes); offline encoder "
-        f"token_budget {encoder.config.token_budget}, server options {args.server_arg or 'default'}"
+        f"token_budget {encoder.config.token_budget}, server options {server_args}"
     )
     print("offline sentences/s  " + "  ".join(f"{n / s:.1f}" for s in offline_s))
     for kind in kinds:

@@ -91,6 +91,6 @@ def test_plan_batches_closes_a_batch_before_padding_passes_its_limit():
         padded = len(batch) * max(lengths[i] for i in batch)
         assert len(batch) <= MIN_ROWS or padded <= real * (1 + MAX_PADDING)
     everything = sum(len(b) * max(lengths[i] for i in b) for b in batches)
-    assert everything <= sum(lengths) * (1 + MAX_PADDING)
+    assert everything <= sum(lengths) * 1.10  # batches of 64 by count alone pad 22% here
     # equal lengths (a large sorted corpus) still fill whole batches
     assert [len(b) for b in plan_batches([20] * 130, batch_size=64, token_budget=16384)] == [64, 64, 2]

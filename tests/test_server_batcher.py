@@ -172,3 +172,40 @@ def test_close_finishes_queued_work_then_refuses():
         return rec
 
     assert run(main()).calls == [["aaa"], ["bbb"], ["ccc"], ["ddd"]]
+
+
+def test_concurrency_runs_micro_batches_side_by_side_and_close_waits_for_all():
+    import threading
+    import time
+
+    class Slow(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.active = 0
+            self.most = 0
+            self.lock = threading.Lock()
+
+        def __call__(self, texts):
+            with self.lock:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            time.sleep(0.05)
+            with self.lock:
+                self.active -= 1
+            return super().__call__(texts)
+
+    async def main(concurrency):
+        rec = Slow()
+        batcher = make(rec, token_budget=4, max_wait_s=0.0, concurrency=concurrency)  # one job per batch
+        batcher.start()
+        jobs = [["aaaa"], ["bbbb"], ["cccc"], ["dddd"]]
+        futures = [batcher.submit(j) for j in jobs]
+        await batcher.close()  # drains: every queued job still gets its rows
+        return rec, jobs, [f.result() for f in futures]
+
+    for concurrency, expected in ((1, 1), (2, 2)):
+        rec, jobs, results = run(main(concurrency))
+        assert rec.most == expected
+        assert sorted(rec.calls) == jobs
+        for job, rows in zip(jobs, results, strict=True):
+            np.testing.assert_array_equal(rows.embeddings, [vector(t) for t in job])

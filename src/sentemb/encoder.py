@@ -82,6 +82,11 @@ class Encoder:
     def backend(self) -> str:
         return self._backend.name
 
+    @property
+    def parallel(self) -> int:
+        """How many batches the backend computes at once (OpenVINO's streams; 1 elsewhere)."""
+        return self._backend.parallel
+
     def describe(self) -> dict[str, object]:
         """Facts about this encoder for humans and manifests: model, files' sha256, settings."""
         return {

@@ -166,6 +166,7 @@ def create_app(encoder: Encoder, settings: ServerSettings | None = None) -> Fast
         queue_size=settings.queue_size,
         token_budget=settings.token_budget,
         max_wait_s=settings.max_wait_ms / 1000,
+        concurrency=encoder.parallel,
         on_batch=metrics.on_batch,
     )
 

@@ -80,6 +80,7 @@ class MicroBatcher:
         queue_size: int,
         token_budget: int,
         max_wait_s: float,
+        concurrency: int = 1,
         on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
         self._encode = encode
@@ -92,7 +93,10 @@ class MicroBatcher:
         self._queued_inputs = 0
         self._wakeup = asyncio.Event()
         self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentemb-model")
+        # Micro-batches in flight at once: more than one only for a backend that computes several
+        # batches at once (OpenVINO's streams), so that one batch's tail never leaves a stream idle.
+        self._concurrency = max(1, concurrency)
+        self._executor = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="sentemb-model")
         self._worker: asyncio.Task[None] | None = None
 
     @property
@@ -189,19 +193,30 @@ class MicroBatcher:
         return batch
 
     async def _run(self) -> None:
+        """Collect a micro-batch whenever a model thread is free (so batches fill while others run)."""
+        free = asyncio.Semaphore(self._concurrency)
+        running: set[asyncio.Task[None]] = set()
         while True:
+            await free.acquire()
             batch = await self._collect()
             if not batch:
-                return
-            try:
-                await self._process(batch)
-            except Exception as exc:  # a failed batch must fail its requests, never stop the worker
-                # Type and frames only: an exception's message may quote a text.
-                frames = "".join(traceback.format_tb(exc.__traceback__))
-                log.error("micro-batch of %d requests failed: %s\n%s", len(batch), type(exc).__name__, frames)
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(RuntimeError("the model failed on this batch"))
+                break
+            task = asyncio.get_running_loop().create_task(self._guarded(batch))
+            running.add(task)
+            task.add_done_callback(lambda done: (running.discard(done), free.release()))
+        if running:
+            await asyncio.gather(*running)
+
+    async def _guarded(self, batch: list[_Job]) -> None:
+        try:
+            await self._process(batch)
+        except Exception as exc:  # a failed batch must fail its requests, never stop the worker
+            # Type and frames only: an exception's message may quote a text.
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            log.error("micro-batch of %d requests failed: %s\n%s", len(batch), type(exc).__name__, frames)
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(RuntimeError("the model failed on this batch"))
 
     async def _process(self, batch: list[_Job]) -> None:
         """Encode the live jobs of ``batch`` together; a too-long text fails only its own request."""
