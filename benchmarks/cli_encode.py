@@ -82,10 +82,8 @@ def main() -> None:
             model = ["--model", str(build_tiny_model("bert", work / "tiny"))]
             print("memory run with a tiny random BERT (2 layers, 32 wide): the CLI's own streaming cost")
         total, rss = run(["encode", str(big), "-o", str(work / "big.npy"), "--quiet", *model])
-        print(
-            f"{options.lines:,} lines ({size_mb:.1f} MiB) -> npy in {total:.0f} s "
-            f"({options.lines / total:.0f} rows/s end to end); peak RSS {rss} MiB"
-        )
+        print(f"{options.lines:,} lines ({size_mb:.1f} MiB) -> npy in {total:.0f} s "
+              f"({options.lines / total:.0f} rows/s end to end); peak RSS {rss} MiB")
 
 
 if __name__ == "__main__":

@@ -68,9 +68,7 @@ def test_ctrl_c_in_a_real_process_leaves_no_output(tmp_path, sts_train_path):
     target = tmp_path / "out.parquet"
     process = subprocess.Popen(
         [str(SENTEMB), "encode", str(tmp_path / "in.txt"), "-o", str(target), "--batch-size", "8"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".out.parquet.*.part")) and time.monotonic() < deadline and process.poll() is None:

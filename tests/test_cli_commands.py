@@ -13,13 +13,8 @@ from cli_helpers import cached_loads, invoke
 pytestmark = pytest.mark.usefixtures(cached_loads.__name__)
 
 PAIR = ["A man is eating food.", "A man is eating a meal."]
-CORPUS = [
-    "A man is eating pasta.",
-    "The cat sleeps on the sofa.",
-    "Stocks fell sharply on Monday.",
-    "A woman plays the violin.",
-    "Someone is cooking dinner.",
-]
+CORPUS = ["A man is eating pasta.", "The cat sleeps on the sofa.", "Stocks fell sharply on Monday.",
+          "A woman plays the violin.", "Someone is cooking dinner."]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -95,18 +90,8 @@ def test_search_queries_from_file_and_stdin_against_saved_embeddings(tmp_path, d
         rows = [json.loads(line) for line in result.stdout.splitlines()]
         assert [r["id"] for r in rows] == [hit.corpus_id for hit in want]
         assert "text" not in rows[0]
-    both = invoke(
-        "search",
-        "cooking",
-        "--embeddings",
-        str(vectors),
-        "--corpus",
-        str(tmp_path / "c.txt"),
-        "-k",
-        "1",
-        "--format",
-        "jsonl",
-    )
+    both = invoke("search", "cooking", "--embeddings", str(vectors), "--corpus", str(tmp_path / "c.txt"), "-k", "1",
+                  "--format", "jsonl")
     assert json.loads(both.stdout)["text"] == CORPUS[want[0].corpus_id]
 
 
@@ -115,9 +100,8 @@ def test_search_bad_input(tmp_path):
     np.save(tmp_path / "wrong.npy", np.zeros((3, 10), dtype=np.float32))
     result = invoke("search", "q", "--embeddings", str(tmp_path / "wrong.npy"), code=1)
     assert "10 numbers" in result.stderr
-    result = invoke(
-        "search", "q", "--embeddings", str(tmp_path / "wrong.npy"), "--corpus", str(tmp_path / "c.txt"), code=1
-    )
+    result = invoke("search", "q", "--embeddings", str(tmp_path / "wrong.npy"), "--corpus", str(tmp_path / "c.txt"),
+                    code=1)
     assert "5 texts" in result.stderr
     assert "one of them" in invoke("search", "--corpus", str(tmp_path / "c.txt"), code=2).stderr
     assert "no such file" in invoke("search", "q", "--corpus", str(tmp_path / "nope.txt"), code=1).stderr

@@ -117,38 +117,15 @@ def test_options_reach_the_encoder(tmp_path):
 
 def test_long_text_chunk_matches_library(tmp_path):
     long_text = " ".join(["the quick brown fox jumps over the lazy dog"] * 20)
-    invoke(
-        "encode",
-        "-t",
-        long_text,
-        "-t",
-        TEXTS[0],
-        "-o",
-        str(tmp_path / "v.npy"),
-        "--long-text",
-        "chunk",
-        "--max-length",
-        "32",
-        "--chunk-overlap",
-        "8",
-    )
+    invoke("encode", "-t", long_text, "-t", TEXTS[0], "-o", str(tmp_path / "v.npy"), "--long-text", "chunk",
+           "--max-length", "32", "--chunk-overlap", "8")
     library = sentemb.load(device="cpu", long_text="chunk", max_length=32, chunk_overlap=8)
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), library.encode([long_text, TEXTS[0]]), atol=ATOL)
 
 
 def test_long_text_error_is_one_line(tmp_path):
-    result = invoke(
-        "encode",
-        "-t",
-        "word " * 100,
-        "-o",
-        str(tmp_path / "v.npy"),
-        "--long-text",
-        "error",
-        "--max-length",
-        "16",
-        code=1,
-    )
+    result = invoke("encode", "-t", "word " * 100, "-o", str(tmp_path / "v.npy"), "--long-text", "error",
+                    "--max-length", "16", code=1)
     assert "16" in result.stderr
     assert not (tmp_path / "v.npy").exists()
 
@@ -261,16 +238,8 @@ def test_empty_stdin(tmp_path):
         (["{tmp}/in.doc", "-o", "{tmp}/v.npy"], 1, "cannot tell the format"),
         (["-t", "x", "-o", "-", "--output-format", "npy"], 2, "stdout"),
     ],
-    ids=[
-        "missing-input",
-        "missing-folder",
-        "output-is-folder",
-        "unknown-output",
-        "unknown-model",
-        "bad-device",
-        "unknown-input",
-        "npy-to-stdout",
-    ],
+    ids=["missing-input", "missing-folder", "output-is-folder", "unknown-output", "unknown-model", "bad-device",
+         "unknown-input", "npy-to-stdout"],
 )
 def test_bad_arguments_give_one_line_and_exit_code(tmp_path, args, code, needle):
     (tmp_path / "in.doc").write_text("x")

@@ -1,5 +1,6 @@
 """Parity with sentence-transformers on tiny random models of every supported backbone."""
 
+
 import numpy as np
 import pytest
 

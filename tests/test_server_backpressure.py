@@ -33,6 +33,7 @@ class GatedEncoder:
         self.dim = 3
         self.max_length = 128
         self.device = "cpu"
+        self.parallel = 1  # batches the backend computes at once
         self.gate = threading.Event()
         self.gate.set()
         self.busy = threading.Event()

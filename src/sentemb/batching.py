@@ -18,7 +18,8 @@ class TokenBatch:
 
 
 # A batch closes early (once it has MIN_ROWS rows) rather than let padding pass this share of its real
-# tokens: a server's micro-batch of mixed lengths then pads ~5%, not 20-40% (and runs ~1.8x faster).
+# tokens: a server's micro-batch of mixed lengths then pads ~5%, not 20-40% (50-text calls measured
+# 1.7x the sentences/s on torch, 3.7x on OpenVINO).
 MAX_PADDING = 0.05
 MIN_ROWS = 8
 

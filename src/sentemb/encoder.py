@@ -56,6 +56,10 @@ class Encoder:
         self.spec = spec
         self._tokenizer = tokenizer
         self._backend = backend
+        # Threads that keep a multi-stream backend's streams busy (shared by concurrent encode calls).
+        self._forward_pool = (
+            ThreadPoolExecutor(backend.parallel, thread_name_prefix="sentemb-forward") if backend.parallel > 1 else None
+        )
         self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase)
 
     @property
@@ -150,10 +154,14 @@ class Encoder:
                 progress.update(len(rows) * len(texts) / len(sequences))
 
         plan = plan_batches([len(s.ids) for s in sequences], config.batch_size, config.token_budget)
-        if self._backend.parallel > 1 and len(plan) > 1:  # keep every stream of the backend busy
-            with ThreadPoolExecutor(self._backend.parallel, thread_name_prefix="sentemb-forward") as pool_:
-                for _ in pool_.map(run, plan):  # re-raises the first error
-                    pass
+        if self._forward_pool is not None and len(plan) > 1:  # keep every stream of the backend busy
+            futures = [self._forward_pool.submit(run, rows) for rows in plan]
+            try:
+                for future in futures:
+                    future.result()
+            finally:  # after an error, batches not started yet are dropped
+                for future in futures:
+                    future.cancel()
         else:
             for rows in plan:
                 run(rows)

@@ -324,6 +324,8 @@ def _calibrate(model: Any, loaded: LoadedTokenizer, spec: ModelSpec) -> Any:
     from sentemb.config import LongText
     from sentemb.tokenize import TokenizerSpec, tokenize
 
+    # NNCF reports usage through openvino-telemetry unless NNCF_CI is set; an export sends nothing.
+    os.environ.setdefault("NNCF_CI", "1")
     try:
         import nncf
         from nncf.quantization.advanced_parameters import (

@@ -263,15 +263,8 @@ def run_batch(job: BatchJob, config: EncoderConfig | None = None) -> BatchResult
         ours = _start_ray(ray, job)
         try:
             written, rows_written = _execute(
-                ray,
-                job,
-                config=config,
-                header=header,
-                todo=todo,
-                manifest=manifest,
-                in_fs=in_fs,
-                out_fs=out_fs,
-                planned=len(planned),
+                ray, job, config=config, header=header, todo=todo, manifest=manifest, in_fs=in_fs,
+                out_fs=out_fs, planned=len(planned),
             )
         finally:
             if ours:

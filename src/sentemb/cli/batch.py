@@ -44,51 +44,21 @@ refused. Without --ray-address or RAY_ADDRESS a local Ray instance runs.
 @click.option("--id-column", default="id", show_default=True, help="Column or field with each row's id.")
 @click.option("--carry", multiple=True, metavar="COLUMN", help="Input column to copy to the output (repeatable).")
 @click.option("--embedding-column", default="embedding", show_default=True, help="Name of the vector column.")
-@click.option(
-    "--input-format",
-    type=click.Choice(["auto", "parquet", "jsonl"]),
-    default="auto",
-    show_default=True,
-    help="Input format; auto goes by each file's extension.",
-)
-@click.option(
-    "--shard-rows",
-    type=click.IntRange(min=1),
-    default=10_000,
-    show_default=True,
-    help="Parquet: rows per output shard (cut at row groups).",
-)
-@click.option(
-    "--shard-bytes",
-    type=click.IntRange(min=1),
-    default=4 << 20,
-    show_default=True,
-    help="JSONL: input bytes per output shard.",
-)
+@click.option("--input-format", type=click.Choice(["auto", "parquet", "jsonl"]), default="auto", show_default=True,
+              help="Input format; auto goes by each file's extension.")
+@click.option("--shard-rows", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Parquet: rows per output shard (cut at row groups).")
+@click.option("--shard-bytes", type=click.IntRange(min=1), default=4 << 20, show_default=True,
+              help="JSONL: input bytes per output shard.")
 @click.option("--strict", is_flag=True, help="Stop at the first bad row (null or non-string text, no id).")
-@click.option(
-    "--num-actors",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Model replicas [default: as many as the cluster's CPUs (or GPUs) allow].",
-)
-@click.option(
-    "--num-cpus", "num_cpus", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CPUs per actor."
-)
-@click.option(
-    "--num-gpus",
-    "num_gpus",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="GPUs per actor (e.g. 1, or 0.5 to share a GPU).",
-)
-@click.option(
-    "--ray-address",
-    envvar="RAY_ADDRESS",
-    default=None,
-    help="Ray cluster to attach to (also RAY_ADDRESS) [default: start a local instance].",
-)
+@click.option("--num-actors", type=click.IntRange(min=1), default=None,
+              help="Model replicas [default: as many as the cluster's CPUs (or GPUs) allow].")
+@click.option("--num-cpus", "num_cpus", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="CPUs per actor.")
+@click.option("--num-gpus", "num_gpus", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="GPUs per actor (e.g. 1, or 0.5 to share a GPU).")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Ray cluster to attach to (also RAY_ADDRESS) [default: start a local instance].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 @click.option("--quiet", "-q", is_flag=True, help="No summary line on stderr.")
 @encoder_options

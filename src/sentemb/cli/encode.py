@@ -40,32 +40,18 @@ counting from 0.
 
 @click.command(epilog=EXAMPLES + EXIT_CODES_HELP)
 @click.argument("input_path", metavar="[INPUT]", required=False)
-@click.option(
-    "-o", "--output", required=True, metavar="PATH", help="Output .npy, .jsonl or .parquet; - for stdout (JSON lines)."
-)
+@click.option("-o", "--output", required=True, metavar="PATH",
+              help="Output .npy, .jsonl or .parquet; - for stdout (JSON lines).")
 @click.option("--text", "-t", "texts", multiple=True, help="A text to embed (repeatable) instead of INPUT.")
 @click.option("--field", default=None, help="JSON lines field with the text [default: text].")
 @click.option("--column", default=None, help="csv/tsv/parquet column with the text [default: text].")
 @click.option("--id-field", default=None, help="Field or column to carry along as the id.")
-@click.option(
-    "--input-format",
-    type=click.Choice(["txt", "jsonl", "csv", "tsv", "parquet"]),
-    default=None,
-    help="Override the input format the extension implies.",
-)
-@click.option(
-    "--output-format",
-    type=click.Choice(["npy", "jsonl", "parquet"]),
-    default=None,
-    help="Override the output format the extension implies.",
-)
-@click.option(
-    "--errors",
-    type=click.Choice(ERROR_POLICIES),
-    default="strict",
-    show_default=True,
-    help="Invalid UTF-8 or a row without text: stop, replace bad bytes, or skip the row.",
-)
+@click.option("--input-format", type=click.Choice(["txt", "jsonl", "csv", "tsv", "parquet"]), default=None,
+              help="Override the input format the extension implies.")
+@click.option("--output-format", type=click.Choice(["npy", "jsonl", "parquet"]), default=None,
+              help="Override the output format the extension implies.")
+@click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True,
+              help="Invalid UTF-8 or a row without text: stop, replace bad bytes, or skip the row.")
 @click.option("--force", "-f", is_flag=True, help="Overwrite an existing output.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress, summary or notes on stderr.")
@@ -88,9 +74,8 @@ def encode(
 ) -> None:
     """Embed texts into a vector file, streaming: INPUT may be larger than memory."""
     fmt = output_format_checked(output, output_format, force)
-    source = choose_source(
-        input_path, texts, input_format=input_format, field=text_field(field, column), id_field=id_field, errors=errors
-    )
+    source = choose_source(input_path, texts, input_format=input_format, field=text_field(field, column),
+                           id_field=id_field, errors=errors)
     encoder = load_encoder(**encoder_params)
     chunks = inline_chunks(list(texts)) if source is None else read_chunks(source, CHUNK_ROWS)
     show = (not quiet) and (sys.stderr.isatty() if progress is None else progress)
@@ -114,18 +99,12 @@ def encode(
     if stats.skipped:
         click.echo(f"note: skipped {stats.skipped:,} records (--errors skip)", err=True)
     if stats.truncated:
-        click.echo(
-            f"note: {stats.truncated:,} texts were longer than {encoder.max_length} tokens and were "
-            "truncated (--long-text chunk embeds all of them)",
-            err=True,
-        )
+        click.echo(f"note: {stats.truncated:,} texts were longer than {encoder.max_length} tokens and were "
+                   "truncated (--long-text chunk embeds all of them)", err=True)
     if sys.stderr.isatty():
         seconds = time.perf_counter() - started
-        click.echo(
-            f"wrote {stats.rows:,} vectors of {encoder.dim} to {output} in {seconds:.1f} s "
-            f"({stats.rows / max(seconds, 1e-9):,.0f} rows/s)",
-            err=True,
-        )
+        click.echo(f"wrote {stats.rows:,} vectors of {encoder.dim} to {output} in {seconds:.1f} s "
+                   f"({stats.rows / max(seconds, 1e-9):,.0f} rows/s)", err=True)
 
 
 def text_field(field: str | None, column: str | None) -> str:
@@ -143,13 +122,8 @@ def output_format_checked(output: str, override: str | None, force: bool) -> str
 
 
 def choose_source(
-    input_path: str | None,
-    texts: tuple[str, ...],
-    *,
-    input_format: str | None,
-    field: str,
-    id_field: str | None,
-    errors: str,
+    input_path: str | None, texts: tuple[str, ...], *, input_format: str | None, field: str,
+    id_field: str | None, errors: str,
 ) -> Source | None:
     """The input to read, or None when the texts came with --text."""
     if texts and input_path is not None:
@@ -205,13 +179,8 @@ def _progress_bar(total: int | None, show: bool) -> Iterator[Any]:
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     started = time.perf_counter()
-    columns = [
-        TextColumn("encoding"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rows]:,} rows  {task.fields[rate]:,.0f} rows/s"),
-        TimeElapsedColumn(),
-    ]
+    columns = [TextColumn("encoding"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rows]:,} rows  {task.fields[rate]:,.0f} rows/s"), TimeElapsedColumn()]
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("encode", total=total, rows=0, rate=0.0)
 

@@ -55,27 +55,13 @@ def sts(file: str, plot: str | None, as_json: bool, force: bool, **encoder_param
     encoder = load_encoder(**encoder_params)
     result = sentemb.evaluate_sts(encoder, data.sentences1, data.sentences2, data.scores)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "file": file,
-                    "model": encoder.config.model,
-                    "n": result.n,
-                    "spearman": round(result.spearman, 4),
-                    "pearson": round(result.pearson, 4),
-                }
-            )
-        )
+        click.echo(json.dumps({"file": file, "model": encoder.config.model, "n": result.n,
+                               "spearman": round(result.spearman, 4), "pearson": round(result.pearson, 4)}))
     else:
         click.echo(f"{file}: {result.n:,} pairs  spearman {result.spearman:.2f}  pearson {result.pearson:.2f}")
     if plot is not None:
-        draw_scatter(
-            result.cosine,
-            np.asarray(data.scores),
-            plot,
-            force,
-            title=f"{os.path.basename(file)}: spearman {result.spearman:.1f}, pearson {result.pearson:.1f}",
-        )
+        draw_scatter(result.cosine, np.asarray(data.scores), plot, force,
+                     title=f"{os.path.basename(file)}: spearman {result.spearman:.1f}, pearson {result.pearson:.1f}")
 
 
 def draw_scatter(predicted: np.ndarray, gold: np.ndarray, path: str, force: bool, title: str) -> None:

@@ -18,16 +18,8 @@ from typing import IO, Any
 
 from sentemb.cli.options import InputError
 
-INPUT_FORMATS = {
-    ".txt": "txt",
-    ".text": "txt",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
+INPUT_FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
+                 ".parquet": "parquet", ".pq": "parquet"}
 ERROR_POLICIES = ("strict", "replace", "skip")
 
 

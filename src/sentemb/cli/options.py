@@ -127,66 +127,40 @@ _DEFAULTS = EncoderConfig()  # the library's defaults are the CLI's defaults
 
 _ENCODER_OPTIONS = [
     click.option(
-        "--model",
-        "-m",
-        default=None,
-        metavar="NAME|PATH",
+        "--model", "-m", default=None, metavar="NAME|PATH",
         help=f"Model folder or hub id [default: {DEFAULT_MODEL}, bundled, offline].",
     ),
     click.option("--revision", default=None, help="Hub revision (commit, tag or branch) to pin."),
     click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
     click.option(
-        "--backend",
-        type=click.Choice(["torch", "onnx", "openvino", "auto"]),
-        default="torch",
-        show_default=True,
+        "--backend", type=click.Choice(["torch", "onnx", "openvino", "auto"]), default="torch", show_default=True,
         help="Inference backend (auto: the fastest that meets the precision's fidelity here).",
     ),
     click.option(
-        "--precision",
-        type=_choices(Precision),
-        default="fp32",
-        show_default=True,
+        "--precision", type=_choices(Precision), default="fp32", show_default=True,
         help="Numeric precision of the forward pass (vectors are always float32).",
     ),
     click.option("--pooling", type=_choices(Pooling), default=None, help="Pooling [default: the model's]."),
     click.option(
-        "--normalize/--no-normalize",
-        default=None,
-        help="Unit-length vectors [default: the model's].",
+        "--normalize/--no-normalize", default=None, help="Unit-length vectors [default: the model's].",
     ),
     click.option(
-        "--max-length",
-        type=click.IntRange(min=4),
-        default=None,
-        help="Tokens per text [default: the model's].",
+        "--max-length", type=click.IntRange(min=4), default=None, help="Tokens per text [default: the model's].",
     ),
     click.option(
-        "--long-text",
-        type=_choices(LongText),
-        default="truncate",
-        show_default=True,
+        "--long-text", type=_choices(LongText), default="truncate", show_default=True,
         help="Texts over --max-length: cut, fail, or embed in overlapping chunks.",
     ),
     click.option(
-        "--chunk-overlap",
-        type=click.IntRange(min=0),
-        default=_DEFAULTS.chunk_overlap,
-        show_default=True,
+        "--chunk-overlap", type=click.IntRange(min=0), default=_DEFAULTS.chunk_overlap, show_default=True,
         help="Tokens shared by neighbouring chunks (--long-text chunk).",
     ),
     click.option(
-        "--batch-size",
-        type=click.IntRange(min=1),
-        default=_DEFAULTS.batch_size,
-        show_default=True,
+        "--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size, show_default=True,
         help="Texts per batch.",
     ),
     click.option(
-        "--token-budget",
-        type=click.IntRange(min=1),
-        default=_DEFAULTS.token_budget,
-        show_default=True,
+        "--token-budget", type=click.IntRange(min=1), default=_DEFAULTS.token_budget, show_default=True,
         help="Most padded tokens per batch.",
     ),
     click.option("--allow-pickle", is_flag=True, help="Allow pickle (.bin) weights: only for models you trust."),
@@ -197,20 +171,8 @@ _ENCODER_OPTIONS = [
 
 # The parameter names encoder_options adds, in the order load_encoder takes them.
 ENCODER_PARAMS = (
-    "model",
-    "revision",
-    "device",
-    "backend",
-    "precision",
-    "pooling",
-    "normalize",
-    "max_length",
-    "long_text",
-    "chunk_overlap",
-    "batch_size",
-    "token_budget",
-    "allow_pickle",
-    "trust_remote_code",
+    "model", "revision", "device", "backend", "precision", "pooling", "normalize", "max_length",
+    "long_text", "chunk_overlap", "batch_size", "token_budget", "allow_pickle", "trust_remote_code",
 )
 
 

@@ -45,10 +45,8 @@ def output_format(path: str, override: str | None) -> str:
         return "jsonl"
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        raise OutputError(
-            f"{path}: cannot tell the output format from {suffix or 'no extension'!r}; use .npy, "
-            ".jsonl or .parquet, or --output-format"
-        )
+        raise OutputError(f"{path}: cannot tell the output format from {suffix or 'no extension'!r}; use .npy, "
+                          ".jsonl or .parquet, or --output-format")
     return OUTPUT_FORMATS[suffix]
 
 
@@ -223,9 +221,8 @@ class ParquetWriter:
         try:
             id_array = pa.array(list(ids), type=id_type)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            raise OutputError(
-                f"ids change type within the input (first ones were {id_type}); make --id-field values one type"
-            ) from None
+            raise OutputError(f"ids change type within the input (first ones were {id_type}); "
+                              "make --id-field values one type") from None
         self._writer.write_table(pa.Table.from_arrays([id_array, embedding], schema=self._writer.schema))
 
     def close(self) -> None:

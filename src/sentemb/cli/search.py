@@ -40,34 +40,15 @@ same model options. Results: a table on a terminal, JSON lines when piped.
 @click.option("--id-field", default=None, help="Corpus field or column to report as the id.")
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=10, show_default=True, help="Hits per query.")
 @click.option("--score", type=click.Choice(["cosine", "dot"]), default="cosine", show_default=True)
-@click.option(
-    "--errors",
-    type=click.Choice(ERROR_POLICIES),
-    default="strict",
-    show_default=True,
-    help="Invalid UTF-8 or a row without text: stop, replace bad bytes, or skip the row.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "tsv", "jsonl"]),
-    default=None,
-    help="Output style [default: table on a terminal, jsonl when piped].",
-)
+@click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True,
+              help="Invalid UTF-8 or a row without text: stop, replace bad bytes, or skip the row.")
+@click.option("--format", "fmt", type=click.Choice(["table", "tsv", "jsonl"]), default=None,
+              help="Output style [default: table on a terminal, jsonl when piped].")
 @encoder_options
 def search(
     *,
-    queries: tuple[str, ...],
-    queries_file: str | None,
-    corpus: str | None,
-    embeddings: str | None,
-    field: str,
-    id_field: str | None,
-    top_k: int,
-    score: str,
-    errors: str,
-    fmt: str | None,
-    **encoder_params: Any,
+    queries: tuple[str, ...], queries_file: str | None, corpus: str | None, embeddings: str | None, field: str,
+    id_field: str | None, top_k: int, score: str, errors: str, fmt: str | None, **encoder_params: Any,
 ) -> None:
     """Find the corpus rows closest to each query."""
     if bool(queries) == bool(queries_file):
@@ -95,10 +76,8 @@ def search(
         elif id_field is not None:
             ids = corpus_ids
     if vectors.shape[1] != encoder.dim:
-        raise InputError(
-            f"{embeddings}: vectors have {vectors.shape[1]} numbers but the model makes {encoder.dim}; "
-            "search with the model that wrote them"
-        )
+        raise InputError(f"{embeddings}: vectors have {vectors.shape[1]} numbers but the model makes {encoder.dim}; "
+                         "search with the model that wrote them")
 
     import sentemb
 

@@ -29,37 +29,20 @@ tab-separated values when piped.
 
 @click.command(epilog=EXAMPLES + EXIT_CODES_HELP)
 @click.argument("texts", nargs=-1)
-@click.option(
-    "--file", "-i", "file", default=None, help="Texts from a file (.txt, .jsonl, .csv, .tsv, .parquet; - for stdin)."
-)
+@click.option("--file", "-i", "file", default=None,
+              help="Texts from a file (.txt, .jsonl, .csv, .tsv, .parquet; - for stdin).")
 @click.option("--field", "--column", "field", default="text", show_default=True, help="Field or column with the text.")
-@click.option(
-    "--errors",
-    type=click.Choice(ERROR_POLICIES),
-    default="strict",
-    show_default=True,
-    help="Invalid UTF-8 or a row without text: stop, replace bad bytes, or skip the row.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "tsv", "jsonl"]),
-    default=None,
-    help="How to print pairs [default: table on a terminal, tsv when piped].",
-)
+@click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True,
+              help="Invalid UTF-8 or a row without text: stop, replace bad bytes, or skip the row.")
+@click.option("--format", "fmt", type=click.Choice(["table", "tsv", "jsonl"]), default=None,
+              help="How to print pairs [default: table on a terminal, tsv when piped].")
 @click.option("--heatmap", default=None, metavar="PNG", help=f"Draw the similarity matrix (up to {HEATMAP_MAX} texts).")
 @click.option("--force", "-f", is_flag=True, help="Overwrite an existing heatmap file.")
 @encoder_options
 def similarity(
     *,
-    texts: tuple[str, ...],
-    file: str | None,
-    field: str,
-    errors: str,
-    fmt: str | None,
-    heatmap: str | None,
-    force: bool,
-    **encoder_params: Any,
+    texts: tuple[str, ...], file: str | None, field: str, errors: str, fmt: str | None, heatmap: str | None,
+    force: bool, **encoder_params: Any,
 ) -> None:
     """Cosine similarity of two TEXTS, or of every pair of TEXTS or of a file's texts."""
     if file is not None and texts:
@@ -80,9 +63,8 @@ def similarity(
     if len(items) == 2 and fmt is None and heatmap is None:
         click.echo(f"{scores[0, 1]:.4f}")
     else:
-        pairs = [
-            (i, j, items[i], items[j], float(scores[i, j])) for i in range(len(items)) for j in range(i + 1, len(items))
-        ]
+        pairs = [(i, j, items[i], items[j], float(scores[i, j]))
+                 for i in range(len(items)) for j in range(i + 1, len(items))]
         style = table_format(fmt, piped="tsv")
         if style == "table":
             pairs.sort(key=lambda pair: -pair[4])

@@ -4,7 +4,8 @@
                                   │  the worker takes jobs in order until the token budget is spent
                                   │  or max_wait has passed since the first one
                                   ▼
-              one encode_with_info call in a single model thread ─▶ each job gets its own rows
+              one encode_with_info call in a model thread ─▶ each job gets its own rows
+              (one thread per backend stream: the next micro-batch fills while the last one runs)
 
 A job whose request went away (the awaiting task was cancelled) is dropped before it reaches the
 model. ``close()`` refuses new work, finishes what is queued and stops the worker.
@@ -203,7 +204,12 @@ class MicroBatcher:
                 break
             task = asyncio.get_running_loop().create_task(self._guarded(batch))
             running.add(task)
-            task.add_done_callback(lambda done: (running.discard(done), free.release()))
+
+            def finished(done: asyncio.Task[None]) -> None:
+                running.discard(done)
+                free.release()
+
+            task.add_done_callback(finished)
         if running:
             await asyncio.gather(*running)
 
