@@ -79,6 +79,15 @@ class Exported:
     def tokenizer(self) -> Path:
         return self.folder / TOKENIZER_FILE
 
+    def load_tokenizer(self) -> LoadedTokenizer:
+        """The tokenizer saved beside the model (no transformers import)."""
+        from tokenizers import Tokenizer
+
+        from sentemb.tokenize import LoadedTokenizer, prepare_tokenizer
+
+        tokenizer = prepare_tokenizer(Tokenizer.from_file(str(self.tokenizer)))
+        return LoadedTokenizer(tokenizer, self.uses_type_ids, self.pad_id)
+
 
 def _version(package: str) -> str:
     try:

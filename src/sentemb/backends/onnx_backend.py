@@ -84,7 +84,6 @@ def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:
     """Export (once, cached) and load ``spec`` at ``config.precision`` (fp32 or int8)."""
     ort = _import_ort()
     from sentemb.export import ensure_export
-    from sentemb.tokenize import LoadedTokenizer, prepare_tokenizer
 
     precision = config.precision
     if precision not in (Precision.FP32, Precision.INT8):
@@ -96,9 +95,4 @@ def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:
     if precision is Precision.INT8 and device.startswith("cuda"):
         raise ConfigError("int8 runs on the CPU (ONNX Runtime's int8 kernels); pass device='cpu'")
     exported = ensure_export(spec, precision, trust_remote_code=config.trust_remote_code)
-    from tokenizers import Tokenizer
-
-    tokenizer = LoadedTokenizer(
-        prepare_tokenizer(Tokenizer.from_file(str(exported.tokenizer))), exported.uses_type_ids, exported.pad_id
-    )
-    return OnnxBackend(exported, device, tokenizer)
+    return OnnxBackend(exported, device, exported.load_tokenizer())

@@ -83,10 +83,7 @@ class OpenVinoBackend:
 def create_openvino_backend(spec: ModelSpec, config: EncoderConfig) -> OpenVinoBackend:
     """Export (once, cached) to OpenVINO IR and compile ``spec`` at ``config.precision`` on the CPU."""
     _import_ov()
-    from tokenizers import Tokenizer
-
     from sentemb.export import ensure_export
-    from sentemb.tokenize import LoadedTokenizer, prepare_tokenizer
 
     if config.device.startswith("cuda"):
         raise ConfigError("the OpenVINO backend runs on the CPU; for CUDA use backend='torch' or 'onnx'")
@@ -94,7 +91,4 @@ def create_openvino_backend(spec: ModelSpec, config: EncoderConfig) -> OpenVinoB
         raise ConfigError("fp16 is for CUDA; on the CPU use precision='bf16', 'fp32' or 'int8'")
     ir = Precision.INT8 if config.precision is Precision.INT8 else Precision.FP32  # bf16 compiles the fp32 IR
     exported = ensure_export(spec, ir, runtime="openvino", trust_remote_code=config.trust_remote_code)
-    tokenizer = LoadedTokenizer(
-        prepare_tokenizer(Tokenizer.from_file(str(exported.tokenizer))), exported.uses_type_ids, exported.pad_id
-    )
-    return OpenVinoBackend(exported, config.precision, tokenizer)
+    return OpenVinoBackend(exported, config.precision, exported.load_tokenizer())
