@@ -118,5 +118,5 @@ def test_bad_options_are_config_errors(tiny_bert):
         sentemb.load(tiny_bert, poolin="cls")
     with pytest.raises(sentemb.ConfigError, match="pooling='median' is not valid"):
         sentemb.load(tiny_bert, pooling="median")
-    with pytest.raises(sentemb.ConfigError, match="int8 runs on the ONNX backend"):
+    with pytest.raises(sentemb.ConfigError, match="int8 runs on the CPU backends"):
         sentemb.load(tiny_bert, backend="torch", precision="int8")

@@ -101,3 +101,11 @@ def test_default_model_openvino_fp32_bf16_int8_quality(onnx_cache, sts_dev_path)
         assert cosine.mean() >= min_mean_cosine, precision
         spearman = sentemb.evaluate_sts(encoder, dev.sentences1, dev.sentences2, dev.scores).spearman
         assert abs(spearman - spearman_fp32) <= max_spearman_drop, precision
+
+
+def test_a_missing_optional_dependency_names_its_extra():
+    from sentemb.errors import require
+
+    expected = r"the OpenVINO backend needs no_such_module: pip install 'sentemb\[openvino\]'"
+    with pytest.raises(ImportError, match=expected):
+        require("no_such_module", "openvino", "the OpenVINO backend")

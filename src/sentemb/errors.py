@@ -14,6 +14,9 @@ Each message says what to do next.
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 
 class SentembError(Exception):
     """Base class of sentemb's errors."""
@@ -54,3 +57,11 @@ class TextTooLongError(SentembError, ValueError):
 
 class BackendError(SentembError, RuntimeError):
     """A backend could not be built or run."""
+
+
+def require(module: str, extra: str, purpose: str) -> Any:
+    """Import an optional dependency, or raise ImportError that names the extra installing it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"{purpose} needs {module}: pip install 'sentemb[{extra}]'") from None

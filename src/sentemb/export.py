@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sentemb.config import Precision
-from sentemb.errors import BackendError, ConfigError
+from sentemb.errors import BackendError, ConfigError, require
 from sentemb.models.resolve import CACHE_ENV, cache_root, sha256_file
 
 if TYPE_CHECKING:
@@ -318,10 +318,7 @@ def _to_openvino(graph: Path, target: Path, precision: Precision, loaded: Loaded
     every MatMul (u8 activations x signed per-channel weights: AVX512-VNNI/AMX). Smooth-quant is
     off: it raises the mean cosine a little but lets outliers fall to 0.88 (0.97 without it).
     """
-    try:
-        import openvino as ov
-    except ImportError:
-        raise ImportError("the OpenVINO backend needs openvino: pip install 'sentemb[openvino]'") from None
+    ov = require("openvino", "openvino", "the OpenVINO backend")
     model = ov.Core().read_model(str(graph))
     if precision is Precision.INT8:
         model = _calibrate(model, loaded, spec)
@@ -329,20 +326,16 @@ def _to_openvino(graph: Path, target: Path, precision: Precision, loaded: Loaded
 
 
 def _calibrate(model: Any, loaded: LoadedTokenizer, spec: ModelSpec) -> Any:
+    """``model`` with int8 MatMuls whose activation ranges come from the calibration texts."""
     from sentemb.batching import pad, plan_batches
     from sentemb.config import LongText
     from sentemb.tokenize import TokenizerSpec, tokenize
 
     # NNCF reports usage through openvino-telemetry unless NNCF_CI is set; an export sends nothing.
     os.environ.setdefault("NNCF_CI", "1")
-    try:
-        import nncf
-        from nncf.quantization.advanced_parameters import (
-            AdvancedQuantizationParameters,
-            AdvancedSmoothQuantParameters,
-        )
-    except ImportError:
-        raise ImportError("int8 on OpenVINO needs nncf: pip install 'sentemb[openvino]'") from None
+    nncf = require("nncf", "openvino", "int8 on OpenVINO")
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
     texts = [line for line in CALIBRATION_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
     token_spec = TokenizerSpec(loaded.tokenizer, spec.max_length, spec.lowercase)
     sequences, _ = tokenize(token_spec, texts, LongText.TRUNCATE, 0, 0)

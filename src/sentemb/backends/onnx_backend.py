@@ -13,7 +13,7 @@ import numpy as np
 
 from sentemb.backends import cuda_fallback
 from sentemb.config import Precision
-from sentemb.errors import BackendError, ConfigError
+from sentemb.errors import BackendError, ConfigError, require
 
 if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
@@ -24,14 +24,6 @@ if TYPE_CHECKING:
 
 # Threads per session; default: ONNX Runtime's choice (one per physical core).
 THREADS_ENV = "SENTEMB_ORT_THREADS"
-
-
-def _import_ort():  # noqa: ANN202 - the module
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ImportError("the ONNX backend needs onnxruntime: pip install 'sentemb[onnx]'") from None
-    return onnxruntime
 
 
 def _ort_errors() -> tuple[type[Exception], ...]:
@@ -50,7 +42,7 @@ class OnnxBackend:
     tokenizer: LoadedTokenizer | None
 
     def __init__(self, exported: Exported, device: str, tokenizer: LoadedTokenizer) -> None:
-        ort = _import_ort()
+        ort = require("onnxruntime", "onnx", "the ONNX backend")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
@@ -82,7 +74,7 @@ class OnnxBackend:
 
 def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:
     """Export (once, cached) and load ``spec`` at ``config.precision`` (fp32 or int8)."""
-    ort = _import_ort()
+    ort = require("onnxruntime", "onnx", "the ONNX backend")
     from sentemb.export import ensure_export
 
     precision = config.precision

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sentemb.config import Precision
-from sentemb.errors import BackendError, ConfigError
+from sentemb.errors import BackendError, ConfigError, require
 
 if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
@@ -27,14 +27,6 @@ if TYPE_CHECKING:
 STREAMS_ENV = "SENTEMB_OV_STREAMS"
 
 
-def _import_ov():  # noqa: ANN202 - the module
-    try:
-        import openvino
-    except ImportError:
-        raise ImportError("the OpenVINO backend needs openvino: pip install 'sentemb[openvino]'") from None
-    return openvino
-
-
 class OpenVinoBackend:
     """Runs an IR whose output is ``last_hidden_state`` (B, T, H) float32; forward() is thread-safe."""
 
@@ -43,7 +35,7 @@ class OpenVinoBackend:
     tokenizer: LoadedTokenizer | None
 
     def __init__(self, exported: Exported, precision: Precision, tokenizer: LoadedTokenizer) -> None:
-        ov = _import_ov()
+        ov = require("openvino", "openvino", "the OpenVINO backend")
         core = ov.Core()
         native_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         if precision is Precision.BF16 and not native_bf16:
@@ -82,7 +74,7 @@ class OpenVinoBackend:
 
 def create_openvino_backend(spec: ModelSpec, config: EncoderConfig) -> OpenVinoBackend:
     """Export (once, cached) to OpenVINO IR and compile ``spec`` at ``config.precision`` on the CPU."""
-    _import_ov()
+    require("openvino", "openvino", "the OpenVINO backend")
     from sentemb.export import ensure_export
 
     if config.device.startswith("cuda"):

@@ -33,7 +33,7 @@ class TorchBackend:
         self.device = cuda_fallback(config.device, torch.cuda.is_available())
         precision = config.precision
         if precision is Precision.INT8:
-            raise ConfigError("int8 runs on the ONNX backend: pass backend='onnx' (pip install 'sentemb[onnx]')")
+            raise ConfigError("int8 runs on the CPU backends: pass backend='openvino' or 'onnx' (or 'auto')")
         if precision is Precision.FP16 and not self.device.startswith("cuda"):
             raise ConfigError("fp16 is for CUDA; on the CPU use precision='bf16' or 'fp32'")
         bar_was_on = hf_logging.is_progress_bar_enabled()
