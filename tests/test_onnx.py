@@ -46,7 +46,7 @@ def test_export_is_cached_and_reused(onnx_cache, tiny_dirs, monkeypatch):
     entries = [p for p in (onnx_cache / "onnx").iterdir() if p.name.startswith("bert-fp32-")]
     assert entries
     manifest = json.loads((entries[0] / export.MANIFEST_FILE).read_text())
-    assert set(manifest["sha256"]) == {export.MODEL_FILE, export.TOKENIZER_FILE}
+    assert set(manifest["sha256"]) == {export.MODEL_FILES["onnx"][0], export.TOKENIZER_FILE}
     assert manifest["inputs"]["versions"]["onnxruntime"] != "absent"
 
 
@@ -65,7 +65,7 @@ def test_damaged_cached_file_is_detected_and_rebuilt(tiny_dirs, tmp_path, monkey
     folder = tiny_dirs["distilbert"]
     before = sentemb.load(folder, backend="onnx", device="cpu").encode(TEXTS)
     (entry,) = (tmp_path / "cache" / "onnx").iterdir()
-    model = entry / export.MODEL_FILE
+    model = entry / export.MODEL_FILES["onnx"][0]
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte somewhere in the weights
     model.write_bytes(bytes(data))
@@ -157,7 +157,7 @@ def test_export_command_writes_the_files(onnx_cache, tiny_dirs, tmp_path):
     out = tmp_path / "exported"
     result = CliRunner().invoke(main, ["export", str(tiny_dirs["mpnet"]), str(out), "--precision", "int8"])
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} >= {export.MODEL_FILE, export.TOKENIZER_FILE, export.MANIFEST_FILE}
+    assert {p.name for p in out.iterdir()} == {*export.MODEL_FILES["onnx"], export.TOKENIZER_FILE, export.MANIFEST_FILE}
     assert export.check_export(out) is not None
     again = CliRunner().invoke(main, ["export", str(tiny_dirs["mpnet"]), str(out)])
     assert again.exit_code == 4 and "--force" in again.output

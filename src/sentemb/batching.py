@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +15,12 @@ class TokenBatch:
     input_ids: np.ndarray  # (B, T) int64
     attention_mask: np.ndarray  # (B, T) int64
     token_type_ids: np.ndarray | None  # (B, T) int64, None for models whose tokenizer has none
+
+    def feed(self, names: Iterable[str]) -> dict[str, np.ndarray]:
+        """The arrays an exported graph takes, by input name (zeros for type ids the tokenizer lacks)."""
+        types = self.token_type_ids if self.token_type_ids is not None else np.zeros_like(self.input_ids)
+        arrays = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "token_type_ids": types}
+        return {name: arrays[name] for name in names}
 
 
 # A batch closes early (once it has MIN_ROWS rows) rather than let padding pass this share of its real

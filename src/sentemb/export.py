@@ -48,7 +48,6 @@ TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "manifest.json"
 # The model files of each runtime (the first is the one a session opens).
 MODEL_FILES = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
-MODEL_FILE = MODEL_FILES["onnx"][0]
 EXPORTABLE = (Precision.FP32, Precision.INT8)
 # Files of a model folder that decide its vectors; everything else (README, ONNX dumps) is ignored.
 _KEY_SUFFIXES = (".json", ".safetensors", ".txt", ".model", ".bin", ".pt", ".pth")
@@ -343,11 +342,8 @@ def _calibrate(model: Any, loaded: LoadedTokenizer, spec: ModelSpec) -> Any:
     feeds = []
     for rows in plan_batches([len(s.ids) for s in sequences], 8, 8 * 512):
         chosen = [sequences[r] for r in rows]
-        batch = pad([s.ids for s in chosen], [s.type_ids for s in chosen], loaded.pad_id, True)
-        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if batch.token_type_ids is not None:
-            feed["token_type_ids"] = batch.token_type_ids
-        feeds.append({name: value for name, value in feed.items() if name in names})
+        batch = pad([s.ids for s in chosen], [s.type_ids for s in chosen], loaded.pad_id, loaded.uses_type_ids)
+        feeds.append(batch.feed(names))
     with _quiet():
         return nncf.quantize(
             model,

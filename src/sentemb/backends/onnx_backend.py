@@ -64,11 +64,7 @@ class OnnxBackend:
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
     def forward(self, batch: TokenBatch) -> np.ndarray:
-        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if "token_type_ids" in self._inputs:
-            types = batch.token_type_ids
-            feed["token_type_ids"] = types if types is not None else np.zeros_like(batch.input_ids)
-        (hidden,) = self.session.run(["last_hidden_state"], {name: feed[name] for name in self._inputs})
+        (hidden,) = self.session.run(["last_hidden_state"], batch.feed(self._inputs))
         return np.asarray(hidden, dtype=np.float32)
 
 

@@ -60,13 +60,9 @@ class OpenVinoBackend:
         self.dim = int(self.compiled.outputs[0].get_partial_shape()[-1].get_length())
 
     def forward(self, batch: TokenBatch) -> np.ndarray:
-        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if "token_type_ids" in self._inputs:
-            types = batch.token_type_ids
-            feed["token_type_ids"] = types if types is not None else np.zeros_like(batch.input_ids)
         request = self._requests.get()
         try:
-            hidden = request.infer({name: feed[name] for name in self._inputs})[0]
+            hidden = request.infer(batch.feed(self._inputs))[0]
             return np.array(hidden, dtype=np.float32)  # a copy: the request's buffer is reused
         finally:
             self._requests.put(request)
