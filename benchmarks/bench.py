@@ -2,12 +2,14 @@
 
     .venv/bin/python benchmarks/bench.py                      # all 10,566 unique STS train sentences
     .venv/bin/python benchmarks/bench.py --limit 3000 --rounds 3 --plot bench.png
+    python benchmarks/bench.py --device cuda                   # GPU: fp32, fp16, bf16
 
 Each method is warmed up, then the rounds are interleaved (round 1 of every method, then round 2,
 ...) so that load from other processes on a shared machine hits all methods alike; the median round
-counts. Prints sentences/s, the ratio to sentence-transformers (batch 32, its default), fidelity
-against sentence-transformers' vectors, STS dev Spearman, the RSS a method added when it loaded and
-the process's peak RSS during its rounds, then the startup times (import, cold CLI on ONNX).
+counts. Prints sentences/s, the ratio to sentence-transformers (batch 32, its default; fp32 on the
+CPU, fp16 on a GPU), fidelity against sentence-transformers' fp32 vectors, STS dev Spearman, the RSS
+a method added when it loaded and the process's peak RSS during its rounds, then the startup times
+(import, cold CLI on ONNX; CPU only).
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ import numpy as np
 import psutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 STSB = ROOT.parent / "shared" / "data" / "stsb"
-# (label, backend, precision) of the sentemb rows.
-SENTEMB_METHODS = [
+# (label, backend, precision) of the sentemb rows, per device.
+GPU_METHODS = [
+    ("sentemb torch fp32", "torch", "fp32"),
+    ("sentemb torch fp16", "torch", "fp16"),
+    ("sentemb torch bf16", "torch", "bf16"),
+]
+CPU_METHODS = [
     ("sentemb torch fp32", "torch", "fp32"),
     ("sentemb onnx fp32", "onnx", "fp32"),
     ("sentemb torch bf16", "torch", "bf16"),
@@ -87,28 +93,37 @@ def unique_sentences(path: Path, limit: int | None) -> list[str]:
     return texts[:limit] if limit else texts
 
 
-def load_methods(names: set[str] | None, batch_size: int, st_batch_size: int) -> list[Method]:
-    methods = []
-    before = rss_mb()
+def st_methods(model: str, device: str, batch_size: int, st_batch_size: int) -> list[Method]:
+    """sentence-transformers fp32 at its default batch (the fidelity reference); on a GPU also fp16,
+    at its default batch (the speed reference there) and at sentemb's batch size."""
     from sentence_transformers import SentenceTransformer
 
-    from sentemb.models.resolve import bundled_default
+    rows = [("fp32", st_batch_size)]
+    if device != "cpu":
+        rows += [("fp16", st_batch_size), ("fp16", batch_size)]
+    methods = []
+    for precision, size in rows:
+        before = rss_mb()
+        st = SentenceTransformer(model, device=device)
+        if precision == "fp16":
+            st.half()
 
-    st = SentenceTransformer(str(bundled_default()), device="cpu")
-    methods.append(
-        Method(
-            f"sentence-transformers fp32 (batch {st_batch_size})",
-            lambda texts, bs: st.encode(texts, batch_size=bs or st_batch_size, convert_to_numpy=True),
-            rss_mb() - before,
-        )
-    )
+        def run(texts: list[str], bs: int, st: SentenceTransformer = st, size: int = size) -> np.ndarray:
+            return st.encode(texts, batch_size=bs or size, convert_to_numpy=True)
+
+        methods.append(Method(f"sentence-transformers {precision} (batch {size})", run, rss_mb() - before))
+    return methods
+
+
+def load_methods(names: set[str] | None, model: str, device: str, batch_size: int, st_batch_size: int) -> list[Method]:
+    methods = st_methods(model, device, batch_size, st_batch_size)
     import sentemb
 
-    for label, backend, precision in SENTEMB_METHODS:
+    for label, backend, precision in CPU_METHODS if device == "cpu" else GPU_METHODS:
         if names and backend + " " + precision not in names and label not in names:
             continue
         before = rss_mb()
-        enc = sentemb.load(device="cpu", backend=backend, precision=precision, batch_size=batch_size)
+        enc = sentemb.load(model, device=device, backend=backend, precision=precision, batch_size=batch_size)
 
         def run(texts: list[str], bs: int, encoders: dict = {0: enc}) -> np.ndarray:  # noqa: B006
             if bs not in encoders:
@@ -125,7 +140,7 @@ def sts_spearman(method: Method, dev_path: Path) -> float:
 
     dev = sentemb.read_sts(dev_path)
     unique = list(dict.fromkeys(dev.sentences1 + dev.sentences2))
-    vectors = method.encode(unique, 0)
+    vectors = method.encode(unique, 0).astype(np.float32)
     vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     row = {text: i for i, text in enumerate(unique)}
     a = vectors[[row[t] for t in dev.sentences1]]
@@ -134,6 +149,7 @@ def sts_spearman(method: Method, dev_path: Path) -> float:
 
 
 def fidelity(vectors: np.ndarray, reference: np.ndarray) -> tuple[float, float, float]:
+    vectors = vectors.astype(np.float32)  # sentence-transformers fp16 returns float16
     a = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     b = reference / np.linalg.norm(reference, axis=1, keepdims=True)
     cosine = np.sum(a * b, axis=1)
@@ -175,7 +191,7 @@ def plot(methods: list[Method], texts: list[str], path: Path, sizes: list[int], 
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel("sentences / s")
-    ax.set_title(f"all-MiniLM-L6-v2, {len(texts)} STS train sentences, {os.cpu_count()} CPU cores")
+    ax.set_title(f"all-MiniLM-L6-v2, {len(texts)} STS train sentences, {hardware()}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -183,11 +199,22 @@ def plot(methods: list[Method], texts: list[str], path: Path, sizes: list[int], 
     print(f"plot written to {path}")
 
 
+def hardware() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"{os.cpu_count()} CPU cores"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="first N unique STS train sentences [all]")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=64, help="sentemb batch size [64]")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
+    parser.add_argument("--model", default=None, help="model folder [the bundled all-MiniLM-L6-v2]")
+    parser.add_argument("--data", type=Path, default=STSB, help="folder with sts-train.csv and sts-dev.csv")
+    parser.add_argument("--batch-size", type=int, default=None, help="sentemb batch size [64 CPU, 1024 GPU]")
     parser.add_argument("--st-batch-size", type=int, default=32, help="sentence-transformers batch size [32]")
     parser.add_argument("--only", action="append", help="sentemb methods, e.g. 'onnx int8' (repeatable)")
     parser.add_argument("--no-sts", action="store_true", help="skip STS dev Spearman")
@@ -196,9 +223,17 @@ def main() -> None:
     parser.add_argument("--plot-sizes", default="8,16,32,64,128,256")
     parser.add_argument("--plot-limit", type=int, default=1000, help="sentences per plot point [1000]")
     args = parser.parse_args()
+    from sentemb.encoder import BATCH_SIZE
 
-    texts = unique_sentences(STSB / "sts-train.csv", args.limit)
-    methods = load_methods(set(args.only) if args.only else None, args.batch_size, args.st_batch_size)
+    args.batch_size = args.batch_size or BATCH_SIZE[args.device.split(":")[0]]
+    if args.device == "cpu":  # 2 cores: the tokenizer's threads would only compete with the model's
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from sentemb.models.resolve import bundled_default
+
+    model = args.model or str(bundled_default())
+    texts = unique_sentences(args.data / "sts-train.csv", args.limit)
+    names = set(args.only) if args.only else None
+    methods = load_methods(names, model, args.device, args.batch_size, args.st_batch_size)
     for method in methods:  # warm-up (and the one-off ONNX export, if not cached)
         method.encode(texts[:512], 0)
     for _ in range(args.rounds):
@@ -209,11 +244,12 @@ def main() -> None:
                 method.times.append(time.perf_counter() - start)
             method.peak_mb = max(method.peak_mb, rss.peak / 2**20)
 
-    reference = methods[0]
-    ref_rate = len(texts) / statistics.median(reference.times)
+    reference = methods[0]  # fidelity: sentence-transformers fp32
+    base = methods[0 if args.device == "cpu" else 1]  # speed: sentence-transformers fp32 / fp16 (GPU)
+    ref_rate = len(texts) / statistics.median(base.times)
     print(
         f"\n{len(texts)} unique STS train sentences, {args.rounds} interleaved rounds (median), "
-        f"{os.cpu_count()} CPU cores, sentemb batch {args.batch_size}\n"
+        f"{hardware()}, sentemb batch {args.batch_size}; 1.00x = {base.label}\n"
     )
     print("| method | sentences/s | vs ST | max abs diff | mean cos | min cos | STS dev | load MB | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -221,13 +257,13 @@ def main() -> None:
         rate = len(texts) / statistics.median(method.times)
         assert method.vectors is not None and reference.vectors is not None
         diff, mean_cos, min_cos = fidelity(method.vectors, reference.vectors)
-        sts = "" if args.no_sts else f"{sts_spearman(method, STSB / 'sts-dev.csv'):.2f}"
+        sts = "" if args.no_sts else f"{sts_spearman(method, args.data / 'sts-dev.csv'):.2f}"
         print(
             f"| {method.label} | {rate:.0f} | {rate / ref_rate:.2f}x | {diff:.1e} | {mean_cos:.5f} | "
             f"{min_cos:.4f} | {sts} | {method.load_mb:.0f} | {method.peak_mb:.0f} |",
             flush=True,
         )
-    if not args.no_startup:
+    if not args.no_startup and args.device == "cpu":
         python = [sys.executable]
         cli = str(Path(sys.executable).with_name("sentemb"))
         imp = startup_seconds([*python, "-c", "import sentemb"])

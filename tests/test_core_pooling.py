@@ -43,6 +43,23 @@ def test_padding_values_never_leak_into_any_mode():
         assert np.isfinite(out).all(), mode
 
 
+@pytest.mark.parametrize("mode", list(Pooling))
+def test_torch_pooling_matches_numpy_pooling(mode):
+    """The torch backend pools on the model's device with its own copy of pool(); same numbers."""
+    torch = pytest.importorskip("torch")
+    from sentemb.backends.torch_backend import pool_tensor
+
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((5, 7, 4)).astype(np.float32)
+    mask = np.array([[1] * 7, [1, 1, 0, 0, 0, 0, 0], [1] * 3 + [0] * 4, [1] + [0] * 6, [1] * 6 + [0]])
+    emb[mask == 0] = np.nan  # padding must not leak in torch either
+    out = pool_tensor(torch.from_numpy(emb), torch.from_numpy(mask), mode)
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), pool(emb, mask, mode), rtol=1e-6, atol=1e-7)
+    half = pool_tensor(torch.from_numpy(emb).to(torch.bfloat16), torch.from_numpy(mask), mode)
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+
+
 def test_one_token_row_pools_to_that_token():
     emb = np.array([[[0.5, -0.5]]], dtype=np.float32)
     for mode in Pooling:

@@ -71,7 +71,7 @@ class EncoderConfig:
     max_length: int | None = None
     long_text: LongText = LongText.TRUNCATE
     chunk_overlap: int = 32  # tokens shared by neighbouring windows (at most half a window)
-    batch_size: int = 64
+    batch_size: int | None = None  # texts per batch; None: 64 on the CPU, 1024 on a GPU
     token_budget: int = 16384
     show_progress: bool | None = None
     trust_remote_code: bool = False
@@ -89,7 +89,7 @@ class EncoderConfig:
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ConfigError(f"device={self.device!r} is not valid; choose 'cpu', 'cuda', 'cuda:N' or 'auto'")
         for name in ("batch_size", "token_budget"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 4:
             raise ConfigError(f"max_length must be at least 4 tokens, got {self.max_length}")

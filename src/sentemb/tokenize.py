@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -35,14 +36,13 @@ class TextInfo:
     chars_capped: bool = False
 
 
-@dataclass(frozen=True)
-class Sequence_:
+class Sequence_(NamedTuple):
     """One model input: token ids of a text (or of one chunk of it) with special tokens."""
 
     text_index: int
     ids: np.ndarray
     type_ids: np.ndarray
-    weight: float  # content tokens in this window, for the token-weighted mean of chunks
+    weight: int  # content tokens in this window, for the token-weighted mean of chunks
 
 
 @dataclass(frozen=True)
@@ -80,44 +80,44 @@ def tokenize(
     capped = [bool(cap and len(t) > cap) for t in prepared]
     if cap:
         prepared = [t[:cap] for t in prepared]
-    encodings = spec.tokenizer.encode_batch(prepared, add_special_tokens=False)
+    # With special tokens straight away (what post_process would add); only texts over max_length
+    # are encoded again without them, to be truncated or chunked first. Per text this loop is the
+    # part that holds the GIL, so it stays short.
+    encodings = spec.tokenizer.encode_batch(prepared, add_special_tokens=True)
+    special = spec.num_special
+    over = [i for i, enc in enumerate(encodings) if len(enc) - special > room]
+    without = spec.tokenizer.encode_batch([prepared[i] for i in over], add_special_tokens=False)
+    content = dict(zip(over, without, strict=True))
 
     sequences: list[Sequence_] = []
     infos: list[TextInfo] = []
     for offset, (enc, was_capped) in enumerate(zip(encodings, capped, strict=True)):
         index = start_index + offset
-        n = len(enc.ids)
-        too_long = n > room
-        if too_long and long_text is LongText.ERROR:
+        n = len(enc) - special
+        if offset not in content:
+            sequences.append(_sequence(index, enc, n))
+            infos.append(TextInfo(n, was_capped, 1, was_capped))
+            continue
+        if long_text is LongText.ERROR:
             raise TextTooLongError(
                 f"text {index} has {n} tokens, more than max_length={spec.max_length} allows "
-                f"({room} plus {spec.num_special} special tokens); pass long_text='truncate' or 'chunk'",
+                f"({room} plus {special} special tokens); pass long_text='truncate' or 'chunk'",
                 index=index,
                 num_tokens=n,
             )
-        windows = _windows(enc, room, overlap) if (too_long and long_text is LongText.CHUNK) else [enc]
+        full = content[offset]
+        windows = _windows(full, room, overlap) if long_text is LongText.CHUNK else [full]
         if long_text is not LongText.CHUNK:
-            enc.truncate(room)
+            full.truncate(room)
         for window in windows:
-            weight = float(len(window.ids))
-            done = spec.tokenizer.post_process(window)
-            sequences.append(
-                Sequence_(
-                    index,
-                    np.asarray(done.ids, dtype=np.int64),
-                    np.asarray(done.type_ids, dtype=np.int64),
-                    weight,
-                )
-            )
-        infos.append(
-            TextInfo(
-                num_tokens=n,
-                truncated=(too_long or was_capped) and long_text is not LongText.CHUNK,
-                chunks=len(windows),
-                chars_capped=was_capped,
-            )
-        )
+            sequences.append(_sequence(index, spec.tokenizer.post_process(window), len(window.ids)))
+        chunked = long_text is LongText.CHUNK
+        infos.append(TextInfo(n, not chunked, len(windows), was_capped))
     return sequences, infos
+
+
+def _sequence(index: int, enc: Encoding, content_tokens: int) -> Sequence_:
+    return Sequence_(index, np.array(enc.ids, dtype=np.int64), np.array(enc.type_ids, dtype=np.int64), content_tokens)
 
 
 def _windows(enc: Encoding, room: int, overlap: int) -> list[Encoding]:

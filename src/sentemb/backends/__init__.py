@@ -1,7 +1,9 @@
-"""The backend seam: a padded token batch in, token embeddings (B, T, H) float32 out.
+"""The backend seam: a padded token batch in, pooled vectors (B, H) float32 out.
 
-Everything else (tokenising, batching, pooling, normalising) lives in the encoder, so each backend
-stays one small class. ``create_backend`` picks the implementation.
+Each backend pools where its token embeddings lie (numpy on the CPU, torch on a GPU, so that only
+(B, H) crosses back to the host) with the pure functions of :mod:`sentemb.pooling`; everything else
+(tokenising, batching, normalising) lives in the encoder, so each backend stays one small class.
+``create_backend`` picks the implementation.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sentemb.errors import ConfigError
 
 if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
-    from sentemb.config import EncoderConfig
+    from sentemb.config import EncoderConfig, Pooling
     from sentemb.models import ModelSpec
     from sentemb.tokenize import LoadedTokenizer
 
@@ -31,13 +33,13 @@ class Backend(Protocol):
     name: str  # "torch", "onnx" or "openvino"
     device: str  # "cpu", "cuda", "cuda:1"
     dim: int
-    # How many forward() calls pay off at once (OpenVINO's streams); the encoder keeps that many in flight.
+    # How many embed() calls pay off at once (OpenVINO's streams); the encoder keeps that many in flight.
     parallel: int
     # The backend's own tokenizer (e.g. cached beside an ONNX export), or None for the model folder's.
     tokenizer: LoadedTokenizer | None
 
-    def forward(self, batch: TokenBatch) -> np.ndarray:
-        """Token embeddings (B, T, dim) as float32 for one padded batch."""
+    def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
+        """Pooled vectors (B, dim) as float32 for one padded batch (padding never counts)."""
         ...
 
 

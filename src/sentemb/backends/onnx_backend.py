@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sentemb.backends import cuda_fallback
-from sentemb.config import Precision
+from sentemb.config import Pooling, Precision
 from sentemb.errors import BackendError, ConfigError, require
+from sentemb.pooling import pool
 
 if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
@@ -63,9 +64,9 @@ class OnnxBackend:
         self._inputs = [item.name for item in self.session.get_inputs()]
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
-    def forward(self, batch: TokenBatch) -> np.ndarray:
+    def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
         (hidden,) = self.session.run(["last_hidden_state"], batch.feed(self._inputs))
-        return np.asarray(hidden, dtype=np.float32)
+        return pool(hidden, batch.attention_mask, pooling)
 
 
 def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:

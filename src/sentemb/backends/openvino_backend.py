@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sentemb.config import Precision
+from sentemb.config import Pooling, Precision
 from sentemb.errors import BackendError, ConfigError, require
+from sentemb.pooling import pool
 
 if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
@@ -28,7 +29,7 @@ STREAMS_ENV = "SENTEMB_OV_STREAMS"
 
 
 class OpenVinoBackend:
-    """Runs an IR whose output is ``last_hidden_state`` (B, T, H) float32; forward() is thread-safe."""
+    """Runs an IR whose output is ``last_hidden_state`` (B, T, H) float32; embed() is thread-safe."""
 
     name = "openvino"
     device = "cpu"
@@ -59,11 +60,10 @@ class OpenVinoBackend:
         self.tokenizer = tokenizer
         self.dim = int(self.compiled.outputs[0].get_partial_shape()[-1].get_length())
 
-    def forward(self, batch: TokenBatch) -> np.ndarray:
+    def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
         request = self._requests.get()
-        try:
-            hidden = request.infer(batch.feed(self._inputs))[0]
-            return np.array(hidden, dtype=np.float32)  # a copy: the request's buffer is reused
+        try:  # pooled before the request (and its output buffer) is handed to the next batch
+            return pool(request.infer(batch.feed(self._inputs))[0], batch.attention_mask, pooling)
         finally:
             self._requests.put(request)
 

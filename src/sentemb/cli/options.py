@@ -156,8 +156,8 @@ _ENCODER_OPTIONS = [
         help="Tokens shared by neighbouring chunks (--long-text chunk).",
     ),
     click.option(
-        "--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size, show_default=True,
-        help="Texts per batch.",
+        "--batch-size", type=click.IntRange(min=1), default=None,
+        help="Texts per batch [default: 64 on the CPU, 1024 on a GPU].",
     ),
     click.option(
         "--token-budget", type=click.IntRange(min=1), default=_DEFAULTS.token_budget, show_default=True,
@@ -212,7 +212,7 @@ def config_from_options(
     max_length: int | None = None,
     long_text: str = "truncate",
     chunk_overlap: int = _DEFAULTS.chunk_overlap,
-    batch_size: int = _DEFAULTS.batch_size,
+    batch_size: int | None = None,
     token_budget: int = _DEFAULTS.token_budget,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
