@@ -34,6 +34,21 @@ def test_openvino_fp32_matches_torch_on_every_backbone(onnx_cache, tiny_dirs, mo
     assert np.abs(singles - reference[:3]).max() <= 1e-5
 
 
+@pytest.mark.parametrize("model_type", ["bert", "mpnet"])
+def test_bert_family_runs_a_packed_graph(onnx_cache, tiny_dirs, model_type):
+    """BERT's layers run on the real tokens only (NonZero/Gather around attention); others as exported."""
+    encoder = sentemb.load(tiny_dirs[model_type], backend="openvino", device="cpu")
+    packed = model_type in export.PACKED_TYPES
+    assert (export.key_inputs(encoder.spec, Precision.FP32, "openvino").get("graph") == "packed") is packed
+    (xml,) = (p for p in (onnx_cache / "openvino").glob(f"{model_type}-fp32-*/model.xml"))
+    assert ('type="NonZero"' in xml.read_text()) is packed
+    # A row padded to 64 tokens next to a short one gives the vectors each gets alone.
+    texts = ["Short", TEXTS[3]]
+    together = encoder.encode(texts)
+    alone = np.vstack([encoder.encode(t) for t in texts])
+    assert np.abs(together - alone).max() <= 1e-5
+
+
 def test_openvino_export_is_cached_checked_and_rebuilt(tiny_dirs, tmp_path, monkeypatch):
     monkeypatch.setenv(export.CACHE_ENV, str(tmp_path / "cache"))
     folder = tiny_dirs["bert"]

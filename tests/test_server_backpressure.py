@@ -161,6 +161,7 @@ def test_disconnected_client_has_its_queued_work_dropped(fake):
 def test_shutdown_waits_for_in_flight_requests(fake):
     """What SIGTERM does after the drain period: stop listening, finish in-flight work, then stop."""
     server = build_server(fake, SETTINGS, log_level="warning")
+    assert server.config.timeout_keep_alive == SETTINGS.keep_alive_seconds
     lifecycle = server.config.app.state.lifecycle
     with contextlib.closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("fastapi")
+import httpx
 from click.testing import CliRunner
 
 from sentemb.cli import main
@@ -19,6 +20,8 @@ def test_defaults_bind_loopback_without_cors():
     assert settings.cors_origins == ()
     assert settings.api_key is None
     assert settings.max_inputs == 2048
+    # idle connections outlive the clients' own idle timeout, so a client never reuses a closing one
+    assert settings.keep_alive_seconds > httpx.Limits().keepalive_expiry
 
 
 @pytest.mark.parametrize(
@@ -29,6 +32,7 @@ def test_defaults_bind_loopback_without_cors():
         ({"port": 70000}, "port"),
         ({"max_chars": 0}, "max_chars"),
         ({"max_wait_ms": -1}, "max_wait_ms"),
+        ({"keep_alive_seconds": -1}, "keep_alive_seconds"),
     ],
 )
 def test_settings_refuse_values_that_cannot_work(changes, message):

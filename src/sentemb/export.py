@@ -4,7 +4,8 @@ Cache layout (root: ``$SENTEMB_CACHE``, else ``$XDG_CACHE_HOME/sentemb``, else `
 
     <root>/<runtime>/<model_type>-<precision>-<key[:20]>/
         model.onnx       runtime onnx: the graph, fp32 or int8 weights (signed, per output channel)
-        model.xml/.bin   runtime openvino: the IR, fp32 or int8 (static: calibrated activations)
+        model.xml/.bin   runtime openvino: the IR, fp32 or int8 (static: calibrated activations);
+                         BERT-family graphs are packed (linear layers on the real tokens only)
         tokenizer.json   the model's fast tokenizer, so loading needs neither transformers nor torch
         manifest.json    written last: what the key was made of, tokenizer facts, sha256 of each file
 
@@ -59,6 +60,11 @@ _VERSIONED = {
 CALIBRATION_FILE = Path(__file__).with_name("calibration.txt")
 # ORT's transformer fusions by model type (attention, skip layer norm, bias + GELU); others run unfused.
 _FUSION_TYPES = {"bert": "bert", "roberta": "bert", "distilbert": "bert", "bart": "bart"}
+# Model types built from BERT's layer stack. Their OpenVINO graph is "packed": every linear layer runs
+# on the real tokens only and padding is gathered back in just for attention (a few % of the work),
+# so padding costs almost nothing (micro-batches of 40 mixed-length texts: 0.84 -> 0.95 of the rate
+# of one length-sorted call).
+PACKED_TYPES = ("bert", "roberta")
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,8 @@ def key_inputs(spec: ModelSpec, precision: Precision, runtime: str = "onnx") -> 
         inputs["runtime"] = runtime
         if precision is Precision.INT8:
             inputs["calibration"] = sha256_file(CALIBRATION_FILE)
+        if spec.model_type in PACKED_TYPES:
+            inputs["graph"] = "packed"
     return inputs
 
 
@@ -190,7 +198,7 @@ def build_export(
     graph = out / "graph.onnx"
     files = MODEL_FILES[runtime]
     try:
-        _export_torch(spec, graph, loaded.uses_type_ids, trust_remote_code)
+        _export_torch(spec, graph, loaded.uses_type_ids, trust_remote_code, packed="graph" in inputs)
         if runtime == "openvino":
             _to_openvino(graph, out / files[0], precision, loaded, spec)
         elif precision is Precision.INT8:
@@ -226,8 +234,11 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
-def _export_torch(spec: ModelSpec, path: Path, uses_type_ids: bool, trust_remote_code: bool) -> None:
-    """torch.onnx.export of the transformer (BART: its encoder) with dynamic batch and sequence axes."""
+def _export_torch(
+    spec: ModelSpec, path: Path, uses_type_ids: bool, trust_remote_code: bool, *, packed: bool = False
+) -> None:
+    """torch.onnx.export of the transformer (BART: its encoder) with dynamic batch and sequence axes;
+    ``packed``: BERT's layers on the real tokens only (:func:`_packed_bert`)."""
     import inspect
 
     import torch
@@ -247,13 +258,18 @@ def _export_torch(spec: ModelSpec, path: Path, uses_type_ids: bool, trust_remote
     if uses_type_ids and "token_type_ids" in inspect.signature(model.forward).parameters:
         names.append("token_type_ids")
 
+    inner = _packed_bert(model) if packed and _absolute_positions(model.config) else None
+
     class LastHidden(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.inner = model
+            self.inner = model if inner is None else inner
 
         def forward(self, *args: torch.Tensor) -> torch.Tensor:
-            return self.inner(**dict(zip(names, args, strict=True)), return_dict=True).last_hidden_state
+            inputs = dict(zip(names, args, strict=True))
+            if inner is not None:
+                return self.inner(**inputs)
+            return self.inner(**inputs, return_dict=True).last_hidden_state
 
     # A padded row, so that no "mask is all ones" shortcut is traced into the graph.
     ids = torch.full((2, 8), 5, dtype=torch.int64)
@@ -273,6 +289,56 @@ def _export_torch(spec: ModelSpec, path: Path, uses_type_ids: bool, trust_remote
             do_constant_folding=True,
             dynamo=False,
         )
+
+
+def _absolute_positions(config: Any) -> bool:
+    """BERT-family configs whose attention _packed_bert reproduces (no relative positions, no decoder)."""
+    return getattr(config, "position_embedding_type", "absolute") == "absolute" and not config.is_decoder
+
+
+def _packed_bert(model: Any) -> Any:
+    """A module computing ``model``'s last_hidden_state with every linear layer on the real tokens.
+
+    The tokens of all rows are gathered into one (N, H) matrix after the embeddings; only attention
+    gathers them back into (B, T) rows (padding then masked as in transformers' eager attention).
+    Padding positions of the output are zero.
+    """
+    import torch
+
+    class PackedBert(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embeddings = model.embeddings
+            self.layers = model.encoder.layer
+            self.heads = model.config.num_attention_heads
+            self.head_size = model.config.hidden_size // self.heads
+
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            rows, width = input_ids.shape
+            x = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+            size = x.shape[-1]
+            flat = attention_mask.reshape(-1)
+            real = torch.nonzero(flat).squeeze(1)  # positions of real tokens in (B*T)
+            packed_row = torch.where(flat > 0, torch.cumsum(flat, 0) - 1, torch.zeros_like(flat))
+            bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+            h = x.reshape(-1, size).index_select(0, real)
+
+            def by_head(t: torch.Tensor) -> torch.Tensor:
+                return t.index_select(0, packed_row).view(rows, width, self.heads, self.head_size).transpose(1, 2)
+
+            for layer in self.layers:
+                att = layer.attention.self
+                q, k, v = by_head(att.query(h)), by_head(att.key(h)), by_head(att.value(h))
+                scores = torch.matmul(q, k.transpose(-1, -2)) * self.head_size**-0.5 + bias
+                context = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(-1, size)
+                a = layer.attention.output.LayerNorm(layer.attention.output.dense(context.index_select(0, real)) + h)
+                inner = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(a))
+                h = layer.output.LayerNorm(layer.output.dense(inner) + a)
+            return h.index_select(0, packed_row).view(rows, width, size) * attention_mask[:, :, None].to(h.dtype)
+
+    return PackedBert().eval()
 
 
 def _fuse(source: Path, target: Path, model_type: str) -> None:

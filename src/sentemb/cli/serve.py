@@ -7,14 +7,9 @@ import os
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
 from sentemb.cli.options import EXIT_USAGE, CliError, encoder_options, handle_errors, load_encoder, split_encoder_params
 from sentemb.errors import ConfigError
-
-# Micro-batches mix short and long texts; on a CPU, padding them all to the longest costs more than
-# running several length-sorted forward passes, so serve caps padded tokens per pass lower than encode.
-CPU_TOKEN_BUDGET = 1024
 
 # A server's cores are shared: the event loop, the HTTP clients and the model's OpenMP threads all want
 # them. With OpenMP's default, threads that finish a parallel region spin, taking the core that another
@@ -95,6 +90,14 @@ OMP_WAIT_POLICY = "PASSIVE"
     help="After SIGTERM, answer /ready with 503 this long before closing the listener.",
 )
 @click.option(
+    "--keep-alive",
+    "keep_alive_seconds",
+    type=click.FloatRange(min=0),
+    default=75.0,
+    show_default=True,
+    help="Seconds an idle keep-alive connection stays open (keep it above your clients' and proxies').",
+)
+@click.option(
     "--shutdown-timeout",
     type=click.FloatRange(min=0),
     default=30.0,
@@ -111,8 +114,7 @@ OMP_WAIT_POLICY = "PASSIVE"
 def serve(**params: Any) -> None:
     """Serve embeddings over HTTP, compatible with OpenAI's /v1/embeddings.
 
-    Concurrent requests are merged into micro-batches. On a CPU, --token-budget defaults to 1024
-    here (length-sorted forward passes waste less on padding); pass it to choose another.
+    Concurrent requests are merged into micro-batches (--batch-tokens, --max-wait-ms).
 
     \b
     Examples:
@@ -144,30 +146,17 @@ def serve(**params: Any) -> None:
             drain_seconds=options["drain_seconds"],
             access_log=options["access_log"],
             shutdown_timeout=options["shutdown_timeout"],
+            keep_alive_seconds=options["keep_alive_seconds"],
         )
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     _configure_logging(log_level)
-    if _on_cpu(encoder_params["device"]) and _is_default("token_budget"):
-        encoder_params["token_budget"] = CPU_TOKEN_BUDGET
     encoder = load_encoder(**encoder_params)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         click.echo(
             f"warning: listening on {settings.host} without --api-key: anyone who can reach it may use it", err=True
         )
     server.serve(encoder, settings, log_level=log_level)
-
-
-def _is_default(name: str) -> bool:
-    return click.get_current_context().get_parameter_source(name) is ParameterSource.DEFAULT
-
-
-def _on_cpu(device: str) -> bool:
-    if device == "auto":
-        import torch
-
-        return not torch.cuda.is_available()
-    return device == "cpu"
 
 
 def _configure_logging(level: str) -> None:

@@ -78,6 +78,7 @@ def build_server(encoder: Encoder, settings: ServerSettings, *, log_level: str =
         log_config=log_config(),
         access_log=False,  # sentemb.server.access logs method, route, status and time; never a query string
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
+        timeout_keep_alive=math.ceil(settings.keep_alive_seconds),
         server_header=False,
         proxy_headers=False,
         lifespan="on",
