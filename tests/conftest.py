@@ -6,8 +6,11 @@ import atexit
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -44,6 +47,27 @@ def sts_dev_path() -> Path:
     if not path.is_file():
         pytest.fail(f"STS benchmark data missing at {path}")
     return path
+
+
+@dataclass(frozen=True)
+class StsReference:
+    """STS dev, its unique sentences, and what the default model on torch fp32 makes of them."""
+
+    dev: Any
+    unique: list[str]
+    vectors: np.ndarray
+    spearman: float
+
+
+@pytest.fixture(scope="session")
+def sts_reference(default_encoder, sts_dev_path) -> StsReference:
+    """Computed once for the quality tests of every backend."""
+    import sentemb
+
+    dev = sentemb.read_sts(sts_dev_path)
+    unique = list(dict.fromkeys(dev.sentences1 + dev.sentences2))
+    spearman = sentemb.evaluate_sts(default_encoder, dev.sentences1, dev.sentences2, dev.scores).spearman
+    return StsReference(dev, unique, default_encoder.encode(unique), spearman)
 
 
 @pytest.fixture(scope="session")

@@ -164,22 +164,18 @@ def test_export_command_writes_the_files(onnx_cache, tiny_dirs, tmp_path):
 
 
 @pytest.mark.slow
-def test_default_model_onnx_fp32_exact_and_int8_quality(onnx_cache, sts_dev_path):
+def test_default_model_onnx_fp32_exact_and_int8_quality(onnx_cache, sts_reference):
     """ONNX fp32 is exact; int8 keeps STS dev Spearman within 0.5 of fp32 and mean cosine >= 0.99."""
-    dev = sentemb.read_sts(sts_dev_path)
-    unique = list(dict.fromkeys(dev.sentences1 + dev.sentences2))
-    torch_fp32 = sentemb.load(device="cpu")
-    reference = torch_fp32.encode(unique)
+    dev, unique, reference = sts_reference.dev, sts_reference.unique, sts_reference.vectors
     onnx_fp32 = sentemb.load(backend="onnx", device="cpu")
     assert np.abs(onnx_fp32.encode(unique[:500]) - reference[:500]).max() <= 1e-5
     int8 = sentemb.load(backend="onnx", precision="int8", device="cpu")
     vectors = int8.encode(unique)
     cosine = np.sum(vectors * reference, axis=1)
     assert cosine.mean() >= 0.99
-    spearman_fp32 = sentemb.evaluate_sts(torch_fp32, dev.sentences1, dev.sentences2, dev.scores).spearman
     spearman_int8 = sentemb.evaluate_sts(int8, dev.sentences1, dev.sentences2, dev.scores).spearman
-    assert abs(spearman_fp32 - 86.72) < 0.05
-    assert abs(spearman_int8 - spearman_fp32) <= 0.5
+    assert abs(sts_reference.spearman - 86.72) < 0.05
+    assert abs(spearman_int8 - sts_reference.spearman) <= 0.5
 
 
 def test_auto_choice_is_recorded_in_the_encoders_config(onnx_cache, tiny_dirs):

@@ -100,13 +100,9 @@ def test_export_command_writes_openvino_files(onnx_cache, tiny_dirs, tmp_path):
 
 
 @pytest.mark.slow
-def test_default_model_openvino_fp32_bf16_int8_quality(onnx_cache, sts_dev_path):
+def test_default_model_openvino_fp32_bf16_int8_quality(onnx_cache, sts_reference):
     """fp32 is exact; bf16 keeps mean cosine >= 0.9999 and STS within 0.05; int8 >= 0.99 and within 0.5."""
-    dev = sentemb.read_sts(sts_dev_path)
-    unique = list(dict.fromkeys(dev.sentences1 + dev.sentences2))
-    torch_fp32 = sentemb.load(device="cpu")
-    reference = torch_fp32.encode(unique)
-    spearman_fp32 = sentemb.evaluate_sts(torch_fp32, dev.sentences1, dev.sentences2, dev.scores).spearman
+    dev, unique, reference = sts_reference.dev, sts_reference.unique, sts_reference.vectors
     fp32 = sentemb.load(backend="openvino", device="cpu")
     assert np.abs(fp32.encode(unique) - reference).max() <= 1e-5
     checks = [("int8", 0.99, 0.5)] + ([("bf16", 0.9999, 0.05)] if _native_bf16() else [])
@@ -115,7 +111,7 @@ def test_default_model_openvino_fp32_bf16_int8_quality(onnx_cache, sts_dev_path)
         cosine = np.sum(encoder.encode(unique) * reference, axis=1)
         assert cosine.mean() >= min_mean_cosine, precision
         spearman = sentemb.evaluate_sts(encoder, dev.sentences1, dev.sentences2, dev.scores).spearman
-        assert abs(spearman - spearman_fp32) <= max_spearman_drop, precision
+        assert abs(spearman - sts_reference.spearman) <= max_spearman_drop, precision
 
 
 def test_a_missing_optional_dependency_names_its_extra():

@@ -258,18 +258,16 @@ def _export_torch(
     if uses_type_ids and "token_type_ids" in inspect.signature(model.forward).parameters:
         names.append("token_type_ids")
 
-    inner = _packed_bert(model) if packed and _absolute_positions(model.config) else None
-
     class LastHidden(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.inner = model if inner is None else inner
+            self.inner = model
 
         def forward(self, *args: torch.Tensor) -> torch.Tensor:
-            inputs = dict(zip(names, args, strict=True))
-            if inner is not None:
-                return self.inner(**inputs)
-            return self.inner(**inputs, return_dict=True).last_hidden_state
+            return self.inner(**dict(zip(names, args, strict=True)), return_dict=True).last_hidden_state
+
+    # The packed module takes the inputs in the same order and returns last_hidden_state itself.
+    module = _packed_bert(model) if packed and _absolute_positions(model.config) else LastHidden()
 
     # A padded row, so that no "mask is all ones" shortcut is traced into the graph.
     ids = torch.full((2, 8), 5, dtype=torch.int64)
@@ -279,7 +277,7 @@ def _export_torch(
     axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
     with _quiet(), torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(
-            LastHidden(),
+            module,
             dummy,
             str(path),
             input_names=names,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from sentemb.config import DEFAULT_MODEL, EncoderConfig, LongText, Pooling, Precision
+from sentemb.config import BACKENDS, DEFAULT_MODEL, EncoderConfig, LongText, Pooling, Precision
 from sentemb.errors import ConfigError, SentembError
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ _ENCODER_OPTIONS = [
     click.option("--revision", default=None, help="Hub revision (commit, tag or branch) to pin."),
     click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
     click.option(
-        "--backend", type=click.Choice(["torch", "onnx", "openvino", "auto"]), default="torch", show_default=True,
+        "--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
         help="Inference backend (auto: the fastest that meets the precision's fidelity here).",
     ),
     click.option(
