@@ -36,6 +36,20 @@ def test_non_iterable_or_bytes_input_raises_type_error(default_encoder, bad):
         default_encoder.encode(bad)
 
 
+@pytest.mark.parametrize("text, position", [("\ud800", 0), ("ok \udfff then", 3), ("emoji \U0001f600 \ud83d", 8)])
+def test_text_that_is_not_valid_unicode_is_refused_naming_index_and_position(default_encoder, text, position):
+    with pytest.raises(sentemb.InvalidTextError, match=rf"texts\[1\].*character {position}") as info:
+        default_encoder.encode(["fine", text])
+    assert isinstance(info.value, ValueError) and isinstance(info.value, sentemb.SentembError)
+    assert (info.value.index, info.value.position) == (1, position)
+    assert "replace" in str(info.value)  # says what to do
+
+
+def test_control_characters_and_nul_only_texts_embed_without_tokenizer_errors(default_encoder):
+    vectors = default_encoder.encode(["\x00", "\x00\x00 text", "\ufeff", "\x1b[31m"])
+    assert vectors.shape == (4, default_encoder.dim) and np.isfinite(vectors).all()
+
+
 def test_empty_and_whitespace_texts_give_the_same_finite_vector(default_encoder):
     vectors = default_encoder.encode(["", "   ", "\n\t"])
     assert np.isfinite(vectors).all()

@@ -229,3 +229,55 @@ def test_a_broken_model_is_not_ready_and_fails_requests_in_openai_shape(fake):
         assert set(error) == {"message", "type", "param", "code"}
         assert error["type"] == "server_error"
         assert "broke" not in error["message"]  # internal messages stay internal
+
+
+def test_a_poisoned_request_fails_alone_and_its_micro_batch_neighbours_get_their_vectors(fake):
+    """One bad request shares a micro-batch with good ones: only it fails (isolation), and a text that
+    is not valid Unicode is refused with a 400 before it is queued at all."""
+    real = fake.encode_with_info
+
+    def poisoned(texts, show_progress=None):
+        result = real(texts, show_progress)
+        if any("POISON" in t for t in texts):  # the model fails on the whole merged call
+            raise RuntimeError("the tokenizer blew up")
+        return result
+
+    fake.encode_with_info = poisoned
+    settings = ServerSettings(port=0, max_inputs=16, queue_size=64, max_wait_ms=2, drain_seconds=0)
+    with serve_in_background(fake, settings) as url, httpx.Client(base_url=url) as client:
+        wait_for(lambda: queue_depth(client) == 0 and bool(fake.calls))  # warm-up done
+        fake.hold()
+        results: dict = {}
+        threads = [post_in_thread(url, ["blocker"], results, "blocker")]
+        assert fake.busy.wait(5)
+        good = {f"good{i}": [f"text {i} {j}" for j in range(1 + i % 3)] for i in range(8)}
+        bad = {f"bad{i}": ["fine", f"POISON {i}"] for i in range(3)}
+        jobs = {**good, **bad}
+        threads += [post_in_thread(url, texts, results, key) for key, texts in jobs.items()]
+        surrogate = client.post(
+            "/v1/embeddings",
+            content=b'{"input": ["ok", "\\ud800 lone"]}',
+            headers={"Content-Type": "application/json"},
+        )
+        raw = client.post(
+            "/v1/embeddings", content=b'{"input": "\xed\xa0\x80"}', headers={"Content-Type": "application/json"}
+        )
+        wait_for(lambda: queue_depth(client) == sum(map(len, jobs.values())))
+        calls_before = len(fake.calls)
+        fake.gate.set()
+        for thread in threads:
+            thread.join(10)
+        assert len(fake.calls) - calls_before == 1 + len(jobs), "one merged call, then each request alone"
+        for key, texts in good.items():
+            assert results[key].status_code == 200, results[key].text
+            got = [d["embedding"] for d in results[key].json()["data"]]
+            np.testing.assert_allclose(got, [vector(t) for t in texts])
+        for key in bad:
+            assert results[key].status_code == 500
+            assert results[key].json()["error"]["type"] == "server_error"
+    for response, index in ((surrogate, 1), (raw, 0)):
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "input" and error["code"] == "invalid_text"
+        assert f"input[{index}]" in error["message"] and "Unicode" in error["message"]
+    assert not any("\ud800" in t for call in fake.calls for t in call)  # never queued

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from sentemb.errors import TextTooLongError
-from sentemb.server.batcher import BatcherClosed, MicroBatcher, QueueFull
+from sentemb.errors import InvalidTextError, TextTooLongError
+from sentemb.server.batcher import BatcherClosed, MicroBatcher, ModelFailed, QueueFull
 from sentemb.tokenize import TextInfo
 
 
@@ -157,6 +157,45 @@ def test_a_failed_batch_fails_its_requests_and_the_worker_goes_on():
         return rows
 
     assert run(main()).embeddings.shape == (1, 2)
+
+
+def test_a_failing_merged_call_is_rerun_per_request_so_only_the_guilty_one_fails():
+    async def main():
+        rec = Recorder(fail_on="bad")
+        batcher = make(rec)
+        futures = [batcher.submit(["a", "b"]), batcher.submit(["x", "bad"]), batcher.submit(["c"])]
+        batcher.start()
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        await batcher.close()
+        return rec, outcomes
+
+    rec, (first, bad, last) = run(main())
+    assert rec.calls == [["a", "b", "x", "bad", "c"], ["a", "b"], ["x", "bad"], ["c"]]
+    assert isinstance(bad, ModelFailed)
+    np.testing.assert_allclose(first.embeddings, [vector("a"), vector("b")])
+    np.testing.assert_allclose(last.embeddings, [vector("c")])
+
+
+def test_an_invalid_text_fails_only_its_own_request():
+    class Refusing(Recorder):
+        def __call__(self, texts):
+            self.calls.append(list(texts))
+            if "\ud800" in texts:
+                raise InvalidTextError("not valid Unicode", texts.index("\ud800"), 0)
+            return super().__call__(texts)
+
+    async def main():
+        rec = Refusing()
+        batcher = make(rec)
+        futures = [batcher.submit(["ok"]), batcher.submit(["fine", "\ud800"])]
+        batcher.start()
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        await batcher.close()
+        return outcomes
+
+    good, bad = run(main())
+    assert isinstance(bad, InvalidTextError) and bad.index == 1  # its index in its own request
+    np.testing.assert_allclose(good.embeddings, [vector("ok")])
 
 
 def test_close_finishes_queued_work_then_refuses():

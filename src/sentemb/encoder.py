@@ -14,7 +14,7 @@ import numpy as np
 from sentemb.backends import Backend, create_backend, resolve_choice
 from sentemb.batching import pad, plan_batches
 from sentemb.config import EncoderConfig, Pooling
-from sentemb.errors import ConfigError, InvalidInputError
+from sentemb.errors import ConfigError, InvalidInputError, InvalidTextError
 from sentemb.models import ModelSpec, read_model_folder, resolve_model, write_st_folder
 from sentemb.models.resolve import Resolved, sha256_file
 from sentemb.pooling import normalize
@@ -223,7 +223,29 @@ def as_texts(texts: str | Iterable[str]) -> list[str]:
                 f"texts[{index}] is {type(item).__name__} ({item!r:.40}), not str; every text must be a str",
                 index,
             )
+    check_unicode(items)
     return items
+
+
+def check_unicode(texts: list[str]) -> None:
+    """Raise :class:`InvalidTextError` for the first text that is not valid Unicode (a lone surrogate),
+    before it reaches the tokenizer, whose own error names neither the text nor a fix."""
+    try:
+        "".join(texts).encode("utf-8")  # one pass over everything; the search below only on failure
+        return
+    except UnicodeEncodeError:
+        pass
+    for index, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidTextError(
+                f"texts[{index}] is not valid Unicode: character {exc.start} is a lone surrogate "
+                f"(U+{ord(text[exc.start]):04X}), which has no UTF-8 form; fix the text's decoding, or replace "
+                "such characters first (text.encode('utf-8', 'replace').decode('utf-8'))",
+                index,
+                exc.start,
+            ) from None
 
 
 _OPTIONS = {f.name for f in fields(EncoderConfig)}

@@ -6,6 +6,7 @@
     ├── IntegrityError                              a file's sha256 is not the one expected
     ├── ConfigError             (also ValueError)   an option value that cannot work
     ├── InvalidInputError       (also TypeError)    a text that is not a str
+    ├── InvalidTextError        (also ValueError)   a str that is not valid Unicode (a lone surrogate)
     ├── TextTooLongError        (also ValueError)   long_text="error" and a text over max_length
     └── BackendError            (also RuntimeError) a backend or its optional dependency failed
 
@@ -44,6 +45,18 @@ class InvalidInputError(SentembError, TypeError):
     def __init__(self, message: str, index: int | None = None) -> None:
         super().__init__(message)
         self.index = index
+
+
+class InvalidTextError(SentembError, ValueError):
+    """A text that cannot be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"``).
+
+    ``index`` is the text's position in the input, ``position`` the offending character's.
+    """
+
+    def __init__(self, message: str, index: int, position: int) -> None:
+        super().__init__(message)
+        self.index = index
+        self.position = position
 
 
 class TextTooLongError(SentembError, ValueError):

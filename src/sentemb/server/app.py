@@ -21,7 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from sentemb import __version__
 from sentemb.config import LongText
-from sentemb.errors import TextTooLongError
+from sentemb.encoder import check_unicode
+from sentemb.errors import InvalidTextError, TextTooLongError
 from sentemb.server.batcher import BatcherClosed, MicroBatcher, QueueFull, Rows
 from sentemb.server.errors import SERVER, ApiError, install_error_handlers, log_unexpected
 from sentemb.server.metrics import Metrics
@@ -102,7 +103,19 @@ def texts_from_input(value: object, max_inputs: int) -> list[str]:
             )
         if not item:
             raise ApiError(400, f"input[{index}] is an empty string", param="input", code="empty_input")
+    try:  # refused here, before it is queued beside other requests' texts
+        check_unicode(items)  # type: ignore[arg-type]
+    except InvalidTextError as exc:
+        message = _invalid_text_message(exc.index, exc.position)
+        raise ApiError(400, message, param="input", code="invalid_text") from None
     return items  # type: ignore[return-value]
+
+
+def _invalid_text_message(index: int, position: int) -> str:
+    return (
+        f"input[{index}] is not valid Unicode: character {position} is a lone surrogate, which has no UTF-8 "
+        "form; send the text as valid UTF-8"
+    )
 
 
 def _json_type(value: object) -> str:
@@ -318,6 +331,10 @@ def create_app(encoder: Encoder, settings: ServerSettings | None = None) -> Fast
             raise ApiError(499, "the client closed the request", code="client_closed_request")
         try:
             return future.result()
+        except InvalidTextError as exc:
+            raise ApiError(
+                400, _invalid_text_message(exc.index, exc.position), param="input", code="invalid_text"
+            ) from None
         except TextTooLongError as exc:
             raise ApiError(
                 400,

@@ -8,7 +8,10 @@
               (one thread per backend stream: the next micro-batch fills while the last one runs)
 
 A job whose request went away (the awaiting task was cancelled) is dropped before it reaches the
-model. ``close()`` refuses new work, finishes what is queued and stops the worker.
+model. One request never fails another: a text the encoder refuses (too long, not valid Unicode)
+fails only the request that sent it, and when a merged call fails for any other reason its requests
+are run again one by one, so that only the guilty one fails. ``close()`` refuses new work, finishes
+what is queued and stops the worker.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sentemb.errors import TextTooLongError
+from sentemb.errors import InvalidTextError, TextTooLongError
 from sentemb.tokenize import TextInfo
 
 log = logging.getLogger("sentemb.server")
@@ -38,6 +41,10 @@ class QueueFull(Exception):
 
 class BatcherClosed(Exception):
     """The batcher is shutting down and takes no new work."""
+
+
+class ModelFailed(RuntimeError):
+    """The model failed on this request's texts (run alone, so no other request caused it)."""
 
 
 @dataclass(frozen=True)
@@ -216,16 +223,15 @@ class MicroBatcher:
     async def _guarded(self, batch: list[_Job]) -> None:
         try:
             await self._process(batch)
-        except Exception as exc:  # a failed batch must fail its requests, never stop the worker
-            # Type and frames only: an exception's message may quote a text.
-            frames = "".join(traceback.format_tb(exc.__traceback__))
-            log.error("micro-batch of %d requests failed: %s\n%s", len(batch), type(exc).__name__, frames)
+        except Exception as exc:  # a bug of the batcher itself: fail what is left, never stop the worker
+            _log_failure(exc, len(batch))
             for job in batch:
                 if not job.future.done():
-                    job.future.set_exception(RuntimeError("the model failed on this batch"))
+                    job.future.set_exception(ModelFailed("the server failed on this request"))
 
     async def _process(self, batch: list[_Job]) -> None:
-        """Encode the live jobs of ``batch`` together; a too-long text fails only its own request."""
+        """Encode the live jobs of ``batch`` together; a refused text fails only its own request, and
+        any other failure of a merged call runs its requests again one at a time (isolation)."""
         loop = asyncio.get_running_loop()
         while batch:
             batch = [job for job in batch if not job.future.done()]
@@ -235,12 +241,19 @@ class MicroBatcher:
             started = time.perf_counter()
             try:
                 vectors, info = await loop.run_in_executor(self._executor, self._encode, texts)
-            except TextTooLongError as exc:
+            except (TextTooLongError, InvalidTextError) as exc:
                 owner, local = _owner(batch, exc.index)
                 if not owner.future.done():
-                    message = f"input {local} has {exc.num_tokens} tokens, more than max_length allows"
-                    owner.future.set_exception(TextTooLongError(message, local, exc.num_tokens))
+                    owner.future.set_exception(_for_request(exc, local))
                 continue  # the others again, without the failed request
+            except Exception as exc:
+                if len(batch) == 1:
+                    _log_failure(exc, 1)
+                    batch[0].future.set_exception(ModelFailed("the model failed on this request's inputs"))
+                    return
+                for job in batch:  # which request caused it is unknown: each runs alone
+                    await self._process([job])
+                return
             seconds = time.perf_counter() - started
             start = 0
             for job in batch:
@@ -252,6 +265,21 @@ class MicroBatcher:
                 tokens = sum(item.num_tokens for item in info)
                 self._on_batch(BatchReport(len(batch), len(texts), tokens, seconds))
             return
+
+
+def _log_failure(exc: BaseException, requests: int) -> None:
+    """Type and frames only: an exception's message may quote a text."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("a model call for %d request(s) failed: %s\n%s", requests, type(exc).__name__, frames)
+
+
+def _for_request(exc: TextTooLongError | InvalidTextError, local: int) -> Exception:
+    """The same refusal, indexed by the text's position in its own request (no text quoted)."""
+    if isinstance(exc, TextTooLongError):
+        return TextTooLongError(
+            f"input {local} has {exc.num_tokens} tokens, more than max_length allows", local, exc.num_tokens
+        )
+    return InvalidTextError(f"input {local} is not valid Unicode at character {exc.position}", local, exc.position)
 
 
 def _owner(batch: list[_Job], index: int) -> tuple[_Job, int]:
