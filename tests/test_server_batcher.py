@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
+from sentemb.encoder import EncodeResult
 from sentemb.errors import InvalidTextError, TextTooLongError
 from sentemb.server.batcher import BatcherClosed, MicroBatcher, ModelFailed, QueueFull
 from sentemb.tokenize import TextInfo
@@ -26,14 +27,16 @@ class Recorder:
         self.fail_on = fail_on
         self.too_long = too_long
 
-    def __call__(self, texts: list[str]) -> tuple[np.ndarray, list[TextInfo]]:
+    def __call__(self, texts: list[str]) -> EncodeResult:
         self.calls.append(list(texts))
         if self.fail_on in texts:
             raise RuntimeError("boom")
         if self.too_long in texts:
             index = texts.index(self.too_long)
             raise TextTooLongError("too long", index, 999)
-        return np.array([vector(t) for t in texts], dtype=np.float32), [TextInfo(len(t), False) for t in texts]
+        return EncodeResult(
+            np.array([vector(t) for t in texts], dtype=np.float32), [TextInfo(len(t), False) for t in texts]
+        )
 
 
 def make(encode: Recorder, **options: object) -> MicroBatcher:

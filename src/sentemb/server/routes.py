@@ -1,0 +1,128 @@
+"""Route handlers: module-level functions that read the :class:`EmbeddingService` from ``app.state``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from sentemb.server.errors import ApiError
+from sentemb.server.inputs import (
+    cap_chars,
+    check_dimensions,
+    decode_body,
+    embedded_tokens,
+    format_vectors,
+    parse_request,
+    texts_from_input,
+)
+from sentemb.server.schemas import EmbeddingRequest, EmbeddingResponse, ErrorBody, ModelList
+from sentemb.server.service import EmbeddingService
+
+TRUNCATED_HEADER = "X-Truncated-Inputs"
+_RENDER_INLINE_ROWS = 64  # larger responses are serialised in a worker thread
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 429, 503)
+}
+_READ = ["GET", "HEAD"]
+_REQUEST_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": EmbeddingRequest.model_json_schema()}},
+    }
+}
+
+router = APIRouter()
+
+
+def service_of(request: Request) -> EmbeddingService:
+    service: EmbeddingService = request.app.state.service
+    return service
+
+
+@router.api_route("/health", methods=_READ)
+async def health() -> dict[str, str]:
+    """Liveness: the process answers. No model call."""
+    return {"status": "ok"}
+
+
+@router.api_route("/ready", methods=_READ, responses=_ERRORS)
+async def ready(request: Request) -> dict[str, str]:
+    """Readiness: a real forward pass; 503 while starting or draining."""
+    service = service_of(request)
+    await service.check_ready()
+    return {"status": "ready", "model": service.names[0]}
+
+
+@router.api_route("/metrics", methods=_READ, response_class=Response)
+async def prometheus(request: Request) -> Response:
+    return Response(service_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.api_route("/v1/models", methods=_READ, response_model=ModelList)
+async def models(request: Request) -> dict[str, Any]:
+    service = service_of(request)
+    return {"object": "list", "data": [_card(name, service.lifecycle.started) for name in service.names[:1]]}
+
+
+@router.api_route("/v1/models/{model_id:path}", methods=_READ, responses=_ERRORS)
+async def model(model_id: str, request: Request) -> dict[str, Any]:
+    service = service_of(request)
+    if model_id not in service.names:
+        raise _unknown_model(model_id)
+    return _card(model_id, service.lifecycle.started)
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS, openapi_extra=_REQUEST_SCHEMA)
+async def embeddings(request: Request) -> Response:
+    """OpenAI-compatible embeddings. Header X-Truncated-Inputs counts the inputs cut to fit."""
+    service = service_of(request)
+    settings = service.settings
+    raw = decode_body(await request.body(), request.headers.get("content-encoding", ""), settings.max_body_bytes)
+    body = parse_request(raw, request.headers.get("content-type", ""))
+    if body.model is not None and body.model not in service.names:
+        raise _unknown_model(body.model)
+    texts = texts_from_input(body.input, settings.max_inputs)
+    check_dimensions(body.dimensions, service.encoder.dim)
+    texts, capped = cap_chars(texts, settings.max_chars, service.long_text)
+    result = await service.encode(request, texts)
+    truncated = sum(1 for item, cut in zip(result.info, capped, strict=True) if item.truncated or cut)
+    tokens = embedded_tokens(result.info, service.content_room)
+    service.metrics.inputs.inc(len(texts))
+    service.metrics.tokens.inc(tokens)
+    service.metrics.truncated.inc(truncated)
+    headers = {TRUNCATED_HEADER: str(truncated)}
+    name = service.names[0]
+    if len(texts) <= _RENDER_INLINE_ROWS:
+        return JSONResponse(render(result.embeddings, body, tokens, name), headers=headers)
+    # thousands of float rows take a while to print: keep the event loop free meanwhile
+    payload = await asyncio.to_thread(render_bytes, result.embeddings, body, tokens, name)
+    return Response(payload, media_type="application/json", headers=headers)
+
+
+def render(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str) -> dict[str, Any]:
+    vectors = format_vectors(embeddings, body.encoding_format, body.dimensions)
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
+        "model": name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def render_bytes(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str) -> bytes:
+    return json.dumps(render(embeddings, body, tokens, name), separators=(",", ":")).encode()
+
+
+def _card(name: str, created: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "sentemb"}
+
+
+def _unknown_model(name: str) -> ApiError:
+    return ApiError(
+        404, f"the model '{name:.200}' does not exist; see GET /v1/models", param="model", code="model_not_found"
+    )
