@@ -43,6 +43,7 @@ class Metrics:
         self.batch_seconds = Histogram(
             "sentemb_batch_seconds", "Model time per micro-batch", buckets=_SECONDS, registry=r
         )
+        self.in_flight = Gauge("sentemb_embedding_requests_in_flight", "Embedding requests being answered", registry=r)
         self.queue = Gauge("sentemb_queue_inputs", "Texts waiting for the model", registry=r)
         self.queue.set_function(queue_depth)
 

@@ -89,7 +89,8 @@ async def embeddings(request: Request) -> Response:
     texts = texts_from_input(body.input, settings.max_inputs)
     check_dimensions(body.dimensions, service.encoder.dim)
     texts, capped = cap_chars(texts, settings.max_chars, service.long_text)
-    result = await service.encode(request, texts)
+    with service.metrics.in_flight.track_inprogress():
+        result = await service.encode(request, texts)
     truncated = sum(1 for item, cut in zip(result.info, capped, strict=True) if item.truncated or cut)
     tokens = embedded_tokens(result.info, service.content_room)
     service.metrics.inputs.inc(len(texts))
