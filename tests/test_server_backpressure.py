@@ -18,6 +18,7 @@ pytest.importorskip("fastapi")
 
 from fakes import FakeBackend, fake_encoder, token_id
 from sentemb.server import ServerSettings, build_server, serve_in_background
+from sentemb.server.admission import Throughput
 
 
 def metric(client: httpx.Client, name: str) -> float:
@@ -121,21 +122,38 @@ def test_full_queue_answers_429_at_once_with_retry_after(fake, encoder):
         assert 'sentemb_rejected_requests_total{reason="queue_full"} 1.0' in client.get("/metrics").text
 
 
+@contextlib.contextmanager
+def served(encoder, settings: ServerSettings):
+    """Like serve_in_background, and also yields the app's EmbeddingService."""
+    server = build_server(encoder, settings, log_level="warning")
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        wait_for(lambda: server.started)
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}", server.config.app.state.service
+        finally:
+            server.should_exit = True
+            thread.join(30)
+
+
 def test_work_over_the_latency_budget_is_refused_at_once_with_a_computed_retry_after(fake, encoder):
     settings = ServerSettings(
         port=0, max_inputs=64, queue_size=4096, max_wait_ms=2, drain_seconds=0, max_queue_seconds=1.0
     )
-    with serve_in_background(encoder, settings) as url, httpx.Client(base_url=url) as client:
+    with served(encoder, settings) as (url, service), httpx.Client(base_url=url) as client:
         wait_for(lambda: client.get("/ready").status_code == 200)
-        fake.hold()  # the measured rate stays at the prior (2,000 estimated tokens/s) while the model is held
+        service.batcher.throughput = Throughput(prior=2000.0)  # a known rate instead of the calibrated one
+        fake.hold()  # the rate stays at 2,000 estimated tokens/s while the model is held
         results: dict = {}
         long_text = "word " * 200  # 252 estimated tokens each (the estimate stops at the model's 256)
         threads = [post_in_thread(url, [long_text] * 16, results, "big")]  # ~4,000 tokens: alone, admitted
         assert fake.entered.wait(20)
-        refused = client.post("/v1/embeddings", json={"input": [long_text] * 16})  # ~4 s of work queued
+        refused = client.post("/v1/embeddings", json={"input": [long_text] * 16})  # ~2 s of work before it
         assert refused.status_code == 429, refused.text
-        assert refused.headers["Retry-After"] == "4"  # ceil(8,064 tokens / 2,000 per s - 1 s)
-        assert "would wait about 4.0s" in refused.json()["error"]["message"]
+        assert refused.headers["Retry-After"] == "2"  # ceil(4,032 tokens / 2,000 per s - 1 s)
+        assert "would wait about 2.0s" in refused.json()["error"]["message"]
         assert not fake.gate.is_set() and "big" not in results  # refused while the model was still held
         depth = queue_depth(client)
         threads.append(post_in_thread(url, ["a short one"], results, "small"))  # a small request still fits

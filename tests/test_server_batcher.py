@@ -11,7 +11,7 @@ pytest.importorskip("fastapi")
 
 from sentemb.encoder import EncodeResult
 from sentemb.errors import InvalidTextError, TextTooLongError
-from sentemb.server.admission import Throughput, fair_wait
+from sentemb.server.admission import Throughput, queue_delay
 from sentemb.server.batcher import BatcherClosed, MicroBatcher, ModelFailed, QueueFull
 from sentemb.tokenize import TextInfo
 
@@ -290,16 +290,16 @@ def test_admission_refuses_work_past_the_latency_budget_unless_the_server_is_idl
         batcher = make(Recorder(), queue_size=10_000, max_queue_seconds=1.0, throughput=Throughput(prior=100.0))
         alone = batcher.submit(["x" * 300])  # 3 s of work, but nothing else is queued: admitted
         with pytest.raises(QueueFull) as info:
-            batcher.submit(["y" * 300])  # it would wait for 300 + 300 tokens: 6 s
-        small = batcher.submit(["z" * 50])  # 50 + 50 tokens: 1 s, within the budget
+            batcher.submit(["y" * 300])  # it would wait for the first one's 300 tokens: 3 s
+        small = batcher.submit(["z" * 50])  # delayed by 50 tokens of each: 0.5 s, within the budget
         alone.cancel()
         small.cancel()
         return info.value
 
     refusal = run(main())
-    assert refusal.reason == "overloaded" and refusal.retry_after == 5  # ceil(6 s - 1 s)
+    assert refusal.reason == "overloaded" and refusal.retry_after == 2  # ceil(3 s - 1 s)
 
 
-def test_fair_wait_is_processor_sharing():
-    assert fair_wait(10, [], 10.0) == 1.0
-    assert fair_wait(10, [5, 100], 10.0) == (10 + 5 + 10) / 10.0
+def test_queue_delay_is_processor_sharing():
+    assert queue_delay(10, [], 10.0) == 1.0
+    assert queue_delay(10, [5, 100], 10.0) == (10 + 5 + 10) / 10.0

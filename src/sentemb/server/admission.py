@@ -2,9 +2,10 @@
 
 Work is counted in estimated tokens. The rate is measured from the micro-batches the model has run
 (a decaying, token-weighted mean, so a few idle one-text batches do not drag it down), starting from
-a prior until the first batches come back. The wait is estimated as under processor sharing, which is
-what the batcher's round robin of slices approximates: a request of ``s`` tokens finishes after its own
-work plus ``min(r, s)`` of each other request's remaining work ``r``.
+the service's timed calibration batch. The wait is estimated as under processor sharing, which is
+what the batcher's round robin of slices approximates: a request of ``s`` tokens is delayed by
+``min(r, s)`` of each other request's remaining work ``r`` (its own work is its own: a large request
+on an idle server is admitted, and a small one beside it is delayed by little).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-# Before any micro-batch has run: a CPU-class guess (all-MiniLM-L6-v2 on 2 cores runs ~3,000 tokens/s);
-# it weighs as one second of observations, so a few real batches replace it.
+# Before the service has timed its calibration batch: a CPU-class guess (all-MiniLM-L6-v2 on 2 idle
+# cores runs ~3,000 tokens/s). A prior weighs as one second of observations, so real batches replace it.
 PRIOR_TOKENS_PER_SECOND = 2000.0
 _PRIOR_SECONDS = 1.0
 _DECAY = 0.8  # per observed micro-batch
@@ -26,6 +27,11 @@ class Throughput:
 
     def __init__(self, prior: float = PRIOR_TOKENS_PER_SECOND) -> None:
         self._tokens = prior * _PRIOR_SECONDS
+        self._seconds = _PRIOR_SECONDS
+
+    def seed(self, tokens: int, seconds: float) -> None:
+        """Replace the prior by one timed batch (the service's calibration at start-up)."""
+        self._tokens = tokens / max(seconds, 1e-6) * _PRIOR_SECONDS
         self._seconds = _PRIOR_SECONDS
 
     def observe(self, tokens: int, seconds: float) -> None:
@@ -42,10 +48,9 @@ def batch_budget(token_budget: int, tokens_per_second: float, batch_seconds: flo
     return max(1, min(token_budget, max(MIN_BATCH_TOKENS, int(tokens_per_second * batch_seconds))))
 
 
-def fair_wait(tokens: int, others: Iterable[int], tokens_per_second: float) -> float:
-    """Seconds until a new request of ``tokens`` is done, beside requests with ``others`` tokens left."""
-    work = tokens + sum(min(left, tokens) for left in others)
-    return work / max(tokens_per_second, 1e-9)
+def queue_delay(tokens: int, others: Iterable[int], tokens_per_second: float) -> float:
+    """Seconds by which requests with ``others`` tokens left delay a new request of ``tokens``."""
+    return sum(min(left, tokens) for left in others) / max(tokens_per_second, 1e-9)
 
 
 def retry_after(wait: float, limit: float) -> int:

@@ -34,7 +34,7 @@ import numpy as np
 
 from sentemb.encoder import EncodeResult
 from sentemb.errors import InvalidTextError, TextTooLongError
-from sentemb.server.admission import Throughput, batch_budget, fair_wait, retry_after
+from sentemb.server.admission import Throughput, batch_budget, queue_delay, retry_after
 
 log = logging.getLogger("sentemb.server")
 
@@ -195,9 +195,9 @@ class MicroBatcher:
         return await self.submit(texts)  # cancelling the caller cancels the future: the job is dropped
 
     def projected_wait(self, tokens: int) -> float:
-        """Seconds a new request of ``tokens`` estimated tokens would take, beside the work admitted."""
+        """Seconds a new request of ``tokens`` estimated tokens would wait for the work admitted before it."""
         others = [job.remaining_tokens for job in self._active if job.live]
-        return fair_wait(tokens, others, self.tokens_per_second)
+        return queue_delay(tokens, others, self.tokens_per_second)
 
     def submit(self, texts: Sequence[str]) -> asyncio.Future[EncodeResult]:
         """Queue ``texts`` and return the future of their rows (cancel it to drop the work)."""
@@ -224,8 +224,7 @@ class MicroBatcher:
                 retry_after=retry_after(wait, limit or 0.0),
                 reason="queue_full",
             )
-        busy = any(job.live for job in self._active)  # alone, a request is always admitted
-        if limit is not None and busy and wait > limit:
+        if limit is not None and wait > limit:
             raise QueueFull(
                 f"this request would wait about {wait:.1f}s, more than the limit of {limit:g}s",
                 retry_after=retry_after(wait, limit),
