@@ -301,5 +301,5 @@ def test_admission_refuses_work_past_the_latency_budget_unless_the_server_is_idl
 
 
 def test_queue_delay_is_processor_sharing():
-    assert queue_delay(10, [], 10.0) == 1.0
-    assert queue_delay(10, [5, 100], 10.0) == (10 + 5 + 10) / 10.0
+    assert queue_delay(10, [], 10.0) == 0.0  # nothing before it: no delay, whatever its own size
+    assert queue_delay(10, [5, 100], 10.0) == (5 + 10) / 10.0
