@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import ClientDisconnect
 
 from sentemb.server.errors import ApiError
 from sentemb.server.inputs import (
@@ -82,7 +83,11 @@ async def embeddings(request: Request) -> Response:
     """OpenAI-compatible embeddings. Header X-Truncated-Inputs counts the inputs cut to fit."""
     service = service_of(request)
     settings = service.settings
-    raw = decode_body(await request.body(), request.headers.get("content-encoding", ""), settings.max_body_bytes)
+    try:
+        packed = await request.body()
+    except ClientDisconnect:  # gone, or cut off by the read deadline (which answered 408 itself)
+        raise ApiError(499, "the client closed the request", code="client_closed_request") from None
+    raw = decode_body(packed, request.headers.get("content-encoding", ""), settings.max_body_bytes)
     body = parse_request(raw, request.headers.get("content-type", ""))
     if body.model is not None and body.model not in service.names:
         raise _unknown_model(body.model)
