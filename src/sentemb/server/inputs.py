@@ -143,12 +143,17 @@ def check_dimensions(dimensions: int | None, dim: int) -> None:
         )
 
 
+def keep_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """The first ``dimensions`` numbers of each row, re-normalised (a Matryoshka prefix)."""
+    if dimensions is None or dimensions >= vectors.shape[1]:
+        return vectors
+    vectors = vectors[:, :dimensions]
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 def format_vectors(vectors: np.ndarray, encoding: str, dimensions: int | None) -> list[Any]:
     """Rows as float lists or base64 of little-endian float32; ``dimensions`` keeps a prefix, re-normalised."""
-    if dimensions is not None and dimensions < vectors.shape[1]:
-        vectors = vectors[:, :dimensions]
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    vectors = np.ascontiguousarray(keep_dimensions(vectors, dimensions), dtype="<f4")
     if encoding == "base64":
         return [base64.b64encode(row.tobytes()).decode("ascii") for row in vectors]
     return vectors.tolist()
