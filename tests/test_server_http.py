@@ -133,3 +133,10 @@ def test_gzip_bodies_are_accepted_and_a_zip_bomb_is_413(url):
     assert response.status_code == 413 and "gzip" in response.json()["error"]["message"]
     response = httpx.post(f"{url}/v1/embeddings", content=b"{}", headers={"Content-Encoding": "br"})
     assert response.status_code == 415 and "'br'" in response.json()["error"]["message"]
+
+
+def test_the_openapi_schema_builds_and_documents_the_request_body(url):
+    spec = httpx.get(f"{url}/openapi.json").json()
+    body = spec["paths"]["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "input" in body["properties"]
+    assert set(spec["paths"]["/health"]) == {"get"}  # HEAD is answered, but not a second operation

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -29,7 +30,6 @@ _RENDER_INLINE_ROWS = 64  # larger responses are serialised in a worker thread
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 429, 503)
 }
-_READ = ["GET", "HEAD"]
 _REQUEST_SCHEMA = {
     "requestBody": {
         "required": True,
@@ -38,6 +38,17 @@ _REQUEST_SCHEMA = {
 }
 
 router = APIRouter()
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def _read(path: str, **options: Any) -> Callable[[_Handler], _Handler]:
+    """A GET route that answers HEAD too (HEAD kept out of the OpenAPI schema: one operation per route)."""
+
+    def register(handler: _Handler) -> _Handler:
+        router.add_api_route(path, handler, methods=["HEAD"], include_in_schema=False, **options)
+        return router.get(path, **options)(handler)
+
+    return register
 
 
 def service_of(request: Request) -> EmbeddingService:
@@ -45,13 +56,13 @@ def service_of(request: Request) -> EmbeddingService:
     return service
 
 
-@router.api_route("/health", methods=_READ)
+@_read("/health")
 async def health() -> dict[str, str]:
     """Liveness: the process answers. No model call."""
     return {"status": "ok"}
 
 
-@router.api_route("/ready", methods=_READ, responses=_ERRORS)
+@_read("/ready", responses=_ERRORS)
 async def ready(request: Request) -> dict[str, str]:
     """Readiness: a real forward pass; 503 while starting or draining."""
     service = service_of(request)
@@ -59,18 +70,18 @@ async def ready(request: Request) -> dict[str, str]:
     return {"status": "ready", "model": service.names[0]}
 
 
-@router.api_route("/metrics", methods=_READ, response_class=Response)
+@_read("/metrics", response_class=Response)
 async def prometheus(request: Request) -> Response:
     return Response(service_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.api_route("/v1/models", methods=_READ, response_model=ModelList)
+@_read("/v1/models", response_model=ModelList)
 async def models(request: Request) -> dict[str, Any]:
     service = service_of(request)
     return {"object": "list", "data": [_card(name, service.lifecycle.started) for name in service.names[:1]]}
 
 
-@router.api_route("/v1/models/{model_id:path}", methods=_READ, responses=_ERRORS)
+@_read("/v1/models/{model_id:path}", responses=_ERRORS)
 async def model(model_id: str, request: Request) -> dict[str, Any]:
     service = service_of(request)
     if model_id not in service.names:
