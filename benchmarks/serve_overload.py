@@ -53,7 +53,7 @@ def cpu_line() -> str:
 
 def start_server() -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}  # as `sentemb serve` sets it
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -137,9 +137,16 @@ def requests_of(sentences: list[str], count: int, low: int, high: int) -> list[l
     return [rng.sample(sentences, rng.randint(low, high)) for _ in range(count)]
 
 
-def p99_ms(log: list[tuple[str, float]], status: str = "200") -> float:
+def p99_ms(log: list[tuple[str, float]], status: str = "200", q: float = 99) -> float:
     times = [t for s, t in log if s == status]
-    return float(np.percentile(times, 99) * 1000) if times else float("nan")
+    return float(np.percentile(times, q) * 1000) if times else float("nan")
+
+
+def server_rate(url: str) -> str:
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("sentemb_estimated_tokens_per_second "):
+            return f"{float(line.split()[1]):.0f}"
+    return "?"
 
 
 def main() -> None:
@@ -156,9 +163,11 @@ def main() -> None:
         alone = asyncio.run(small_requests(url, sentences, 8.0, big=False))
         beside = asyncio.run(small_requests(url, sentences, 15.0, big=True))
         rss_start = server.memory_info().rss
+        rate_start = server_rate(url)
         seconds = min(args.duration, 120.0)
         log = asyncio.run(overload(url, requests_of(sentences, 8192, *args.texts), args.rate, seconds))
         rss_end = server.memory_info().rss
+        rate_end = server_rate(url)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -171,7 +180,8 @@ def main() -> None:
     print(f"overload: {args.rate:g} requests/s of {low}-{high} sentences for {min(args.duration, 120.0):g} s")
     print(f"  status counts            {dict(statuses)}")
     print(f"  429s within 100 ms       {fast:.1%} of {len(refusals)}")
-    print(f"  p99 of accepted requests {p99_ms(log):.0f} ms")
+    print(f"  p99 of accepted requests {p99_ms(log):.0f} ms (p50 {p99_ms(log, q=50):.0f}, p90 {p99_ms(log, q=90):.0f})")
+    print(f"  measured rate            {rate_start} -> {rate_end} estimated tokens/s")
     errors = sum(n for s, n in statuses.items() if s.startswith("5"))
     print(f"  5xx                      {errors}")
     print(f"server RSS                 {rss_start / 2**20:.0f} MiB at the start, {rss_end / 2**20:.0f} MiB at the end")

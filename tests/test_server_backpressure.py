@@ -152,8 +152,8 @@ def test_work_over_the_latency_budget_is_refused_at_once_with_a_computed_retry_a
         assert fake.entered.wait(20)
         refused = client.post("/v1/embeddings", json={"input": [long_text] * 16})  # ~2 s of work before it
         assert refused.status_code == 429, refused.text
-        assert refused.headers["Retry-After"] == "2"  # ceil(4,032 tokens / 2,000 per s - 1 s)
-        assert "would wait about 2.0s" in refused.json()["error"]["message"]
+        assert refused.headers["Retry-After"] == "4"  # ceil(2 x 4,032 tokens / 2,000 per s - 1 s)
+        assert "would wait about 4.0s" in refused.json()["error"]["message"]
         assert not fake.gate.is_set() and "big" not in results  # refused while the model was still held
         depth = queue_depth(client)
         threads.append(post_in_thread(url, ["a short one"], results, "small"))  # a small request still fits

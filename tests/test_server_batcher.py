@@ -290,14 +290,14 @@ def test_admission_refuses_work_past_the_latency_budget_unless_the_server_is_idl
         batcher = make(Recorder(), queue_size=10_000, max_queue_seconds=1.0, throughput=Throughput(prior=100.0))
         alone = batcher.submit(["x" * 300])  # 3 s of work, but nothing else is queued: admitted
         with pytest.raises(QueueFull) as info:
-            batcher.submit(["y" * 300])  # it would wait for the first one's 300 tokens: 3 s
-        small = batcher.submit(["z" * 50])  # delayed by 50 tokens of each: 0.5 s, within the budget
+            batcher.submit(["y" * 300])  # it would wait for the first one's 300 tokens: 3 s, twice
+        small = batcher.submit(["z" * 40])  # delayed by 40 tokens of each: 0.4 s, twice, within the budget
         alone.cancel()
         small.cancel()
         return info.value
 
     refusal = run(main())
-    assert refusal.reason == "overloaded" and refusal.retry_after == 2  # ceil(3 s - 1 s)
+    assert refusal.reason == "overloaded" and refusal.retry_after == 5  # ceil(2 x 3 s - 1 s)
 
 
 def test_queue_delay_is_processor_sharing():

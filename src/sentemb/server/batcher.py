@@ -34,7 +34,7 @@ import numpy as np
 
 from sentemb.encoder import EncodeResult
 from sentemb.errors import InvalidTextError, TextTooLongError
-from sentemb.server.admission import Throughput, batch_budget, queue_delay, retry_after
+from sentemb.server.admission import Throughput, batch_budget, expected_wait, retry_after
 
 log = logging.getLogger("sentemb.server")
 
@@ -197,7 +197,7 @@ class MicroBatcher:
     def projected_wait(self, tokens: int) -> float:
         """Seconds a new request of ``tokens`` estimated tokens would wait for the work admitted before it."""
         others = [job.remaining_tokens for job in self._active if job.live]
-        return queue_delay(tokens, others, self.tokens_per_second)
+        return expected_wait(tokens, others, self.tokens_per_second)
 
     def submit(self, texts: Sequence[str]) -> asyncio.Future[EncodeResult]:
         """Queue ``texts`` and return the future of their rows (cancel it to drop the work)."""

@@ -79,7 +79,7 @@ class EmbeddingService:
         self.lifecycle = Lifecycle()
         self.long_text = encoder.config.long_text
         self.content_room = encoder.max_length - special_tokens(encoder)
-        self.metrics = Metrics(lambda: self.batcher.queued_inputs)
+        self.metrics = Metrics(lambda: self.batcher.queued_inputs, lambda: self.batcher.tokens_per_second)
         self.batcher = MicroBatcher(
             lambda texts: encoder.encode_with_info(texts, show_progress=False),
             self.estimate_tokens,
