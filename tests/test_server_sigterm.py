@@ -28,6 +28,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until(predicate, timeout: float = 60.0) -> None:
+    """Poll a condition (the timeout only turns a hang into a failure)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def in_flight_requests(url: str, auth: dict[str, str]) -> float:
+    for line in httpx.get(f"{url}/metrics", headers=auth, timeout=5).text.splitlines():
+        if line.startswith("sentemb_embedding_requests_in_flight "):
+            return float(line.split()[1])
+    raise AssertionError("sentemb_embedding_requests_in_flight missing from /metrics")
+
+
 def test_sigterm_drains_then_exits(sts_train_path, default_encoder):
     data = sentemb.read_sts(sts_train_path)
     texts = [f"{a} {b}" for a, b in zip(data.sentences1[:199], data.sentences2[:199], strict=True)] + [CANARY]
@@ -44,7 +59,7 @@ def test_sigterm_drains_then_exits(sts_train_path, default_encoder):
         "--device",
         "cpu",
         "--drain-seconds",
-        "1.5",
+        "4",
         "--log-level",
         "debug",
     ]
@@ -71,10 +86,9 @@ def test_sigterm_drains_then_exits(sts_train_path, default_encoder):
 
         thread = threading.Thread(target=in_flight, daemon=True)
         thread.start()
-        time.sleep(0.1)
+        wait_until(lambda: in_flight_requests(url, auth) >= 1)  # the request is in the server now
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-        assert httpx.get(f"{url}/ready", headers=auth, timeout=5).status_code == 503  # draining
+        wait_until(lambda: httpx.get(f"{url}/ready", headers=auth, timeout=5).status_code == 503)  # draining
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200  # still alive
         thread.join(60)
         output, _ = proc.communicate(timeout=60)

@@ -1,17 +1,21 @@
 """Merge concurrent requests into micro-batches for one encoder, off the event loop.
 
-    request ─ submit(texts) ─▶ queue (bounded in inputs; QueueFull past it)
-                                  │  the worker takes jobs in order until the token budget is spent
-                                  │  or max_wait has passed since the first one
+    request ─ submit(texts) ─▶ admission: refused at once (QueueFull, with a retry delay) when the
+                                  │  request would wait longer than max_queue_seconds, or past queue_size
                                   ▼
-              one encode_with_info call in a model thread ─▶ each job gets its own rows
-              (one thread per backend stream: the next micro-batch fills while the last one runs)
+                     turns: one entry per request, round robin
+                                  │  the worker takes a slice (a few texts) of each request in turn
+                                  │  until the micro-batch's token budget is spent or max_wait has passed
+                                  ▼
+              one encode_with_info call in a model thread ─▶ each request gets its rows back,
+              (one thread per backend stream)                  reassembled in order once all slices are in
 
-A job whose request went away (the awaiting task was cancelled) is dropped before it reaches the
-model. One request never fails another: a text the encoder refuses (too long, not valid Unicode)
-fails only the request that sent it, and when a merged call fails for any other reason its requests
-are run again one by one, so that only the guilty one fails. ``close()`` refuses new work, finishes
-what is queued and stops the worker.
+A large request is split into slices, so a one-sentence request sent meanwhile waits for about one
+micro-batch (``batch_seconds`` of model time), not for its 400-text neighbour. A job whose request went
+away (its future was cancelled) is dropped before it reaches the model. One request never fails
+another: a text the encoder refuses (too long, not valid Unicode) fails only the request that sent it,
+and when a merged call fails for any other reason its requests are run again one by one, so that
+only the guilty one fails. ``close()`` refuses new work, finishes what is queued and stops the worker.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import logging
 import time
 import traceback
@@ -29,14 +32,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sentemb.encoder import EncodeResult
 from sentemb.errors import InvalidTextError, TextTooLongError
-from sentemb.tokenize import TextInfo
+from sentemb.server.admission import Throughput, batch_budget, expected_wait, retry_after
 
 log = logging.getLogger("sentemb.server")
 
 
 class QueueFull(Exception):
-    """The queue holds too many inputs already; the caller should come back later."""
+    """The request would wait too long (or too many inputs are queued); retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, *, retry_after: int, reason: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.reason = reason  # "overloaded" (latency budget) or "queue_full" (input count)
 
 
 class BatcherClosed(Exception):
@@ -49,7 +58,7 @@ class ModelFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class BatchReport:
-    """What one micro-batch did (for metrics; never any text)."""
+    """What one micro-batch did (for metrics; never any text). ``tokens`` are estimated tokens."""
 
     requests: int
     inputs: int
@@ -57,28 +66,74 @@ class BatchReport:
     seconds: float
 
 
-@dataclass(frozen=True)
-class Rows:
-    """One request's share of a micro-batch: its vectors (n, dim) and per-text facts, in order."""
+EncodeFn = Callable[[list[str]], EncodeResult]
 
-    embeddings: np.ndarray
-    info: list[TextInfo]
+
+@dataclass(eq=False)
+class _Job:
+    texts: list[str]
+    costs: list[int]  # estimated tokens per text
+    future: asyncio.Future[EncodeResult]
+    cursor: int = 0  # texts before this one have been taken into a micro-batch
+    done_tokens: int = 0
+    received: int = 0
+    parts: list[tuple[int, EncodeResult]] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        return not self.future.done()
+
+    @property
+    def untaken(self) -> int:
+        return len(self.texts) - self.cursor
+
+    @property
+    def remaining_tokens(self) -> int:
+        return sum(self.costs) - self.done_tokens
+
+    def take(self, limit: int, force: bool) -> int:
+        """Advance the cursor over texts that fit ``limit`` tokens (one at least when ``force``); the new end."""
+        end, spent = self.cursor, 0
+        while end < len(self.texts) and spent + self.costs[end] <= limit:
+            spent += self.costs[end]
+            end += 1
+        if end == self.cursor and force:
+            end += 1
+        return end
+
+    def deliver(self, start: int, rows: EncodeResult) -> None:
+        """Rows for texts ``start..``; the request's result once every slice is in."""
+        self.parts.append((start, rows))
+        self.received += len(rows.info)
+        self.done_tokens += sum(self.costs[start : start + len(rows.info)])
+        if self.received == len(self.texts) and self.live:
+            self.parts.sort(key=lambda part: part[0])
+            embeddings = np.concatenate([rows.embeddings for _, rows in self.parts])
+            info = [item for _, rows in self.parts for item in rows.info]
+            self.future.set_result(EncodeResult(embeddings, info))
 
 
 @dataclass
-class _Job:
-    texts: list[str]
-    tokens: int
-    future: asyncio.Future[Rows]
-    queued: bool = True
-    enqueued_at: float = field(default_factory=time.perf_counter)
+class _Slice:
+    job: _Job
+    start: int
+    end: int
 
+    @property
+    def texts(self) -> list[str]:
+        return self.job.texts[self.start : self.end]
 
-EncodeFn = Callable[[list[str]], tuple[np.ndarray, list[TextInfo]]]
+    @property
+    def tokens(self) -> int:
+        return sum(self.job.costs[self.start : self.end])
 
 
 class MicroBatcher:
-    """Asyncio micro-batcher; create it inside the running loop and ``start()`` it."""
+    """Asyncio micro-batcher; create it inside the running loop and ``start()`` it.
+
+    ``max_queue_seconds`` (None: no limit) refuses a request that would wait longer at the measured
+    rate; ``batch_seconds`` (None: ``token_budget`` only) sizes micro-batches by model time.
+    """
 
     def __init__(
         self,
@@ -90,6 +145,9 @@ class MicroBatcher:
         max_wait_s: float,
         concurrency: int = 1,
         on_batch: Callable[[BatchReport], None] | None = None,
+        max_queue_seconds: float | None = None,
+        batch_seconds: float | None = None,
+        throughput: Throughput | None = None,
     ) -> None:
         self._encode = encode
         self._estimate = estimate_tokens
@@ -97,8 +155,11 @@ class MicroBatcher:
         self._budget = token_budget
         self._max_wait = max_wait_s
         self._on_batch = on_batch
-        self._jobs: collections.deque[_Job] = collections.deque()
-        self._queued_inputs = 0
+        self._max_queue_seconds = max_queue_seconds
+        self._batch_seconds = batch_seconds
+        self.throughput = throughput or Throughput()
+        self._turns: collections.deque[_Job] = collections.deque()
+        self._active: set[_Job] = set()  # submitted and not finished (queued or in the model)
         self._wakeup = asyncio.Event()
         self._closing = False
         # Micro-batches in flight at once: more than one only for a backend that computes several
@@ -110,11 +171,16 @@ class MicroBatcher:
     @property
     def queued_inputs(self) -> int:
         """Inputs waiting for the model (the queue depth)."""
-        return self._queued_inputs
+        return sum(job.untaken for job in self._active if job.live)
 
     @property
     def closing(self) -> bool:
         return self._closing
+
+    @property
+    def tokens_per_second(self) -> float:
+        """The measured rate of all model threads together."""
+        return self.throughput.tokens_per_second * self._concurrency
 
     def start(self) -> None:
         if self._worker is None:
@@ -124,24 +190,46 @@ class MicroBatcher:
         """Run ``fn`` in the model thread, between micro-batches (used by /ready)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    async def encode(self, texts: Sequence[str]) -> Rows:
+    async def encode(self, texts: Sequence[str]) -> EncodeResult:
         """Vectors and facts for ``texts``; raises QueueFull, BatcherClosed or the encoder's error."""
         return await self.submit(texts)  # cancelling the caller cancels the future: the job is dropped
 
-    def submit(self, texts: Sequence[str]) -> asyncio.Future[Rows]:
+    def projected_wait(self, tokens: int) -> float:
+        """Seconds a new request of ``tokens`` estimated tokens would wait for the work admitted before it."""
+        others = [job.remaining_tokens for job in self._active if job.live]
+        return expected_wait(tokens, others, self.tokens_per_second)
+
+    def submit(self, texts: Sequence[str]) -> asyncio.Future[EncodeResult]:
         """Queue ``texts`` and return the future of their rows (cancel it to drop the work)."""
         if self._closing:
             raise BatcherClosed("the server is shutting down")
-        if self._queued_inputs + len(texts) > self._queue_size:
-            raise QueueFull(f"{self._queued_inputs} inputs are queued already (limit {self._queue_size})")
         items = list(texts)
-        future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
-        job = _Job(items, sum(self._estimate(t) for t in items), future)
-        future.add_done_callback(functools.partial(self._forget_if_cancelled, job))
-        self._jobs.append(job)
-        self._queued_inputs += len(items)
+        costs = [self._estimate(t) for t in items]
+        self._admit(len(items), sum(costs))
+        future: asyncio.Future[EncodeResult] = asyncio.get_running_loop().create_future()
+        job = _Job(items, costs, future)
+        self._active.add(job)
+        future.add_done_callback(lambda _f: self._active.discard(job))
+        self._turns.append(job)
         self._wakeup.set()
         return future
+
+    def _admit(self, inputs: int, tokens: int) -> None:
+        wait = self.projected_wait(tokens)
+        limit = self._max_queue_seconds
+        queued = self.queued_inputs
+        if queued + inputs > self._queue_size:
+            raise QueueFull(
+                f"{queued} inputs are queued already (limit {self._queue_size})",
+                retry_after=retry_after(wait, limit or 0.0),
+                reason="queue_full",
+            )
+        if limit is not None and wait > limit:
+            raise QueueFull(
+                f"this request would wait about {wait:.1f}s, more than the limit of {limit:g}s",
+                retry_after=retry_after(wait, limit),
+                reason="overloaded",
+            )
 
     async def close(self) -> None:
         """Take no new work, finish the queued jobs, stop the worker and the model thread."""
@@ -153,39 +241,34 @@ class MicroBatcher:
 
     # -- the worker ------------------------------------------------------------------------------
 
-    def _forget_if_cancelled(self, job: _Job, _future: object = None) -> None:
-        if job.future.cancelled() and job.queued:
-            job.queued = False
-            self._queued_inputs -= len(job.texts)
-
-    def _pop_live(self) -> _Job | None:
-        """The oldest job whose request still waits (dropped ones are discarded on the way)."""
-        while self._jobs:
-            job = self._jobs[0]
-            if job.queued:
+    def _head(self) -> _Job | None:
+        """The request whose turn it is (finished and dropped ones are discarded on the way)."""
+        while self._turns:
+            job = self._turns[0]
+            if job.live and job.untaken:
                 return job
-            self._jobs.popleft()
+            self._turns.popleft()
         return None
 
-    def _take(self) -> _Job:
-        job = self._jobs.popleft()
-        job.queued = False
-        self._queued_inputs -= len(job.texts)
-        return job
+    def _current_budget(self) -> int:
+        if self._batch_seconds is None:
+            return self._budget
+        return batch_budget(self._budget, self.throughput.tokens_per_second, self._batch_seconds)
 
-    async def _collect(self) -> list[_Job]:
-        """Wait for a first job, then add jobs until the token budget or the maximum wait is reached."""
+    async def _collect(self) -> list[_Slice]:
+        """Wait for a first request, then take slices in turn until the budget or the maximum wait is reached."""
         loop = asyncio.get_running_loop()
-        while self._pop_live() is None:
+        while self._head() is None:
             if self._closing:
                 return []
             self._wakeup.clear()
             await self._wakeup.wait()
-        batch = [self._take()]
-        tokens = batch[0].tokens
+        budget = self._current_budget()
+        picked: dict[_Job, _Slice] = {}  # one slice per request: its texts taken in this batch are contiguous
+        tokens = 0
         deadline = loop.time() + self._max_wait
-        while tokens < self._budget:
-            job = self._pop_live()
+        while tokens < budget:
+            job = self._head()
             if job is None:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self._closing:
@@ -194,11 +277,23 @@ class MicroBatcher:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 continue
-            if tokens + job.tokens > self._budget:
-                break
-            batch.append(self._take())
-            tokens += job.tokens
-        return batch
+            room = budget - tokens
+            share = max(1, budget // len(self._turns))  # a fair share of the batch per request and turn
+            end = job.take(min(room, share), force=False)
+            if end == job.cursor:  # its next text is larger than a share: take it if it fits at all
+                end = job.take(room, force=not picked)
+                if end == job.cursor:
+                    break
+            start, job.cursor = job.cursor, end
+            tokens += sum(job.costs[start:end])
+            if job in picked:
+                picked[job].end = end
+            else:
+                picked[job] = _Slice(job, start, end)
+            self._turns.popleft()
+            if job.untaken:
+                self._turns.append(job)  # back of the line: the others take their turn first
+        return list(picked.values())
 
     async def _run(self) -> None:
         """Collect a micro-batch whenever a model thread is free (so batches fill while others run)."""
@@ -220,51 +315,53 @@ class MicroBatcher:
         if running:
             await asyncio.gather(*running)
 
-    async def _guarded(self, batch: list[_Job]) -> None:
+    async def _guarded(self, batch: list[_Slice]) -> None:
         try:
             await self._process(batch)
         except Exception as exc:  # a bug of the batcher itself: fail what is left, never stop the worker
             _log_failure(exc, len(batch))
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(ModelFailed("the server failed on this request"))
+            for piece in batch:
+                if piece.job.live:
+                    piece.job.future.set_exception(ModelFailed("the server failed on this request"))
 
-    async def _process(self, batch: list[_Job]) -> None:
-        """Encode the live jobs of ``batch`` together; a refused text fails only its own request, and
+    async def _process(self, batch: list[_Slice]) -> None:
+        """Encode the live slices of ``batch`` together; a refused text fails only its own request, and
         any other failure of a merged call runs its requests again one at a time (isolation)."""
         loop = asyncio.get_running_loop()
         while batch:
-            batch = [job for job in batch if not job.future.done()]
+            batch = [piece for piece in batch if piece.job.live]
             if not batch:
                 return
-            texts = [text for job in batch for text in job.texts]
+            texts = [text for piece in batch for text in piece.texts]
             started = time.perf_counter()
             try:
-                vectors, info = await loop.run_in_executor(self._executor, self._encode, texts)
+                result = await loop.run_in_executor(self._executor, self._encode, texts)
             except (TextTooLongError, InvalidTextError) as exc:
                 owner, local = _owner(batch, exc.index)
-                if not owner.future.done():
-                    owner.future.set_exception(_for_request(exc, local))
+                if owner.job.live:
+                    owner.job.future.set_exception(_for_request(exc, local))
                 continue  # the others again, without the failed request
             except Exception as exc:
                 if len(batch) == 1:
                     _log_failure(exc, 1)
-                    batch[0].future.set_exception(ModelFailed("the model failed on this request's inputs"))
+                    batch[0].job.future.set_exception(ModelFailed("the model failed on this request's inputs"))
                     return
-                for job in batch:  # which request caused it is unknown: each runs alone
-                    await self._process([job])
+                for piece in batch:  # which request caused it is unknown: each runs alone
+                    await self._process([piece])
                 return
-            seconds = time.perf_counter() - started
-            start = 0
-            for job in batch:
-                end = start + len(job.texts)
-                if not job.future.done():
-                    job.future.set_result(Rows(vectors[start:end], info[start:end]))
-                start = end
-            if self._on_batch is not None:
-                tokens = sum(item.num_tokens for item in info)
-                self._on_batch(BatchReport(len(batch), len(texts), tokens, seconds))
+            self._deliver(batch, result, time.perf_counter() - started)
             return
+
+    def _deliver(self, batch: list[_Slice], result: EncodeResult, seconds: float) -> None:
+        tokens = sum(piece.tokens for piece in batch)
+        self.throughput.observe(tokens, seconds)
+        start = 0
+        for piece in batch:
+            end = start + piece.end - piece.start
+            piece.job.deliver(piece.start, EncodeResult(result.embeddings[start:end], result.info[start:end]))
+            start = end
+        if self._on_batch is not None:
+            self._on_batch(BatchReport(len(batch), start, tokens, seconds))
 
 
 def _log_failure(exc: BaseException, requests: int) -> None:
@@ -282,10 +379,11 @@ def _for_request(exc: TextTooLongError | InvalidTextError, local: int) -> Except
     return InvalidTextError(f"input {local} is not valid Unicode at character {exc.position}", local, exc.position)
 
 
-def _owner(batch: list[_Job], index: int) -> tuple[_Job, int]:
-    """The job that holds text ``index`` of the merged batch, and the text's index in that job."""
-    for job in batch:
-        if index < len(job.texts):
-            return job, index
-        index -= len(job.texts)
+def _owner(batch: list[_Slice], index: int) -> tuple[_Slice, int]:
+    """The slice that holds text ``index`` of the merged call, and the text's index in its request."""
+    for piece in batch:
+        size = piece.end - piece.start
+        if index < size:
+            return piece, piece.start + index
+        index -= size
     raise IndexError(index)

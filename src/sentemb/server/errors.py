@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +22,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "request_too_large",
     415: "unsupported_media_type",
+    431: "request_header_fields_too_large",
 }
 
 
@@ -62,9 +65,9 @@ def error_response(error: ApiError) -> JSONResponse:
     )
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     """A message and param from the first error; never the offending value (it may be a text)."""
-    first = exc.errors()[0] if exc.errors() else {}
+    first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
@@ -86,7 +89,7 @@ async def _on_api_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _on_validation(_request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, RequestValidationError):  # pragma: no cover
         raise exc
-    message, param = _validation_message(exc)
+    message, param = validation_message(exc.errors())
     return error_response(ApiError(400, message, param=param, code="invalid_value"))
 
 

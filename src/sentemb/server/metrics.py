@@ -16,7 +16,7 @@ _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 class Metrics:
     """Counters and histograms of one app; no label ever holds request content."""
 
-    def __init__(self, queue_depth: Callable[[], float]) -> None:
+    def __init__(self, queue_depth: Callable[[], float], tokens_per_second: Callable[[], float]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -43,8 +43,13 @@ class Metrics:
         self.batch_seconds = Histogram(
             "sentemb_batch_seconds", "Model time per micro-batch", buckets=_SECONDS, registry=r
         )
+        self.in_flight = Gauge("sentemb_embedding_requests_in_flight", "Embedding requests being answered", registry=r)
         self.queue = Gauge("sentemb_queue_inputs", "Texts waiting for the model", registry=r)
         self.queue.set_function(queue_depth)
+        self.rate = Gauge(
+            "sentemb_estimated_tokens_per_second", "The model's measured rate, which admission uses", registry=r
+        )
+        self.rate.set_function(tokens_per_second)
 
     def on_batch(self, report: BatchReport) -> None:
         self.batch_inputs.observe(report.inputs)

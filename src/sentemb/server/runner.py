@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 import uvicorn.config
 
-from sentemb.server.app import Lifecycle, create_app
+from sentemb.server.app import create_app
+from sentemb.server.protocol import guarded_protocol
+from sentemb.server.service import Lifecycle
 from sentemb.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -83,8 +85,9 @@ def build_server(encoder: Encoder, settings: ServerSettings, *, log_level: str =
         proxy_headers=False,
         lifespan="on",
         ws="none",
+        http=guarded_protocol(settings),  # read deadlines, header cap, connection limit, JSON refusals
     )
-    return DrainingServer(config, app.state.lifecycle, settings.drain_seconds)
+    return DrainingServer(config, app.state.service.lifecycle, settings.drain_seconds)
 
 
 def serve(encoder: Encoder, settings: ServerSettings, *, log_level: str = "info") -> None:

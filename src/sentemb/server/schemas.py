@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
 class EmbeddingRequest(BaseModel):
-    """``POST /v1/embeddings``. ``input`` is checked by :func:`sentemb.server.app.texts_from_input`
+    """``POST /v1/embeddings``. ``input`` is checked by :func:`sentemb.server.inputs.texts_from_input`
     so that a wrong item gets a message naming its index."""
 
     model_config = ConfigDict(extra="ignore")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sentemb.errors import ConfigError
 
@@ -37,6 +37,26 @@ class ServerSettings:
     # a connection error (seen with uvicorn's default of 5 s: 2 of 9,301 load-test requests).
     keep_alive_seconds: float = 75.0
     access_log: bool = True
+    max_queue_seconds: float = field(
+        default=3.0,
+        metadata={"help": "refuse a request (429 + Retry-After) that would wait longer than this at the measured rate"},
+    )
+    batch_seconds: float = field(
+        default=0.25,
+        metadata={"help": "model time per micro-batch; large requests are sliced so small ones wait about this long"},
+    )
+    max_connections: int = field(
+        default=512,
+        metadata={"help": "open connections at most; more are answered 503 and closed (keep below ulimit -n)"},
+    )
+    read_timeout: float = field(
+        default=30.0,
+        metadata={"help": "seconds a client gets to send a request's headers, and again its body (408 past it)"},
+    )
+    max_header_bytes: int = field(
+        default=32 * 1024,
+        metadata={"help": "request line and headers at most this many bytes (431 past it)"},
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -46,7 +66,10 @@ class ServerSettings:
             raise ConfigError("api_key is empty; pass a non-empty key or none at all")
         if not 0 <= int(self.port) <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
-        for name in ("max_inputs", "max_chars", "max_body_bytes", "queue_size", "token_budget"):
+        for name in (
+            "max_inputs", "max_chars", "max_body_bytes", "queue_size", "token_budget", "max_connections",
+            "max_header_bytes",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.queue_size < self.max_inputs:
@@ -57,8 +80,9 @@ class ServerSettings:
         for name in ("max_wait_ms", "drain_seconds", "shutdown_timeout", "keep_alive_seconds"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.ready_timeout <= 0:
-            raise ConfigError(f"ready_timeout must be > 0, got {self.ready_timeout}")
+        for name in ("ready_timeout", "max_queue_seconds", "batch_seconds", "read_timeout"):
+            if float(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
 
     def replace(self, **changes: object) -> ServerSettings:
         """A copy with some fields changed (validated again)."""

@@ -1,0 +1,192 @@
+"""30 s of overload against `sentemb serve` on loopback, and the latency of small requests beside a large one.
+
+    python benchmarks/serve_overload.py                   # ~75 s in all; starts and stops its own server
+    python benchmarks/serve_overload.py --rate 300 --duration 10
+
+Phases, each bounded in requests and time:
+  1. small alone:    one client, one-sentence requests, 8 s             -> p99 of small requests
+  2. big neighbour:  the same, beside a client sending 100-text requests -> p99 of small requests
+  3. overload:       open loop at --rate requests/s (--texts 16 64 sentences each), --duration s
+                     -> share of 429s answered within 100 ms, p99 of accepted requests, 5xx count
+Prints the CPU model and ISA flags first and the server's RSS at the start and end of the overload.
+The server runs the default model on the CPU with the library's default ServerSettings (port aside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import httpx
+import numpy as np
+import psutil
+from serve_load import free_port, sts_sentences
+
+ISA_FLAGS = ("avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx2")
+SERVER = (
+    "import sys, sentemb; from sentemb.server import ServerSettings, serve; "
+    "serve(sentemb.load(device='cpu'), ServerSettings(port=int(sys.argv[1]), drain_seconds=0, access_log=False), "
+    "log_level='warning')"
+)
+
+
+def cpu_line() -> str:
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    have = " ".join(f"{flag}={'yes' if flag in flags else 'no'}" for flag in ISA_FLAGS)
+    return f"CPU: {model}, {os.cpu_count()} cores; {have}"
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}  # as `sentemb serve` sets it
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=10).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    raise RuntimeError("the server did not become ready in 120 s")
+
+
+async def post(client: httpx.AsyncClient, texts: list[str], log: list[tuple[str, float]]) -> float:
+    """Send one request and log its status and latency; returns the Retry-After of a 429 (else 0)."""
+    started = time.perf_counter()
+    retry = 0.0
+    try:
+        response = await client.post("/v1/embeddings", json={"input": texts, "encoding_format": "base64"})
+        status = str(response.status_code)
+        retry = float(response.headers.get("Retry-After", 0)) if response.status_code == 429 else 0.0
+    except httpx.HTTPError as exc:
+        status = type(exc).__name__
+    log.append((status, time.perf_counter() - started))
+    return retry
+
+
+async def small_requests(url: str, sentences: list[str], seconds: float, big: bool) -> list[tuple[str, float]]:
+    """One client sending one sentence at a time; optionally a second client sending 100-text requests."""
+    log: list[tuple[str, float]] = []
+    big_log: list[tuple[str, float]] = []
+    stop_at = time.perf_counter() + seconds
+    long_texts = [" ".join(sentences[i : i + 12]) for i in range(0, 1200, 12)]  # ~256 tokens each
+
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+
+        async def small() -> None:
+            i = 0
+            while time.perf_counter() < stop_at:
+                await post(client, [sentences[i % len(sentences)]], log)
+                i += 1
+                await asyncio.sleep(0.05)
+
+        async def large() -> None:
+            while time.perf_counter() < stop_at:
+                await asyncio.sleep(await post(client, long_texts, big_log))  # a polite client honours 429s
+
+        await asyncio.wait_for(asyncio.gather(small(), *([large()] if big else [])), seconds + 150)
+    if big:
+        print(f"  (large requests: {dict(Counter(s for s, _ in big_log))})")
+    return log
+
+
+async def overload(url: str, batches: list[list[str]], rate: float, seconds: float) -> list[tuple[str, float]]:
+    """Open loop: a request every 1/rate s whatever the answers, at most 1,000 in flight."""
+    log: list[tuple[str, float]] = []
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        tasks: set[asyncio.Task[None]] = set()
+        started = time.perf_counter()
+        for n in range(int(rate * seconds)):
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if len(tasks) >= 1000:
+                log.append(("client_skipped", 0.0))
+                continue
+            task = asyncio.create_task(post(client, batches[n % len(batches)], log))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(tasks, timeout=90)
+    return log
+
+
+def requests_of(sentences: list[str], count: int, low: int, high: int) -> list[list[str]]:
+    rng = random.Random(0)
+    return [rng.sample(sentences, rng.randint(low, high)) for _ in range(count)]
+
+
+def p99_ms(log: list[tuple[str, float]], status: str = "200", q: float = 99) -> float:
+    times = [t for s, t in log if s == status]
+    return float(np.percentile(times, q) * 1000) if times else float("nan")
+
+
+def server_rate(url: str) -> str:
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("sentemb_estimated_tokens_per_second "):
+            return f"{float(line.split()[1]):.0f}"
+    return "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=20.0, help="overload requests per second")
+    parser.add_argument("--texts", type=int, nargs=2, default=(16, 64), help="sentences per overload request")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of overload (at most 120)")
+    args = parser.parse_args()
+    print(cpu_line(), flush=True)
+    sentences = sts_sentences()
+    proc, url = start_server()
+    try:
+        server = psutil.Process(proc.pid)
+        alone = asyncio.run(small_requests(url, sentences, 8.0, big=False))
+        beside = asyncio.run(small_requests(url, sentences, 15.0, big=True))
+        rss_start = server.memory_info().rss
+        rate_start = server_rate(url)
+        seconds = min(args.duration, 120.0)
+        log = asyncio.run(overload(url, requests_of(sentences, 8192, *args.texts), args.rate, seconds))
+        rss_end = server.memory_info().rss
+        rate_end = server_rate(url)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    statuses = Counter(s for s, _ in log)
+    refusals = [t for s, t in log if s == "429"]
+    fast = sum(t <= 0.1 for t in refusals) / len(refusals) if refusals else float("nan")
+    print(f"small requests alone:          p99 {p99_ms(alone):.0f} ms ({len(alone)} requests)")
+    print(f"small requests beside a large: p99 {p99_ms(beside):.0f} ms ({len(beside)} requests)")
+    low, high = args.texts
+    print(f"overload: {args.rate:g} requests/s of {low}-{high} sentences for {min(args.duration, 120.0):g} s")
+    print(f"  status counts            {dict(statuses)}")
+    print(f"  429s within 100 ms       {fast:.1%} of {len(refusals)}")
+    print(f"  p99 of accepted requests {p99_ms(log):.0f} ms (p50 {p99_ms(log, q=50):.0f}, p90 {p99_ms(log, q=90):.0f})")
+    print(f"  measured rate            {rate_start} -> {rate_end} estimated tokens/s")
+    errors = sum(n for s, n in statuses.items() if s.startswith("5"))
+    print(f"  5xx                      {errors}")
+    print(f"server RSS                 {rss_start / 2**20:.0f} MiB at the start, {rss_end / 2**20:.0f} MiB at the end")
+    sys.exit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()

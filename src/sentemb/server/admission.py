@@ -1,0 +1,69 @@
+"""Admission by work: how fast the model goes, and how long a new request would wait.
+
+Work is counted in estimated tokens. The rate is measured from the micro-batches the model has run
+(a decaying, token-weighted mean, so a few idle one-text batches do not drag it down), starting from
+the service's timed calibration batch. The wait is estimated as under processor sharing, which is
+what the batcher's round robin of slices approximates: a request of ``s`` tokens is delayed by
+``min(r, s)`` of each other request's remaining work ``r`` (its own work is its own: a large request
+on an idle server is admitted, and a small one beside it is delayed by little).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+# Before the service has timed its calibration batch: a CPU-class guess (all-MiniLM-L6-v2 on 2 idle
+# cores runs ~3,000 tokens/s). A prior weighs as one second of observations, so real batches replace it.
+PRIOR_TOKENS_PER_SECOND = 2000.0
+_PRIOR_SECONDS = 1.0
+_DECAY = 0.8  # per observed micro-batch
+# A micro-batch never plans for less than this (one long text, or a few dozen short ones).
+MIN_BATCH_TOKENS = 256
+
+
+class Throughput:
+    """Estimated tokens per second of one model thread."""
+
+    def __init__(self, prior: float = PRIOR_TOKENS_PER_SECOND) -> None:
+        self._tokens = prior * _PRIOR_SECONDS
+        self._seconds = _PRIOR_SECONDS
+
+    def seed(self, tokens: int, seconds: float) -> None:
+        """Replace the prior by one timed batch (the service's calibration at start-up)."""
+        self._tokens = tokens / max(seconds, 1e-6) * _PRIOR_SECONDS
+        self._seconds = _PRIOR_SECONDS
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        self._tokens = _DECAY * self._tokens + tokens
+        self._seconds = _DECAY * self._seconds + max(seconds, 1e-6)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self._tokens / self._seconds
+
+
+def batch_budget(token_budget: int, tokens_per_second: float, batch_seconds: float) -> int:
+    """Tokens for the next micro-batch: about ``batch_seconds`` of model time, at most ``token_budget``."""
+    return max(1, min(token_budget, max(MIN_BATCH_TOKENS, int(tokens_per_second * batch_seconds))))
+
+
+# Requests admitted later share the model with this one too: under sustained load a request waited
+# about twice the work in front of it at admission (serve_overload.py: p50 1.6x, p90 3.7x the budget
+# with a factor of 1), so admission counts that work twice.
+SUSTAINED_LOAD_FACTOR = 2.0
+
+
+def expected_wait(tokens: int, others: Iterable[int], tokens_per_second: float) -> float:
+    """Seconds a new request of ``tokens`` is expected to wait beside requests with ``others`` tokens left."""
+    return SUSTAINED_LOAD_FACTOR * queue_delay(tokens, others, tokens_per_second)
+
+
+def queue_delay(tokens: int, others: Iterable[int], tokens_per_second: float) -> float:
+    """Seconds by which requests with ``others`` tokens left delay a new request of ``tokens``."""
+    return sum(min(left, tokens) for left in others) / max(tokens_per_second, 1e-9)
+
+
+def retry_after(wait: float, limit: float) -> int:
+    """Whole seconds after which the same request would fit the latency budget (1 to 60)."""
+    return min(60, max(1, math.ceil(wait - limit)))

@@ -1,0 +1,167 @@
+"""The request body and its texts: parse (JSON whatever the Content-Type, gzip bounded), check, render.
+
+The ``dimensions`` prefix and the character cap are encoding rules that move into the encoder with
+the Matryoshka work; until then each is one small function here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from sentemb.config import LongText
+from sentemb.encoder import check_unicode
+from sentemb.errors import InvalidTextError
+from sentemb.server.errors import ApiError, validation_message
+from sentemb.server.schemas import EmbeddingRequest
+from sentemb.tokenize import TextInfo
+
+
+def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
+    """The body without its Content-Encoding (identity or gzip), refused past ``limit`` bytes unpacked."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in ("gzip", "x-gzip"):
+        raise ApiError(
+            415,
+            f"Content-Encoding '{encoding:.40}' is not supported; send the body uncompressed or as gzip",
+            code="unsupported_media_type",
+        )
+    unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        body = unpacker.decompress(raw, limit + 1)
+    except zlib.error:
+        raise ApiError(400, "the body is not valid gzip (Content-Encoding: gzip)", code="invalid_body") from None
+    if len(body) > limit or unpacker.unconsumed_tail:
+        raise ApiError(
+            413,
+            f"the gzip body unpacks to more than this server's limit of {limit} bytes",
+            code="request_too_large",
+        )
+    return body
+
+
+def parse_request(body: bytes, content_type: str) -> EmbeddingRequest:
+    """The embeddings request; JSON is accepted with any Content-Type (``curl -d`` sends a form type)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        media = content_type.split(";", 1)[0].strip() or "none"
+        hint = "" if media == "application/json" else f" (Content-Type: {media:.60}; send application/json)"
+        raise ApiError(400, f"the request body is not valid JSON{hint}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object like {\"input\": [...]}", code="invalid_value")
+    try:
+        return EmbeddingRequest.model_validate(data)
+    except ValidationError as exc:
+        message, param = validation_message(exc.errors())
+        raise ApiError(400, message, param=param, code="invalid_value") from None
+
+
+def texts_from_input(value: object, max_inputs: int) -> list[str]:
+    """The request's ``input`` as a list of non-empty strings, or a 400 that names the problem."""
+    if isinstance(value, str):
+        items: list[object] = [value]
+    elif isinstance(value, list):
+        items = value
+        if not items:
+            raise ApiError(
+                400, "'input' is an empty array; send at least one string", param="input", code="empty_input"
+            )
+        if len(items) > max_inputs:
+            raise ApiError(
+                400,
+                f"'input' has {len(items)} items; this server takes at most {max_inputs} per request",
+                param="input",
+                code="too_many_inputs",
+            )
+        if all(isinstance(x, int) and not isinstance(x, bool) for x in items) or any(
+            isinstance(x, list) for x in items
+        ):
+            raise ApiError(
+                400,
+                "token id arrays are not supported; send the texts as strings (LangChain's OpenAIEmbeddings: "
+                "pass check_embedding_ctx_length=False)",
+                param="input",
+                code="unsupported_input",
+            )
+    else:
+        raise ApiError(400, "'input' must be a string or an array of strings", param="input", code="invalid_type")
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ApiError(
+                400, f"input[{index}] is {_json_type(item)}, not a string", param="input", code="invalid_type"
+            )
+        if not item:
+            raise ApiError(400, f"input[{index}] is an empty string", param="input", code="empty_input")
+    try:  # refused here, before it is queued beside other requests' texts
+        check_unicode(items)  # type: ignore[arg-type]
+    except InvalidTextError as exc:
+        raise invalid_text(exc.index, exc.position) from None
+    return items  # type: ignore[return-value]
+
+
+def invalid_text(index: int, position: int) -> ApiError:
+    return ApiError(
+        400,
+        f"input[{index}] is not valid Unicode: character {position} is a lone surrogate, which has no UTF-8 "
+        "form; send the text as valid UTF-8",
+        param="input",
+        code="invalid_text",
+    )
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", dict: "an object", list: "an array"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def cap_chars(texts: list[str], max_chars: int, long_text: LongText) -> tuple[list[str], list[bool]]:
+    """Cut texts at ``max_chars`` before tokenising; with long_text='error' a longer text is a 400."""
+    capped = [len(t) > max_chars for t in texts]
+    if any(capped) and long_text is LongText.ERROR:
+        index = capped.index(True)
+        raise ApiError(
+            400,
+            f"input[{index}] has {len(texts[index])} characters; this server takes at most {max_chars}",
+            param="input",
+            code="context_length_exceeded",
+        )
+    return [t[:max_chars] if c else t for t, c in zip(texts, capped, strict=True)], capped
+
+
+def check_dimensions(dimensions: int | None, dim: int) -> None:
+    if dimensions is not None and not 1 <= dimensions <= dim:
+        raise ApiError(
+            400, f"'dimensions' must be between 1 and {dim}, got {dimensions}", param="dimensions", code="invalid_value"
+        )
+
+
+def keep_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """The first ``dimensions`` numbers of each row, re-normalised (a Matryoshka prefix)."""
+    if dimensions is None or dimensions >= vectors.shape[1]:
+        return vectors
+    vectors = vectors[:, :dimensions]
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def format_vectors(vectors: np.ndarray, encoding: str, dimensions: int | None) -> list[Any]:
+    """Rows as float lists or base64 of little-endian float32; ``dimensions`` keeps a prefix, re-normalised."""
+    vectors = np.ascontiguousarray(keep_dimensions(vectors, dimensions), dtype="<f4")
+    if encoding == "base64":
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in vectors]
+    return vectors.tolist()
+
+
+def embedded_tokens(info: list[TextInfo], room: int) -> int:
+    """Tokens the model embedded, as ``usage`` reports them: each text's own tokens after truncation
+    (at most ``room``, the model's length less its special tokens), all of a chunked text's tokens,
+    and no special tokens (OpenAI counts the input's tokens, which have none)."""
+    return sum(item.num_tokens if item.chunks > 1 else min(item.num_tokens, room) for item in info)
+

@@ -1,0 +1,145 @@
+"""Route handlers: module-level functions that read the :class:`EmbeddingService` from ``app.state``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import ClientDisconnect
+
+from sentemb.server.errors import ApiError
+from sentemb.server.inputs import (
+    cap_chars,
+    check_dimensions,
+    decode_body,
+    embedded_tokens,
+    format_vectors,
+    parse_request,
+    texts_from_input,
+)
+from sentemb.server.schemas import EmbeddingRequest, EmbeddingResponse, ErrorBody, ModelList
+from sentemb.server.service import EmbeddingService
+
+TRUNCATED_HEADER = "X-Truncated-Inputs"
+_RENDER_INLINE_ROWS = 64  # larger responses are serialised in a worker thread
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 429, 503)
+}
+_REQUEST_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": EmbeddingRequest.model_json_schema()}},
+    }
+}
+
+router = APIRouter()
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def _read(path: str, **options: Any) -> Callable[[_Handler], _Handler]:
+    """A GET route that answers HEAD too (HEAD kept out of the OpenAPI schema: one operation per route)."""
+
+    def register(handler: _Handler) -> _Handler:
+        router.add_api_route(path, handler, methods=["HEAD"], include_in_schema=False, **options)
+        return router.get(path, **options)(handler)
+
+    return register
+
+
+def service_of(request: Request) -> EmbeddingService:
+    service: EmbeddingService = request.app.state.service
+    return service
+
+
+@_read("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers. No model call."""
+    return {"status": "ok"}
+
+
+@_read("/ready", responses=_ERRORS)
+async def ready(request: Request) -> dict[str, str]:
+    """Readiness: a real forward pass; 503 while starting or draining."""
+    service = service_of(request)
+    await service.check_ready()
+    return {"status": "ready", "model": service.names[0]}
+
+
+@_read("/metrics", response_class=Response)
+async def prometheus(request: Request) -> Response:
+    return Response(service_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@_read("/v1/models", response_model=ModelList)
+async def models(request: Request) -> dict[str, Any]:
+    service = service_of(request)
+    return {"object": "list", "data": [_card(name, service.lifecycle.started) for name in service.names[:1]]}
+
+
+@_read("/v1/models/{model_id:path}", responses=_ERRORS)
+async def model(model_id: str, request: Request) -> dict[str, Any]:
+    service = service_of(request)
+    if model_id not in service.names:
+        raise _unknown_model(model_id)
+    return _card(model_id, service.lifecycle.started)
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS, openapi_extra=_REQUEST_SCHEMA)
+async def embeddings(request: Request) -> Response:
+    """OpenAI-compatible embeddings. Header X-Truncated-Inputs counts the inputs cut to fit."""
+    service = service_of(request)
+    settings = service.settings
+    try:
+        packed = await request.body()
+    except ClientDisconnect:  # gone, or cut off by the read deadline (which answered 408 itself)
+        raise ApiError(499, "the client closed the request", code="client_closed_request") from None
+    raw = decode_body(packed, request.headers.get("content-encoding", ""), settings.max_body_bytes)
+    body = parse_request(raw, request.headers.get("content-type", ""))
+    if body.model is not None and body.model not in service.names:
+        raise _unknown_model(body.model)
+    texts = texts_from_input(body.input, settings.max_inputs)
+    check_dimensions(body.dimensions, service.encoder.dim)
+    texts, capped = cap_chars(texts, settings.max_chars, service.long_text)
+    with service.metrics.in_flight.track_inprogress():
+        result = await service.encode(request, texts)
+    truncated = sum(1 for item, cut in zip(result.info, capped, strict=True) if item.truncated or cut)
+    tokens = embedded_tokens(result.info, service.content_room)
+    service.metrics.inputs.inc(len(texts))
+    service.metrics.tokens.inc(tokens)
+    service.metrics.truncated.inc(truncated)
+    headers = {TRUNCATED_HEADER: str(truncated)}
+    name = service.names[0]
+    if len(texts) <= _RENDER_INLINE_ROWS:
+        return JSONResponse(render(result.embeddings, body, tokens, name), headers=headers)
+    # thousands of float rows take a while to print: keep the event loop free meanwhile
+    payload = await asyncio.to_thread(render_bytes, result.embeddings, body, tokens, name)
+    return Response(payload, media_type="application/json", headers=headers)
+
+
+def render(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str) -> dict[str, Any]:
+    vectors = format_vectors(embeddings, body.encoding_format, body.dimensions)
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
+        "model": name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def render_bytes(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str) -> bytes:
+    return json.dumps(render(embeddings, body, tokens, name), separators=(",", ":")).encode()
+
+
+def _card(name: str, created: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "sentemb"}
+
+
+def _unknown_model(name: str) -> ApiError:
+    return ApiError(
+        404, f"the model '{name:.200}' does not exist; see GET /v1/models", param="model", code="model_not_found"
+    )

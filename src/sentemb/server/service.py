@@ -1,0 +1,197 @@
+"""The embedding service: one encoder, its micro-batcher, metrics, lifecycle and settings.
+
+It lives on ``app.state.service``; the route handlers (:mod:`sentemb.server.routes`) read it from
+there and hold no state of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from sentemb.config import LongText
+from sentemb.encoder import EncodeResult
+from sentemb.errors import InvalidTextError, TextTooLongError
+from sentemb.server.batcher import BatcherClosed, MicroBatcher, QueueFull
+from sentemb.server.errors import SERVER, ApiError, log_unexpected
+from sentemb.server.inputs import invalid_text
+from sentemb.server.metrics import Metrics
+from sentemb.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from sentemb.encoder import Encoder
+
+log = logging.getLogger("sentemb.server")
+
+# ~60 tokens of ordinary prose, timed 16 at a time at start-up
+_CALIBRATION_TEXT = (
+    "A man is playing a guitar on a street corner while people walk by. The weather is lovely today, "
+    "and the market is full of stalls selling bread, cheese and fresh fruit from the farms nearby."
+)
+
+
+class Phase(str, enum.Enum):
+    STARTING = "starting"  # the model's first forward pass has not finished
+    READY = "ready"
+    DRAINING = "draining"  # shutting down: finish what is in flight, take no new traffic
+
+
+class Lifecycle:
+    """Where the service is; the runner flips it to DRAINING on SIGTERM."""
+
+    def __init__(self) -> None:
+        self.phase = Phase.STARTING
+        self.started = int(time.time())
+
+    def drain(self) -> None:
+        self.phase = Phase.DRAINING
+
+
+def served_names(encoder: Encoder, settings: ServerSettings) -> tuple[str, ...]:
+    """Names a client may send as ``model``; the first is the one the service answers with."""
+    if settings.model_names:
+        return settings.model_names
+    model = encoder.config.model
+    short = PurePosixPath(model.replace("\\", "/").rstrip("/")).name or model
+    if Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
+        return (short,)  # a local folder: never show clients the server's file paths
+    return tuple(dict.fromkeys([model, short]))
+
+
+def special_tokens(encoder: Encoder) -> int:
+    """Special tokens the tokenizer adds to each text (CLS and SEP: 2), to count the content embedded."""
+    return int(encoder._token_spec.num_special)  # the encoder exposes no public count yet
+
+
+class EmbeddingService:
+    """Everything one running service needs; ``start``/``stop`` are the app's lifespan."""
+
+    def __init__(self, encoder: Encoder, settings: ServerSettings) -> None:
+        self.encoder = encoder
+        self.settings = settings
+        self.names = served_names(encoder, settings)
+        self.lifecycle = Lifecycle()
+        self.long_text = encoder.config.long_text
+        self.content_room = encoder.max_length - special_tokens(encoder)
+        self.metrics = Metrics(lambda: self.batcher.queued_inputs, lambda: self.batcher.tokens_per_second)
+        self.batcher = MicroBatcher(
+            lambda texts: encoder.encode_with_info(texts, show_progress=False),
+            self.estimate_tokens,
+            queue_size=settings.queue_size,
+            token_budget=settings.token_budget,
+            max_wait_s=settings.max_wait_ms / 1000,
+            concurrency=encoder.parallel,
+            on_batch=self.metrics.on_batch,
+            max_queue_seconds=settings.max_queue_seconds,
+            batch_seconds=settings.batch_seconds,
+        )
+        self._warming: asyncio.Task[None] | None = None
+
+    def estimate_tokens(self, text: str) -> int:
+        """Tokens a text will cost before it is tokenised (about 4 characters a token)."""
+        rough = len(text) // 4 + 2
+        return rough if self.long_text is LongText.CHUNK else min(rough, self.encoder.max_length)
+
+    async def start(self) -> None:
+        self.batcher.start()
+        self._warming = asyncio.create_task(self._warm_up())
+
+    async def stop(self) -> None:
+        self.lifecycle.drain()
+        if self._warming is not None:
+            await self._warming
+        await self.batcher.close()
+
+    async def _warm_up(self) -> None:
+        try:
+            await self.forward_pass("warm up")
+            await self._calibrate()
+        except Exception as exc:  # stay not-ready; the log says why (type and frames, no text)
+            log_unexpected(exc)
+            return
+        if self.lifecycle.phase is Phase.STARTING:
+            self.lifecycle.phase = Phase.READY
+            log.info("model %s is ready (dim %d, %s)", self.names[0], self.encoder.dim, self.encoder.device)
+
+    async def _calibrate(self) -> None:
+        """Time one batch of typical texts, so that admission starts from this machine's rate."""
+        texts = [_CALIBRATION_TEXT] * 16
+        started = time.perf_counter()
+        await self.batcher.run_in_model_thread(lambda: self.encoder.encode(texts, show_progress=False))
+        tokens = sum(self.estimate_tokens(text) for text in texts)
+        self.batcher.throughput.seed(tokens, time.perf_counter() - started)
+
+    async def forward_pass(self, text: str) -> None:
+        """One real forward pass in the model thread, between micro-batches."""
+        await self.batcher.run_in_model_thread(lambda: self.encoder.encode([text], show_progress=False))
+
+    async def check_ready(self) -> None:
+        """Raise a 503 unless the service is ready and the model answers in time."""
+        phase = self.lifecycle.phase
+        if phase is not Phase.READY:
+            raise ApiError(503, f"the service is {phase.value}", kind=SERVER, code="not_ready")
+        try:
+            await asyncio.wait_for(self.forward_pass("ready"), self.settings.ready_timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(503, "the model did not answer in time", kind=SERVER, code="not_ready") from None
+        except Exception as exc:  # a model that cannot run is not ready, not a 500
+            log_unexpected(exc)
+            raise ApiError(503, "the model failed its forward pass", kind=SERVER, code="not_ready") from None
+
+    async def encode(self, request: Request, texts: list[str]) -> EncodeResult:
+        """Queue ``texts``; if the client goes away first, drop them from the queue."""
+        future = self._submit(texts)
+        watcher = asyncio.ensure_future(_until_disconnected(request))
+        try:
+            await asyncio.wait((future, watcher), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        finally:
+            watcher.cancel()
+        if not future.done():  # nobody will read the answer (499 is nginx's name for this)
+            future.cancel()
+            self.metrics.rejected.labels("client_gone").inc()
+            raise ApiError(499, "the client closed the request", code="client_closed_request")
+        try:
+            return future.result()
+        except InvalidTextError as exc:
+            raise invalid_text(exc.index, exc.position) from None
+        except TextTooLongError as exc:
+            raise ApiError(
+                400,
+                f"input[{exc.index}] has {exc.num_tokens} tokens, more than this model takes "
+                f"({self.encoder.max_length}); the server's long-text policy is 'error'",
+                param="input",
+                code="context_length_exceeded",
+            ) from None
+
+    def _submit(self, texts: list[str]) -> asyncio.Future[EncodeResult]:
+        try:
+            return self.batcher.submit(texts)
+        except QueueFull as exc:
+            self.metrics.rejected.labels(exc.reason).inc()
+            raise ApiError(
+                429,
+                f"the server is busy: {exc}; retry in {exc.retry_after}s",
+                kind="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from None
+        except BatcherClosed:
+            self.metrics.rejected.labels("shutting_down").inc()
+            raise ApiError(503, "the server is shutting down", kind=SERVER, code="shutting_down") from None
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Returns when the client has gone away (the body is read by then, so only a disconnect arrives)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
