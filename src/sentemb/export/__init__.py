@@ -35,8 +35,10 @@ from sentemb.export.recipe import (
     Recipe,
     recipe_for,
 )
+from sentemb.models.resolve import CACHE_ENV
 
 __all__ = [
+    "CACHE_ENV",
     "CALIBRATION_FILE",
     "EXPORTABLE",
     "MANIFEST_FILE",

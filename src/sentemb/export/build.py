@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sentemb.errors import ConfigError
 from sentemb.export.manifest import TOKENIZER_FILE, Exported, write_manifest
-from sentemb.export.recipe import MODEL_FILES, Recipe
+from sentemb.export.recipe import BUILDER, MODEL_FILES, Recipe
 
 if TYPE_CHECKING:
     from sentemb.models import ModelSpec
@@ -19,6 +20,8 @@ def build_export(spec: ModelSpec, recipe: Recipe, out: Path, *, trust_remote_cod
     from sentemb.export.torch_onnx import export_torch
     from sentemb.tokenize import load_hf_tokenizer
 
+    if recipe.builder != BUILDER:
+        raise ConfigError(f"no builder for recipes of {recipe.builder!r}; this sentemb builds with {BUILDER!r}")
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_hf_tokenizer(str(spec.transformer_dir), trust_remote_code)
     (out / TOKENIZER_FILE).write_text(loaded.tokenizer.to_str(), encoding="utf-8")

@@ -48,6 +48,8 @@ PACKED_TYPES = ("bert", "roberta")
 # weights, uint8 activations measured per batch); NNCF's static quantisation on OpenVINO (ranges
 # calibrated once, mixed preset, no smooth-quant).
 QUANTIZATION = {"onnx": "dynamic-qint8-per-channel", "openvino": "static-nncf-mixed"}
+# What writes the graph (a torch-free builder for the BERT family would be another value).
+BUILDER = "torch.onnx"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +64,7 @@ class Recipe:
     fusion: str | None = None  # ORT optimizer model type applied to the fp32 ONNX graph
     quantization: str | None = None  # one of QUANTIZATION's values for int8
     calibration: str | None = None  # sha256 of the calibration texts (static int8)
-    builder: str = "torch.onnx"  # what writes the graph
+    builder: str = BUILDER  # what writes the graph
     opset: int = OPSET
     versions: tuple[tuple[str, str], ...] = field(default=())
     schema: int = SCHEMA
