@@ -111,7 +111,7 @@ def test_scopes_that_overlap_restore_the_state_once_the_last_leaves():
     second.__exit__(None, None, None)
     assert "SENTEMB_TEST_VAR" not in os.environ
 
-    filters = list(warnings.filters)
+    filters, nncf_filters = list(warnings.filters), list(logging.getLogger("nncf").filters)
     first, second = scoped.quiet(), scoped.quiet("nncf")
     first.__enter__()
     second.__enter__()
@@ -119,6 +119,7 @@ def test_scopes_that_overlap_restore_the_state_once_the_last_leaves():
     assert warnings.filters[0][0] == "ignore"
     second.__exit__(None, None, None)
     assert list(warnings.filters) == filters
+    assert logging.getLogger("nncf").filters == nncf_filters
     assert not any(isinstance(f, logging.Filter) and f.name == "sentemb-quiet" for f in logging.root.filters)
 
 

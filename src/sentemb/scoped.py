@@ -53,38 +53,48 @@ class _Shared:
 class _QuietThreads(logging.Filter):
     """Drops records under ERROR that threads inside :func:`quiet` emit; others pass untouched."""
 
+    def __init__(self) -> None:
+        super().__init__("sentemb-quiet")
+        self.targets: list[logging.Filterer] = []
+
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR or record.thread not in _quiet.threads
 
+    def cover(self, targets: list[logging.Filterer]) -> None:
+        for target in targets:
+            if target not in self.targets:
+                target.addFilter(self)
+                self.targets.append(target)
 
-def _quiet_apply(loggers: tuple[str, ...]) -> Callable[[], None]:
-    """Filter where records pass: the root logger (direct ``logging.warning`` calls), the handlers
-    records propagate to (or Python's last-resort handler), and ``loggers`` with their own handlers;
-    and ignore warnings (Python keeps one filter list per process)."""
+    def uncover(self) -> None:
+        for target in self.targets:
+            target.removeFilter(self)
+        self.targets = []
+
+
+_log_filter = _QuietThreads()
+
+
+def _quiet_apply() -> Callable[[], None]:
+    """Filter where records pass: the root logger (direct ``logging.warning`` calls) and the handlers
+    records propagate to (or Python's last-resort handler); ignore warnings (Python keeps one filter
+    list per process)."""
     targets: list[logging.Filterer] = [logging.root, *logging.root.handlers]
     if logging.lastResort is not None:
         targets.append(logging.lastResort)
-    for name in loggers:
-        named = logging.getLogger(name)
-        targets += [named, *named.handlers]
-    targets = list(dict.fromkeys(targets))
-    log_filter = _QuietThreads("sentemb-quiet")
-    for target in targets:
-        target.addFilter(log_filter)
+    _log_filter.cover(targets)
     caught = warnings.catch_warnings()
     caught.__enter__()
     warnings.simplefilter("ignore")
 
     def undo() -> None:
         caught.__exit__(None, None, None)
-        for target in targets:
-            target.removeFilter(log_filter)
+        _log_filter.uncover()
 
     return undo
 
 
-_quiet_loggers: tuple[str, ...] = ()
-_quiet = _Shared(lambda: _quiet_apply(_quiet_loggers))
+_quiet = _Shared(_quiet_apply)
 
 
 @contextlib.contextmanager
@@ -94,10 +104,11 @@ def quiet(*loggers: str) -> Iterator[None]:
     ``loggers`` names loggers that do not propagate to the root (nncf keeps its own stdout handler).
     Records of other threads, errors, and the logging configuration itself are left alone.
     """
-    global _quiet_loggers  # noqa: PLW0603 - read by the first caller in, under _Shared's lock
-    with _lock:
-        _quiet_loggers = tuple(sorted({*_quiet_loggers, *loggers})) if _quiet.threads else loggers
     with _quiet.scope():
+        with _lock:
+            for name in loggers:
+                named = logging.getLogger(name)
+                _log_filter.cover([named, *named.handlers])
         yield
 
 
