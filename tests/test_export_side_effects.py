@@ -61,15 +61,17 @@ def test_torch_load_leaves_the_process_as_it_was(tiny_dirs, hub_bars_off):
 
 
 @pytest.mark.parametrize(("runtime", "precision"), [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "int8")])
-def test_an_export_leaves_the_process_as_it_was(tiny_dirs, tmp_path, monkeypatch, runtime, precision):
+def test_an_export_leaves_the_process_as_it_was(tiny_dirs, tmp_path, monkeypatch, capfd, runtime, precision):
     for module in ("openvino", "nncf") if runtime == "openvino" else ("onnxruntime",):
         pytest.importorskip(module)  # imported first: nncf configures its own logger when imported
     monkeypatch.delenv("NNCF_CI", raising=False)
     monkeypatch.setenv("SENTEMB_CACHE", str(tmp_path))
     spec = read_model_folder(tiny_dirs["roberta"])
     before = _process_state()
+    capfd.readouterr()
     ensure_export(spec, Precision(precision), runtime=runtime)
     assert _process_state() == before
+    assert capfd.readouterr().out == ""  # stdout may carry vectors (`sentemb encode -o -`): no bars, no logs
     assert "NNCF_CI" not in os.environ
 
 
