@@ -1,8 +1,6 @@
-"""The ONNX backend: parity with torch on every backbone, the export cache, int8 quality, 'auto'."""
+"""The ONNX backend: parity with torch on every backbone, int8 quality, 'auto' (the export cache: test_export_*)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -10,8 +8,8 @@ import pytest
 import sentemb
 from sentemb import export
 from sentemb.backends import auto_choice
-from sentemb.config import EncoderConfig, Precision
-from tiny_models import BACKBONES, build_tiny_model
+from sentemb.config import EncoderConfig
+from tiny_models import BACKBONES
 from tiny_models import PARITY_TEXTS as TEXTS
 
 pytest.importorskip("onnxruntime")
@@ -30,66 +28,6 @@ def test_onnx_fp32_matches_torch_on_every_backbone(onnx_cache, tiny_dirs, model_
     # One text at a time (batch 1, other sequence lengths): the axes are dynamic, the order kept.
     singles = np.vstack([ours.encode(text) for text in TEXTS[:3]])
     assert np.abs(singles - reference[:3]).max() <= 1e-5
-
-
-def test_export_is_cached_and_reused(onnx_cache, tiny_dirs, monkeypatch):
-    folder = tiny_dirs["bert"]
-    first = sentemb.load(folder, backend="onnx", device="cpu").encode(TEXTS)
-
-    def no_export(*args, **kwargs):
-        raise AssertionError("exported again although the cache holds this export")
-
-    monkeypatch.setattr(export, "build_export", no_export)
-    again = sentemb.load(folder, backend="onnx", device="cpu")
-    assert again._backend.tokenizer is not None  # from the tokenizer.json cached beside the graph
-    np.testing.assert_array_equal(again.encode(TEXTS), first)
-    entries = [p for p in (onnx_cache / "onnx").iterdir() if p.name.startswith("bert-fp32-")]
-    assert entries
-    manifest = json.loads((entries[0] / export.MANIFEST_FILE).read_text())
-    assert set(manifest["sha256"]) == {export.MODEL_FILES["onnx"][0], export.TOKENIZER_FILE}
-    assert manifest["inputs"]["versions"]["onnxruntime"] != "absent"
-
-
-def test_cache_key_follows_weights_and_options(tiny_dirs, tmp_path):
-    spec = sentemb.load(tiny_dirs["bert"], device="cpu").spec
-    fp32 = export.cache_key(export.key_inputs(spec, Precision.FP32))
-    int8 = export.cache_key(export.key_inputs(spec, Precision.INT8))
-    assert fp32 != int8
-    other = build_tiny_model("bert", tmp_path, normalize=True, seed=1)  # same files but the weights
-    other_spec = sentemb.load(other, device="cpu").spec
-    assert export.cache_key(export.key_inputs(other_spec, Precision.FP32)) != fp32
-
-
-def test_damaged_cached_file_is_detected_and_rebuilt(tiny_dirs, tmp_path, monkeypatch):
-    monkeypatch.setenv(export.CACHE_ENV, str(tmp_path / "cache"))
-    folder = tiny_dirs["distilbert"]
-    before = sentemb.load(folder, backend="onnx", device="cpu").encode(TEXTS)
-    (entry,) = (tmp_path / "cache" / "onnx").iterdir()
-    model = entry / export.MODEL_FILES["onnx"][0]
-    data = bytearray(model.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # one flipped byte somewhere in the weights
-    model.write_bytes(bytes(data))
-    assert export.check_export(entry) is None
-
-    calls = []
-    real = export.build_export
-    monkeypatch.setattr(export, "build_export", lambda *a, **k: calls.append(1) or real(*a, **k))
-    after = sentemb.load(folder, backend="onnx", device="cpu").encode(TEXTS)
-    assert calls == [1]
-    assert export.check_export(entry) is not None
-    np.testing.assert_allclose(after, before, atol=1e-6)
-
-    (entry / export.MANIFEST_FILE).write_text("{not json")  # a torn manifest counts as damaged too
-    sentemb.load(folder, backend="onnx", device="cpu")
-    assert calls == [1, 1]
-
-
-def test_unwritable_cache_says_what_to_do(tiny_dirs, tmp_path, monkeypatch):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    monkeypatch.setenv(export.CACHE_ENV, str(blocker))
-    with pytest.raises(sentemb.BackendError, match="SENTEMB_CACHE"):
-        sentemb.load(tiny_dirs["bert"], backend="onnx", device="cpu")
 
 
 def test_int8_on_a_tiny_model_keeps_shape_and_direction(onnx_cache, tiny_dirs):

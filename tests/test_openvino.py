@@ -1,8 +1,6 @@
-"""The OpenVINO backend: parity with torch on every backbone, bf16 and int8 quality, its export cache."""
+"""The OpenVINO backend: parity with torch on every backbone, bf16, int8 quality (export cache: test_export_*)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -39,7 +37,7 @@ def test_bert_family_runs_a_packed_graph(onnx_cache, tiny_dirs, model_type):
     """BERT's layers run on the real tokens only (NonZero/Gather around attention); others as exported."""
     encoder = sentemb.load(tiny_dirs[model_type], backend="openvino", device="cpu")
     packed = model_type in export.PACKED_TYPES
-    assert (export.key_inputs(encoder.spec, Precision.FP32, "openvino").get("graph") == "packed") is packed
+    assert (export.recipe_for(encoder.spec, Precision.FP32, "openvino").graph == "packed") is packed
     (xml,) = (p for p in (onnx_cache / "openvino").glob(f"{model_type}-fp32-*/model.xml"))
     assert ('type="NonZero"' in xml.read_text()) is packed
     # A row padded to 64 tokens next to a short one gives the vectors each gets alone.
@@ -47,37 +45,6 @@ def test_bert_family_runs_a_packed_graph(onnx_cache, tiny_dirs, model_type):
     together = encoder.encode(texts)
     alone = np.vstack([encoder.encode(t) for t in texts])
     assert np.abs(together - alone).max() <= 1e-5
-
-
-def test_openvino_export_is_cached_checked_and_rebuilt(tiny_dirs, tmp_path, monkeypatch):
-    monkeypatch.setenv(export.CACHE_ENV, str(tmp_path / "cache"))
-    folder = tiny_dirs["bert"]
-    before = sentemb.load(folder, backend="openvino", device="cpu").encode(TEXTS)
-    (entry,) = (tmp_path / "cache" / "openvino").iterdir()
-    manifest = json.loads((entry / export.MANIFEST_FILE).read_text())
-    assert set(manifest["sha256"]) == {"model.xml", "model.bin", export.TOKENIZER_FILE}
-    assert manifest["runtime"] == "openvino" and manifest["inputs"]["versions"]["openvino"] != "absent"
-
-    calls = []
-    real = export.build_export
-    monkeypatch.setattr(export, "build_export", lambda *a, **k: calls.append(1) or real(*a, **k))
-    sentemb.load(folder, backend="openvino", precision="bf16" if _native_bf16() else "fp32", device="cpu")
-    assert calls == []  # bf16 compiles the cached fp32 IR: no new export
-    weights = entry / "model.bin"
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    weights.write_bytes(bytes(data))
-    after = sentemb.load(folder, backend="openvino", device="cpu").encode(TEXTS)
-    assert calls == [1]
-    np.testing.assert_allclose(after, before, atol=1e-6)
-
-
-def test_int8_key_follows_the_calibration_texts(tiny_dirs):
-    spec = sentemb.load(tiny_dirs["bert"], device="cpu").spec
-    int8 = export.key_inputs(spec, Precision.INT8, "openvino")
-    assert int8["calibration"] == export.sha256_file(export.CALIBRATION_FILE)
-    assert "calibration" not in export.key_inputs(spec, Precision.FP32, "openvino")
-    assert export.cache_key(int8) != export.cache_key(export.key_inputs(spec, Precision.INT8))  # onnx int8
 
 
 def test_openvino_refuses_cuda_and_fp16(tiny_dirs):

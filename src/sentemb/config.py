@@ -77,6 +77,10 @@ class EncoderConfig:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     cache_dir: str | None = None
+    export_dir: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Folder of the ONNX/OpenVINO export cache (default: $SENTEMB_CACHE, else ~/.cache/sentemb)."},
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

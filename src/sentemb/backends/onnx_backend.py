@@ -83,5 +83,7 @@ def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:
     device = cuda_fallback(config.device, has_cuda)
     if precision is Precision.INT8 and device.startswith("cuda"):
         raise ConfigError("int8 runs on the CPU (ONNX Runtime's int8 kernels); pass device='cpu'")
-    exported = ensure_export(spec, precision, trust_remote_code=config.trust_remote_code)
+    exported = ensure_export(
+        spec, precision, export_dir=config.export_dir, trust_remote_code=config.trust_remote_code
+    )
     return OnnxBackend(exported, device, exported.load_tokenizer())

@@ -78,5 +78,7 @@ def create_openvino_backend(spec: ModelSpec, config: EncoderConfig) -> OpenVinoB
     if config.precision is Precision.FP16:
         raise ConfigError("fp16 is for CUDA; on the CPU use precision='bf16', 'fp32' or 'int8'")
     ir = Precision.INT8 if config.precision is Precision.INT8 else Precision.FP32  # bf16 compiles the fp32 IR
-    exported = ensure_export(spec, ir, runtime="openvino", trust_remote_code=config.trust_remote_code)
+    exported = ensure_export(
+        spec, ir, runtime="openvino", export_dir=config.export_dir, trust_remote_code=config.trust_remote_code
+    )
     return OpenVinoBackend(exported, config.precision, exported.load_tokenizer())

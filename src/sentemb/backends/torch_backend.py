@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from transformers import AutoModel
-from transformers.utils import logging as hf_logging
 
 from sentemb.backends import cuda_fallback
 from sentemb.config import Pooling, Precision
 from sentemb.errors import ConfigError
+from sentemb.scoped import no_progress_bars
 
 if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
@@ -41,17 +41,12 @@ class TorchBackend:
             raise ConfigError("int8 runs on the CPU backends: pass backend='openvino' or 'onnx' (or 'auto')")
         if precision is Precision.FP16 and not self.device.startswith("cuda"):
             raise ConfigError("fp16 is for CUDA; on the CPU use precision='bf16' or 'fp32'")
-        bar_was_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a library should not draw bars for a 0.1 s weight load
-        try:
+        with no_progress_bars():  # a library should not draw bars for a 0.1 s weight load
             model = AutoModel.from_pretrained(
                 spec.transformer_dir,
                 trust_remote_code=config.trust_remote_code,
                 use_safetensors=not spec.pickle_weights,
             )
-        finally:
-            if bar_was_on:
-                hf_logging.enable_progress_bar()
         if getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()
         self.model = model.to(device=self.device, dtype=_DTYPES[precision]).eval()

@@ -1,0 +1,83 @@
+"""sentemb.export.packed: the packed BERT graph equals the model, and refuses to export when it does not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sentemb
+from sentemb.config import Precision
+from sentemb.export import packed, recipe_for, torch_onnx
+from sentemb.models import read_model_folder
+
+
+def _model(tiny_dirs, model_type):
+    spec = read_model_folder(tiny_dirs[model_type])
+    model = torch_onnx.load_model(spec, trust_remote_code=False)
+    return spec, model, torch_onnx.input_names(model, uses_type_ids=model_type == "bert")
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_packed_equals_the_model_on_padded_rows(tiny_dirs, model_type):
+    _, model, names = _model(tiny_dirs, model_type)
+    module = packed.packed_bert(model, names)
+    inputs = packed.parity_inputs(int(model.config.vocab_size), names)
+    mask = inputs[1]
+    with torch.no_grad():
+        expected = model(**dict(zip(names, inputs, strict=True))).last_hidden_state * mask[:, :, None]
+        got = module(*inputs)
+    assert mask.sum(dim=1).tolist() == [11, 6, 1]  # rows of different lengths, padded
+    assert float((got - expected).abs().max()) <= 1e-5
+
+
+class _Renamed(torch.nn.Module):
+    """What a transformers release that renamed BertSelfAttention's children would look like."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.renamed = inner
+
+    def forward(self, *args, **kwargs):
+        return self.renamed(*args, **kwargs)
+
+
+def _rename_attention(model):
+    for layer in model.encoder.layer:
+        layer.attention.self = _Renamed(layer.attention.self)
+    return model
+
+
+def _change_output(model):
+    """A release whose BertOutput computes something the packed graph does not know about."""
+    for layer in model.encoder.layer:
+        original = layer.output.forward
+        layer.output.forward = lambda hidden, residual, original=original: original(hidden, residual) * 1.5
+    return model
+
+
+def test_a_renamed_attribute_is_refused(tiny_dirs):
+    _, model, names = _model(tiny_dirs, "bert")
+    model = _rename_attention(model)
+    with torch.no_grad():  # the model itself still runs
+        model(input_ids=torch.ones((1, 4), dtype=torch.int64))
+    with pytest.raises(sentemb.BackendError, match=r"no longer has .*query.*backend='onnx'"):
+        packed.packed_bert(model, names)
+
+
+def test_a_changed_computation_is_refused(tiny_dirs):
+    _, model, names = _model(tiny_dirs, "bert")
+    with pytest.raises(sentemb.BackendError, match=r"differs from the model's own by .* \(> 0.0001\)"):
+        packed.packed_bert(_change_output(model), names)
+
+
+@pytest.mark.parametrize("change", [_rename_attention, _change_output])
+def test_the_export_is_refused_and_nothing_is_cached(tiny_dirs, tmp_path, monkeypatch, change):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("SENTEMB_CACHE", str(tmp_path))
+    real = torch_onnx.load_model
+    monkeypatch.setattr(torch_onnx, "load_model", lambda *args: change(real(*args)))
+    spec = read_model_folder(tiny_dirs["bert"])
+    assert recipe_for(spec, Precision.FP32, "openvino").graph == "packed"
+    with pytest.raises(sentemb.BackendError, match="packed graph"):
+        sentemb.load(tiny_dirs["bert"], backend="openvino", device="cpu")
+    assert [p.name for p in (tmp_path / "openvino").iterdir() if not p.name.endswith(".lock")] == []
