@@ -1,0 +1,128 @@
+"""Where an index keeps its codes: a flat array searched exhaustively, or a usearch HNSW graph.
+
+Both answer the same four questions (add rows, search codes, get the codes of rows, how many bytes),
+so :class:`sentemb.Index` never asks which one it holds. Rows are numbered 0..n-1 in insertion order;
+the caller maps rows to ids. Distances are usearch's: ``1 - cos`` for float32/int8, bit differences
+(Hamming) for binary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from sentemb.errors import require
+
+USEARCH_DTYPES = {"float32": "f32", "int8": "i8", "binary": "b1"}
+
+
+def _usearch() -> Any:
+    return require("usearch.index", "index", "sentemb.Index")
+
+
+def metric_of(output: str) -> str:
+    return "hamming" if output == "binary" else "cos"
+
+
+class Store(Protocol):
+    def add(self, codes: np.ndarray) -> None: ...
+
+    def search(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, distances, valid) of shape (len(queries), count); invalid slots are padding."""
+
+    def get(self, rows: np.ndarray) -> np.ndarray: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def save(self, folder: Path) -> list[str]:
+        """Write the store's files into ``folder``; returns their names."""
+
+
+class FlatStore:
+    """Codes in one array; exact search with usearch's SIMD kernels (no graph: smallest, exact)."""
+
+    FILE = "vectors.npy"
+
+    def __init__(self, codes: np.ndarray, output: str) -> None:
+        self.codes = codes
+        self.output = output
+
+    def add(self, codes: np.ndarray) -> None:
+        self.codes = np.concatenate([self.codes, codes]) if len(self.codes) else np.array(codes)
+
+    def search(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        usearch = _usearch()
+        matches = usearch.search(np.ascontiguousarray(self.codes), queries, count, metric_of(self.output), exact=True)
+        return _matches(matches, len(queries), count)
+
+    def get(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.codes[rows])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes)
+
+    def save(self, folder: Path) -> list[str]:
+        np.save(folder / self.FILE, np.ascontiguousarray(self.codes), allow_pickle=False)
+        return [self.FILE]
+
+    @classmethod
+    def load(cls, folder: Path, output: str, mmap: bool) -> FlatStore:
+        return cls(np.load(folder / cls.FILE, mmap_mode="r" if mmap else None, allow_pickle=False), output)
+
+
+class GraphStore:
+    """An HNSW graph (usearch) over the codes: sub-linear search, about 2 x connectivity x 4 bytes a row more."""
+
+    FILE = "graph.usearch"
+
+    def __init__(self, graph: Any, output: str) -> None:
+        self.graph = graph
+        self.output = output
+
+    @classmethod
+    def create(
+        cls, output: str, width: int, *, connectivity: int, expansion_add: int, expansion_search: int
+    ) -> GraphStore:
+        ndim = width * 8 if output == "binary" else width
+        graph = _usearch().Index(
+            ndim=ndim, metric=metric_of(output), dtype=USEARCH_DTYPES[output], connectivity=connectivity,
+            expansion_add=expansion_add, expansion_search=expansion_search,
+        )  # fmt: skip
+        return cls(graph, output)
+
+    def add(self, codes: np.ndarray) -> None:
+        start = len(self.graph)
+        self.graph.add(np.arange(start, start + len(codes), dtype=np.uint64), np.ascontiguousarray(codes))
+
+    def search(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _matches(self.graph.search(queries, count), len(queries), count)
+
+    def get(self, rows: np.ndarray) -> np.ndarray:
+        flat = np.stack(self.graph.get(rows.reshape(-1).astype(np.uint64)))
+        return flat.reshape(*rows.shape, -1)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.graph.serialized_length)
+
+    def save(self, folder: Path) -> list[str]:
+        self.graph.save(str(folder / self.FILE))
+        return [self.FILE]
+
+    @classmethod
+    def load(cls, folder: Path, output: str, mmap: bool) -> GraphStore:
+        del mmap  # the graph is searched in RAM (a viewed graph cannot take add())
+        graph = _usearch().Index.restore(str(folder / cls.FILE), view=False)
+        return cls(graph, output)
+
+
+def _matches(matches: Any, queries: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = np.asarray(matches.keys, dtype=np.int64).reshape(queries, -1)
+    distances = np.asarray(matches.distances, dtype=np.float64).reshape(queries, -1)
+    counts = np.asarray(getattr(matches, "counts", rows.shape[1])).reshape(-1, 1)
+    valid = np.arange(rows.shape[1]) < counts
+    return rows, distances, valid
