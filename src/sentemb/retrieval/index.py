@@ -267,7 +267,7 @@ class Index:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = True, verify: bool = True) -> Index:
-        """Read an index folder; ``verify`` checks each file's sha256, ``mmap`` maps flat codes and the rescoring copy."""
+        """Read an index folder; ``verify`` checks each file's sha256, ``mmap`` maps flat codes and rescoring copy."""
         from sentemb.retrieval.indexfile import load_index
 
         return load_index(cls, path, mmap=mmap, verify=verify)
