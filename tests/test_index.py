@@ -123,7 +123,7 @@ def test_string_and_integer_ids_are_carried(tmp_path):
 def test_queries_from_another_model_are_refused():
     index = sentemb.Index.build(CORPUS, model=MODEL, exact=True)
     assert index.search(QUERIES[:1], 1, model=MODEL)
-    with pytest.raises(ModelMismatchError, match="org/model-a.*org/model-b.*sha256"):
+    with pytest.raises(ModelMismatchError, match=r"org/model-a.*org/model-b.*sha256"):
         index.search(QUERIES[:1], 1, model=OTHER)
     with pytest.raises(ModelMismatchError):
         index.add(QUERIES[:1], model=OTHER)

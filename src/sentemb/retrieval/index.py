@@ -198,7 +198,9 @@ class Index:
         output = self.options.output
         if output == "binary":
             return quantize(floats, "ubinary")
-        return quantize(floats, output, ranges=self.ranges) if output == "int8" else floats
+        if output == "int8":
+            return quantize(floats, output, ranges=self.ranges)
+        return floats / np.maximum(np.linalg.norm(floats, axis=1, keepdims=True), 1e-12)  # cosine = inner product
 
     def search(
         self, queries: Any, k: int = 10, *, model: Any = None, rescore_multiplier: int | None = None

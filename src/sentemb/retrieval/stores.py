@@ -2,7 +2,7 @@
 
 Both answer the same four questions (add rows, search codes, get the codes of rows, how many bytes),
 so :class:`sentemb.Index` never asks which one it holds. Rows are numbered 0..n-1 in insertion order;
-the caller maps rows to ids. Distances are usearch's: ``1 - cos`` for float32/int8, bit differences
+the caller maps rows to ids. Distances are usearch's: ``1 - dot`` of unit float32 rows, ``1 - cos`` for int8, bit differences
 (Hamming) for binary.
 """
 
@@ -23,7 +23,8 @@ def _usearch() -> Any:
 
 
 def metric_of(output: str) -> str:
-    return "hamming" if output == "binary" else "cos"
+    """float32 rows are stored unit length, so inner product is cosine (and 2-3x faster than usearch's cos)."""
+    return {"float32": "ip", "int8": "cos", "binary": "hamming"}[output]
 
 
 class Store(Protocol):
