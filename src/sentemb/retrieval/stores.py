@@ -2,8 +2,8 @@
 
 Both answer the same four questions (add rows, search codes, get the codes of rows, how many bytes),
 so :class:`sentemb.Index` never asks which one it holds. Rows are numbered 0..n-1 in insertion order;
-the caller maps rows to ids. Distances are usearch's: ``1 - dot`` of unit float32 rows, ``1 - cos`` for int8, bit differences
-(Hamming) for binary.
+the caller maps rows to ids. Distances are usearch's: ``1 - dot`` of unit float32 rows, ``1 - cos`` for int8,
+bit differences (Hamming) for binary.
 """
 
 from __future__ import annotations
