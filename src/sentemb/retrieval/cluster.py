@@ -4,7 +4,8 @@
 ``min_community_size``-th most similar row (itself included) is at cosine >= ``threshold`` is a
 centre; its community is every row at or above the threshold, most similar first. Communities are
 taken largest first (ties: lower centre first), dropping rows already taken, and kept if still at
-least ``min_community_size`` large; the centre comes first in each. Rows in no community get -1.
+least ``min_community_size`` large; the kept ones are sorted by their final size (stable), the
+centre first in each. Rows in no community get -1.
 ``kmeans`` and ``hdbscan`` use scikit-learn (``pip install 'sentemb[cluster]'``) on unit vectors.
 """
 
@@ -70,7 +71,7 @@ def community_detection(
             community = [centre, *free[free != centre].tolist()]
             communities.append(community)
             used[community] = True
-    return communities
+    return sorted(communities, key=len, reverse=True)  # stable: equal sizes keep the order they were taken
 
 
 def labels_from_communities(communities: list[list[int]], n: int) -> np.ndarray:
