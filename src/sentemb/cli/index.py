@@ -41,11 +41,11 @@ def index_group() -> None:
 @click.option("--output-type", "output_type", type=click.Choice(["float32", "int8", "binary"]), default="float32",
               show_default=True, help="Stored vector type (output quantisation, not compute precision).")
 @click.option("--exact", is_flag=True, help="No graph: scan every code (smallest; exact for float32).")
-@click.option("--rescore", type=click.Choice(["codes", "int8", "float", "none"]), default="codes", show_default=True,
+@click.option("--rescore", type=click.Choice(["codes", "int8", "float", "none"]), default=None,
               help="Rescore quantised candidates with the float query against: the codes, or an int8/float32 "
-                   "memory-mapped copy (binary only), or not at all.")
-@click.option("--rescore-multiplier", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Candidates per hit before rescoring.")
+                   "memory-mapped copy (binary only), or not at all [default: int8 for binary, else codes].")
+@click.option("--rescore-multiplier", type=click.IntRange(min=1), default=None,
+              help="Candidates per hit before rescoring [default: 10 for binary, 4 for int8].")
 @click.option("--connectivity", type=click.IntRange(min=2), default=16, show_default=True, help="HNSW links per node.")
 @click.option("--field", "--column", "field", default="text", show_default=True, help="Text field (text inputs).")
 @click.option("--id-field", default=None, help="Field or column carried as the id (text inputs).")
@@ -55,7 +55,7 @@ def index_group() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr.")
 @encoder_options
 def build(
-    *, vectors: str, output_path: str, output_type: str, exact: bool, rescore: str, rescore_multiplier: int,
+    *, vectors: str, output_path: str, output_type: str, exact: bool, rescore: str | None, rescore_multiplier: int | None,
     connectivity: int, field: str, id_field: str | None, errors: str, force: bool, progress: bool | None,
     quiet: bool, **encoder_params: Any,
 ) -> None:  # fmt: skip
@@ -68,7 +68,7 @@ def build(
 
 
 def _build(
-    *, vectors: str, output_path: str, output_type: str, exact: bool, rescore: str, rescore_multiplier: int,
+    *, vectors: str, output_path: str, output_type: str, exact: bool, rescore: str | None, rescore_multiplier: int | None,
     connectivity: int, field: str, id_field: str | None, errors: str, force: bool, show: bool, quiet: bool,
     encoder_params: dict[str, Any],
 ) -> None:  # fmt: skip
