@@ -56,8 +56,8 @@ def index_group() -> None:
 @encoder_options
 def build(
     *, vectors: str, output_path: str, output_type: str, exact: bool, rescore: str | None,
-    rescore_multiplier: int | None, connectivity: int, field: str, id_field: str | None, errors: str, force: bool, progress: bool | None,
-    quiet: bool, **encoder_params: Any,
+    rescore_multiplier: int | None, connectivity: int, field: str, id_field: str | None, errors: str, force: bool,
+    progress: bool | None, quiet: bool, **encoder_params: Any,
 ) -> None:  # fmt: skip
     """Build an index from VECTORS and write it to INDEX (a folder)."""
     with retrieval_errors():
@@ -69,8 +69,8 @@ def build(
 
 def _build(
     *, vectors: str, output_path: str, output_type: str, exact: bool, rescore: str | None,
-    rescore_multiplier: int | None, connectivity: int, field: str, id_field: str | None, errors: str, force: bool, show: bool, quiet: bool,
-    encoder_params: dict[str, Any],
+    rescore_multiplier: int | None, connectivity: int, field: str, id_field: str | None, errors: str, force: bool,
+    show: bool, quiet: bool, encoder_params: dict[str, Any],
 ) -> None:  # fmt: skip
     from pathlib import Path
 
