@@ -23,7 +23,8 @@ def main() -> None:
     different = [(a, b) for a, b, score in pairs if score <= 2.0]
     print(f"{len(sentences):,} unique sentences; {len(gold):,} gold-5.0 pairs, "
           f"{len(different):,} pairs scored <= 2")
-    print(f"{'threshold':>9} {'method':>6} {'gold found':>12} {'false merges':>13} {'groups>1':>9} {'dupes':>7} {'s':>6}")
+    header = ("threshold", "method", "gold found", "false merges", "groups>1", "dupes", "s")
+    print("{:>9} {:>6} {:>12} {:>13} {:>9} {:>7} {:>6}".format(*header))
     for threshold in (0.8, 0.85, 0.9, 0.95):
         for method in ("exact", "index"):
             found, seconds = timed(find_duplicates, vectors, threshold, method=method)
@@ -32,7 +33,8 @@ def main() -> None:
             wrong = sum(group[a] == group[b] for a, b in different)
             multi = int((np.bincount(group) > 1).sum())
             print(f"{threshold:9.2f} {method:>6} {hit:5,} ({hit / len(gold):4.0%}) "
-                  f"{wrong:6,} ({wrong / len(different):4.1%}) {multi:9,} {int(found.is_duplicate.sum()):7,} {seconds:6.1f}")
+                  f"{wrong:6,} ({wrong / len(different):4.1%}) {multi:9,} {int(found.is_duplicate.sum()):7,} "
+                  f"{seconds:6.1f}")
 
 
 if __name__ == "__main__":
