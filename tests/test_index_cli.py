@@ -116,3 +116,22 @@ def test_bad_input_is_one_clear_line(tmp_path, default_encoder, case, code, need
         args[2] = str(tmp_path)
     result = invoke(*args, code=code)
     assert needle in result.stderr
+
+
+@pytest.mark.parametrize("command", [["index", "build"], ["dedup"], ["cluster"]], ids=" ".join)
+def test_help_shows_examples_and_exit_codes(command):
+    out = invoke(*command, "--help").stdout
+    assert "Examples:" in out and f"sentemb {' '.join(command)}" in out and "Exit codes" in out
+
+
+def test_top_level_help_lists_the_new_commands_without_importing_them():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom sentemb.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', sorted(m for m in sys.modules"
+            " if m.startswith(('sentemb.retrieval', 'usearch', 'sklearn'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "LOADED []" in out
+    for name in ("index", "dedup", "cluster"):
+        assert f"\n  {name} " in out

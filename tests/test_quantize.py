@@ -90,3 +90,29 @@ def test_binary_dequantize_gives_the_bits_back():
 def test_bad_arguments_say_what_to_do(call, needle):
     with pytest.raises(sentemb.ConfigError, match=needle):
         call()
+
+
+@pytest.mark.parametrize("output", OUTPUT_TYPES)
+def test_parquet_keeps_packed_codes_and_ranges(tmp_path, output):
+    import pyarrow.parquet as pq
+
+    from sentemb.retrieval.vectors import read_vectors, write_vectors_parquet
+
+    vectors = RANDOM["uniform-f64"]
+    ranges = quantization_ranges(vectors)
+    codes = sentemb.quantize(vectors, output, ranges=ranges)
+    keep = ranges if output.endswith("int8") else None
+    write_vectors_parquet(tmp_path / "q.parquet", [f"r{i}" for i in range(len(codes))], codes, output,
+                          dim=vectors.shape[1], ranges=keep)  # fmt: skip
+    schema = pq.read_schema(tmp_path / "q.parquet")
+    assert str(schema.field("embedding").type) == f"fixed_size_list<element: {_arrow(output)}>[{codes.shape[1]}]"
+    back = read_vectors(tmp_path / "q.parquet")
+    assert back.output == output and back.dim == vectors.shape[1] and back.ids[3] == "r3"
+    _same(back.vectors, codes)
+    if keep is not None:
+        np.testing.assert_array_equal(back.ranges, ranges)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def _arrow(output):
+    return {"float32": "float", "int8": "int8", "uint8": "uint8", "binary": "int8", "ubinary": "uint8"}[output]

@@ -43,9 +43,14 @@ class Store(Protocol):
 
 
 class FlatStore:
-    """Codes in one array; exact search with usearch's SIMD kernels (no graph: smallest, exact)."""
+    """Codes in one array, scanned in blocks with BLAS (no graph: smallest, exact).
+
+    Measured on STS (12k x 384, 2 cores): usearch's exact ``search`` managed ~110 queries/s on float32
+    and ~600/s on bits; a blockwise matrix product does thousands, also for bits (unpacked to +-1 per block).
+    """
 
     FILE = "vectors.npy"
+    BLOCK = 32_768
 
     def __init__(self, codes: np.ndarray, output: str) -> None:
         self.codes = codes
@@ -55,9 +60,31 @@ class FlatStore:
         self.codes = np.concatenate([self.codes, codes]) if len(self.codes) else np.array(codes)
 
     def search(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        usearch = _usearch()
-        matches = usearch.search(np.ascontiguousarray(self.codes), queries, count, metric_of(self.output), exact=True)
-        return _matches(matches, len(queries), count)
+        probe = self._as_float(queries)
+        if self.output == "int8":
+            probe /= np.maximum(np.linalg.norm(probe, axis=1, keepdims=True), 1e-12)
+        best_rows = np.zeros((len(queries), 0), dtype=np.int64)
+        best = np.zeros((len(queries), 0), dtype=np.float32)
+        for start in range(0, len(self.codes), self.BLOCK):
+            block = self._as_float(np.asarray(self.codes[start : start + self.BLOCK]))
+            scores = probe @ block.T
+            if self.output == "int8":
+                scores /= np.maximum(np.linalg.norm(block, axis=1), 1e-12)
+            keep = min(count, scores.shape[1])
+            part = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+            best = np.concatenate([best, np.take_along_axis(scores, part, axis=1)], axis=1)
+            best_rows = np.concatenate([best_rows, part + start], axis=1)
+            order = np.argsort(-best, axis=1, kind="stable")[:, :count]
+            best, best_rows = np.take_along_axis(best, order, axis=1), np.take_along_axis(best_rows, order, axis=1)
+        bits = self.codes.shape[1] * 8
+        distances = (bits - best) / 2 if self.output == "binary" else 1 - best
+        return best_rows, distances.astype(np.float64), np.ones(best_rows.shape, dtype=bool)
+
+    def _as_float(self, codes: np.ndarray) -> np.ndarray:
+        """float32 rows for a matrix product: as stored, or +-1 per bit (dot = bits - 2 x Hamming)."""
+        if self.output == "binary":
+            return np.unpackbits(codes, axis=1).astype(np.float32) * 2 - 1
+        return codes.astype(np.float32)
 
     def get(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self.codes[rows])
