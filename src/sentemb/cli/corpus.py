@@ -55,11 +55,12 @@ def is_vector_file(path: str) -> bool:
     if where.suffix.lower() == ".npy":
         return True
     if where.suffix.lower() in (".parquet", ".pq") and where.is_file():
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
             return "embedding" in pq.ParquetFile(where).schema_arrow.names
-        except Exception:
+        except (pa.ArrowInvalid, OSError):  # unreadable: the text reader reports it in one line
             return False
     return False
 
