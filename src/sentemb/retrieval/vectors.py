@@ -112,6 +112,44 @@ def _embedding_array(path: Path, column: Any, output: str) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(-1, dim)
 
 
+def quantize_metadata(output: str, dim: int, ranges: np.ndarray | None) -> dict[bytes, bytes]:
+    """The Parquet schema metadata that records the output type, float dimension and int8/uint8 ranges."""
+    meta = {"output": check_output_type(output), "dim": int(dim),
+            "ranges": None if ranges is None else np.asarray(ranges, dtype=np.float32).tolist()}  # fmt: skip
+    return {QUANTIZE_META_KEY: json.dumps(meta).encode()}
+
+
+class QuantizedParquetWriter:
+    """Streams ``id`` + packed ``embedding`` chunks into one Parquet file (for ``sentemb encode --output-type``).
+
+    Quantise every chunk with the same ``ranges`` (fix them before the first chunk: from a calibration
+    sample or the first chunk) and pass them here so readers can rescore. The caller owns atomicity
+    (write to a temporary path, then rename), as ``sentemb.cli.output.atomic_path`` does.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], output: str, dim: int, ranges: np.ndarray | None = None) -> None:
+        self.path, self.output, self.dim = Path(path), check_output_type(output), dim
+        self._meta = quantize_metadata(output, dim, ranges)
+        self._writer: Any = None
+
+    def write(self, ids: list[Any], codes: np.ndarray) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        array = np.ascontiguousarray(codes, dtype=NUMPY_DTYPES[self.output])
+        if array.ndim != 2 or len(array) != len(ids):
+            raise VectorsError(f"{len(ids)} ids but vectors of shape {array.shape}; give one 2-D row per id")
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), array.shape[1])
+        table = pa.table({"id": pa.array(list(ids)), "embedding": embedding}).replace_schema_metadata(self._meta)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        self._writer.write_table(table.cast(self._writer.schema))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
 def write_vectors_parquet(
     path: str | os.PathLike[str],
     ids: list[Any],
@@ -126,23 +164,12 @@ def write_vectors_parquet(
     ``vectors`` are what :func:`sentemb.quantize` returned for ``output``; ``dim`` is the float dimension
     (needed for packed bits). Writes a temporary file beside ``path`` and renames it (atomic).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    check_output_type(output)
-    codes = np.ascontiguousarray(vectors, dtype=NUMPY_DTYPES[output])
-    if codes.ndim != 2 or len(codes) != len(ids):
-        raise VectorsError(f"{len(ids)} ids but vectors of shape {codes.shape}; give one 2-D row per id")
-    values = pa.array(codes.reshape(-1))
-    embedding = pa.FixedSizeListArray.from_arrays(values, codes.shape[1])
-    meta = {"output": output, "dim": int(dim or codes.shape[1]),
-            "ranges": None if ranges is None else np.asarray(ranges, dtype=np.float32).tolist()}  # fmt: skip
-    table = pa.table({"id": pa.array(list(ids)), "embedding": embedding})
-    table = table.replace_schema_metadata({QUANTIZE_META_KEY: json.dumps(meta).encode()})
     target = Path(path)
     temp = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
-        pq.write_table(table, temp)
+        writer = QuantizedParquetWriter(temp, output, int(dim or np.shape(vectors)[1]), ranges)
+        writer.write(ids, vectors)
+        writer.close()
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
