@@ -117,7 +117,7 @@ def _components(n: int, pairs: np.ndarray) -> np.ndarray:
 
 def find_duplicates(
     vectors: np.ndarray,
-    threshold: float = 0.95,
+    threshold: float = 0.9,
     *,
     method: str = "auto",
     neighbours: int = 20,
