@@ -27,6 +27,8 @@ from sentemb.similarity import Hit, cos_sim, dot_score, semantic_search
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder, EncodeResult, load
     from sentemb.evaluation import StsResult, evaluate_sts, read_sts
+    from sentemb.retrieval.index import Index
+    from sentemb.retrieval.quantize import quantize
     from sentemb.tokenize import TextInfo
 
 __version__ = "0.1.0"
@@ -40,6 +42,8 @@ _LAZY = {
     "read_sts": "sentemb.evaluation",
     "StsResult": "sentemb.evaluation",
     "TextInfo": "sentemb.tokenize",
+    "Index": "sentemb.retrieval.index",
+    "quantize": "sentemb.retrieval.quantize",
 }
 
 
@@ -59,6 +63,7 @@ __all__ = [
     "Encoder",
     "EncoderConfig",
     "Hit",
+    "Index",
     "IntegrityError",
     "InvalidInputError",
     "InvalidTextError",
@@ -76,6 +81,7 @@ __all__ = [
     "dot_score",
     "evaluate_sts",
     "load",
+    "quantize",
     "read_sts",
     "semantic_search",
 ]

@@ -41,6 +41,13 @@ _COMMANDS: dict[str, _Entry] = {
     "serve": _Entry("sentemb.cli.serve", "serve", "server", "Serve embeddings over HTTP."),
     "batch": _Entry("sentemb.cli.batch", "batch", "batch", "Embed a large corpus with Ray Data, resumable."),
     "export": _Entry("sentemb.cli.export", "export", "onnx", "Export a model to ONNX or OpenVINO."),
+    "index": _Entry(
+        "sentemb.cli.index", "index_group", "index", "Build and search an ANN index (float32, int8, binary)."
+    ),
+    "dedup": _Entry("sentemb.cli.dedup", "dedup", "index", "Group near-duplicate texts; a representative per group."),
+    "cluster": _Entry(
+        "sentemb.cli.cluster", "cluster", "cluster", "Cluster texts: community detection, k-means, HDBSCAN."
+    ),
 }
 
 

@@ -1,0 +1,175 @@
+"""Vector files in and out: ``.npy``, Parquet as ``sentemb encode`` writes it, and ``sentemb batch`` folders.
+
+Parquet holds an ``id`` column and an ``embedding`` column of ``fixed_size_list<float32|int8|uint8>``;
+quantised files record their output type and int8/uint8 ranges in the schema metadata under
+``sentemb.quantize`` (JSON: ``{"output": ..., "dim": ..., "ranges": [[min...], [max...]]}``), so a
+reader can rescore or quantise queries the same way. A batch output folder is read through its
+``_manifest.json`` (column names, model facts) and its committed ``*.parquet`` shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentemb.retrieval.errors import VectorsError
+from sentemb.retrieval.quantize import NUMPY_DTYPES, check_output_type
+
+QUANTIZE_META_KEY = b"sentemb.quantize"
+BATCH_MANIFEST = "_manifest.json"
+
+
+@dataclass(frozen=True)
+class VectorFile:
+    """What a vector file holds: ids, the stored vectors (float32 or codes), their output type, ranges."""
+
+    ids: list[Any]
+    vectors: np.ndarray
+    output: str = "float32"
+    dim: int = 0  # the float dimension (differs from vectors.shape[1] for packed bits)
+    ranges: np.ndarray | None = None
+    model: dict[str, Any] = field(default_factory=dict)  # model facts when the file records them
+
+
+def read_vectors(path: str | os.PathLike[str], *, id_column: str = "id", column: str = "embedding") -> VectorFile:
+    """Read vectors from a .npy file, a Parquet file or a ``sentemb batch`` output folder."""
+    where = Path(path)
+    if where.is_dir():
+        return _read_batch_folder(where)
+    if not where.is_file():
+        raise VectorsError(f"{where}: no such file or folder")
+    suffix = where.suffix.lower()
+    if suffix == ".npy":
+        return _read_npy(where)
+    if suffix in (".parquet", ".pq"):
+        return _read_parquet([where], id_column, column)
+    raise VectorsError(f"{where}: vectors must be a .npy file, a .parquet file or a `sentemb batch` output folder")
+
+
+def _read_npy(path: Path) -> VectorFile:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise VectorsError(f"{path}: not a readable .npy file ({exc})") from None
+    if array.ndim != 2:
+        raise VectorsError(f"{path}: expected a 2-D array of vectors, got shape {array.shape}")
+    if array.dtype.kind != "f":
+        raise VectorsError(f"{path}: holds {array.dtype}; a .npy input must be float vectors (quantised: Parquet)")
+    vectors = np.asarray(array, dtype=np.float32)
+    return VectorFile(list(range(len(vectors))), vectors, "float32", vectors.shape[1])
+
+
+def _read_batch_folder(folder: Path) -> VectorFile:
+    manifest = folder / BATCH_MANIFEST
+    if not manifest.is_file():
+        raise VectorsError(f"{folder}: a folder must be a `sentemb batch` output (no {BATCH_MANIFEST} in it)")
+    header = json.loads(manifest.read_text()).get("header", {})
+    shards = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
+    if not shards:
+        raise VectorsError(f"{folder}: the batch output holds no shards yet; run `sentemb batch` to the end first")
+    read = _read_parquet(shards, str(header.get("id_column", "id")), str(header.get("embedding_column", "embedding")))
+    recorded = ("model", "sha256", "dim", "pooling", "normalize", "max_length")
+    model = {key: header[key] for key in recorded if key in header}
+    return VectorFile(read.ids, read.vectors, read.output, read.dim, read.ranges, model)
+
+
+def _read_parquet(paths: list[Path], id_column: str, column: str) -> VectorFile:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids: list[Any] = []
+    parts: list[np.ndarray] = []
+    meta: dict[str, Any] = {}
+    for path in paths:
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise VectorsError(f"{path}: not a readable Parquet file ({exc})") from None
+        if column not in table.column_names:
+            raise VectorsError(f"{path}: no {column!r} column (columns: {', '.join(table.column_names[:20])})")
+        raw = (table.schema.metadata or {}).get(QUANTIZE_META_KEY)
+        meta = json.loads(raw) if raw else {"output": "float32"}
+        parts.append(_embedding_array(path, table.column(column).combine_chunks(), meta["output"]))
+        start = len(ids)
+        has_ids = id_column in table.column_names
+        ids += table.column(id_column).to_pylist() if has_ids else list(range(start, start + len(table)))
+    vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    output = check_output_type(str(meta["output"]))
+    ranges = np.asarray(meta["ranges"], dtype=np.float32) if meta.get("ranges") is not None else None
+    return VectorFile(ids, vectors, output, int(meta.get("dim") or vectors.shape[1]), ranges)
+
+
+def _embedding_array(path: Path, column: Any, output: str) -> np.ndarray:
+    dim = getattr(column.type, "list_size", None)
+    dtype = NUMPY_DTYPES.get(output, np.float32)
+    if dim is None:
+        return np.array(column.to_pylist(), dtype=dtype).reshape(len(column), -1)
+    return column.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(-1, dim)
+
+
+def quantize_metadata(output: str, dim: int, ranges: np.ndarray | None) -> dict[bytes, bytes]:
+    """The Parquet schema metadata that records the output type, float dimension and int8/uint8 ranges."""
+    meta = {"output": check_output_type(output), "dim": int(dim),
+            "ranges": None if ranges is None else np.asarray(ranges, dtype=np.float32).tolist()}  # fmt: skip
+    return {QUANTIZE_META_KEY: json.dumps(meta).encode()}
+
+
+class QuantizedParquetWriter:
+    """Streams ``id`` + packed ``embedding`` chunks into one Parquet file (for ``sentemb encode --output-type``).
+
+    Quantise every chunk with the same ``ranges`` (fix them before the first chunk: from a calibration
+    sample or the first chunk) and pass them here so readers can rescore. The caller owns atomicity
+    (write to a temporary path, then rename), as ``sentemb.cli.output.atomic_path`` does.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], output: str, dim: int, ranges: np.ndarray | None = None) -> None:
+        self.path, self.output, self.dim = Path(path), check_output_type(output), dim
+        self._meta = quantize_metadata(output, dim, ranges)
+        self._writer: Any = None
+
+    def write(self, ids: list[Any], codes: np.ndarray) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        array = np.ascontiguousarray(codes, dtype=NUMPY_DTYPES[self.output])
+        if array.ndim != 2 or len(array) != len(ids):
+            raise VectorsError(f"{len(ids)} ids but vectors of shape {array.shape}; give one 2-D row per id")
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), array.shape[1])
+        table = pa.table({"id": pa.array(list(ids)), "embedding": embedding}).replace_schema_metadata(self._meta)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        self._writer.write_table(table.cast(self._writer.schema))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def write_vectors_parquet(
+    path: str | os.PathLike[str],
+    ids: list[Any],
+    vectors: np.ndarray,
+    output: str = "float32",
+    *,
+    dim: int | None = None,
+    ranges: np.ndarray | None = None,
+) -> None:
+    """Write ``id`` + ``embedding`` (``fixed_size_list<float32|int8|uint8>``) to ``path``, ranges in the metadata.
+
+    ``vectors`` are what :func:`sentemb.quantize` returned for ``output``; ``dim`` is the float dimension
+    (needed for packed bits). Writes a temporary file beside ``path`` and renames it (atomic).
+    """
+    target = Path(path)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        writer = QuantizedParquetWriter(temp, output, int(dim or np.shape(vectors)[1]), ranges)
+        writer.write(ids, vectors)
+        writer.close()
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
