@@ -189,7 +189,8 @@ def choose_source(
         if sys.stdin.isatty():
             raise UsageError("give INPUT (a file, or - for stdin) or --text")
         input_path = "-"
-    return make_source(input_path, input_format=input_format, field=field, id_field=id_field, errors=errors)
+    return make_source(input_path, input_format=input_format, field=field, id_field=id_field, errors=errors,
+                       format_option=True)
 
 
 @contextlib.contextmanager
