@@ -110,3 +110,11 @@ def test_utf16_and_utf32_files_are_named(tmp_path, encoding):
     result = invoke("encode", str(tmp_path / "in.txt"), "-o", str(tmp_path / "v.jsonl"), code=1)
     assert f"the file is {encoding.upper()}-LE" in result.stderr
     assert "iconv" in result.stderr
+
+
+def test_similarity_pairs_keep_input_positions_when_skipping(tmp_path):
+    (tmp_path / "t.txt").write_bytes(b"A cat sits.\nbad \xff line\nA kitten sits.\nStocks fell.\n")
+    result = invoke("similarity", "--file", str(tmp_path / "t.txt"), "--errors", "skip", "--format", "jsonl")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {(r["i"], r["j"]) for r in rows} == {(0, 2), (0, 3), (2, 3)}
+    assert next(r for r in rows if (r["i"], r["j"]) == (0, 2))["text_j"] == "A kitten sits."

@@ -107,7 +107,7 @@ def encode(
         with _output(output, force) as path:
             writer = open_writer(fmt, path, encoder.dim, metadata)
             try:
-                stats = _encode_all(encoder, chunks, writer, total, show)
+                stats = _encode_all(encoder, chunks, writer, total, show, output=output)
                 if stats.rows == 0:
                     raise InputError(f"{'--text' if source is None else source.label}: no texts in the input")
             except BaseException:
@@ -210,7 +210,9 @@ class _Stats:
         self.truncated = 0
 
 
-def _encode_all(encoder: Encoder, chunks: Iterator[Chunk], writer: Any, total: int | None, show: bool) -> _Stats:
+def _encode_all(
+    encoder: Encoder, chunks: Iterator[Chunk], writer: Any, total: int | None, show: bool, *, output: str
+) -> _Stats:
     stats = _Stats()
     with _progress_bar(total, show) as advance:
         for chunk in chunks:
@@ -221,7 +223,7 @@ def _encode_all(encoder: Encoder, chunks: Iterator[Chunk], writer: Any, total: i
                 try:
                     writer.write(chunk.ids, result.embeddings)
                 except OSError as exc:
-                    raise OutputError(f"cannot write the output ({exc.strerror or exc})") from None
+                    raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from None
                 stats.rows += len(chunk.texts)
                 stats.truncated += len(result.truncated)
             advance(chunk.done, stats.rows)

@@ -149,9 +149,17 @@ def read_all(source: Source) -> tuple[list[Any], list[str]]:
 
 def texts_from(path: str | None, inline: Iterable[str], *, field: str, errors: str, what: str = "TEXT") -> list[str]:
     """The texts of a (small) file when ``path`` is given, else the texts given on the command line."""
+    return records_from(path, inline, field=field, errors=errors, what=what)[1]
+
+
+def records_from(
+    path: str | None, inline: Iterable[str], *, field: str, errors: str, what: str = "TEXT"
+) -> tuple[list[Any], list[str]]:
+    """(ids, texts) of a (small) file or of the command line's texts; a skipped record keeps its id out."""
     if path is None:
-        return [text for _, text in check_inline(inline, what, errors)]
-    return read_all(make_source(path, input_format=None, field=field, id_field=None, errors=errors))[1]
+        kept = check_inline(inline, what, errors)
+        return [i for i, _ in kept], [text for _, text in kept]
+    return read_all(make_source(path, input_format=None, field=field, id_field=None, errors=errors))
 
 
 def _chunked(records: Iterable[tuple[Any, str | None]], size: int, counter: _Counter) -> Iterator[Chunk]:

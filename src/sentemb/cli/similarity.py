@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from sentemb.cli.fastpath import fastest_cached
-from sentemb.cli.io import ERROR_POLICIES, texts_from
+from sentemb.cli.io import ERROR_POLICIES, records_from
 from sentemb.cli.options import EXIT_CODES_HELP, InputError, UsageError, encoder_options, load_encoder
 from sentemb.cli.output import check_output, print_rows, save_figure, table_format
 
@@ -49,7 +49,7 @@ def similarity(
     """Cosine similarity of two TEXTS, or of every pair of TEXTS or of a file's texts."""
     if file is not None and texts:
         raise UsageError("give TEXTS or --file, not both")
-    items = texts_from(file, texts, field=field, errors=errors)
+    ids, items = records_from(file, texts, field=field, errors=errors)  # ids: input positions, kept under skip
     if len(items) < 2:
         raise InputError("need at least two texts to compare (give two TEXTS or --file)")
     if len(items) > MATRIX_MAX:
@@ -65,7 +65,7 @@ def similarity(
     if len(items) == 2 and fmt is None and heatmap is None:
         click.echo(f"{scores[0, 1]:.4f}")
     else:
-        pairs = [(i, j, items[i], items[j], float(scores[i, j]))
+        pairs = [(ids[i], ids[j], items[i], items[j], float(scores[i, j]))
                  for i in range(len(items)) for j in range(i + 1, len(items))]
         style = table_format(fmt, piped="tsv")
         if style == "table":
