@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import pytest
 from cli_helpers import invoke
 from sentemb import cli
 
-SENTEMB = Path(sys.executable).with_name("sentemb")
 COMMANDS = [["encode"], ["similarity"], ["search"], ["eval", "sts"], ["info"]]
 
 
@@ -61,21 +59,47 @@ def test_unknown_command_is_a_usage_error():
     assert "no-such-command" in result.stderr
 
 
-@pytest.mark.skipif(not SENTEMB.exists(), reason="console script not installed in this environment")
-def test_ctrl_c_in_a_real_process_leaves_no_output(tmp_path, sts_train_path):
-    lines = [line.split("\t")[5] for line in sts_train_path.read_text(encoding="utf-8").splitlines()[:3000]]
-    (tmp_path / "in.txt").write_text("\n".join(lines * 4), encoding="utf-8")
-    target = tmp_path / "out.parquet"
+def start_encode_reading_stdin(target: Path) -> subprocess.Popen:
+    """A real `sentemb encode - -o target` that has loaded its model, created its temporary output and is
+    reading stdin when this returns: 200 KB of lines are written into a 64 KB pipe, so the write only
+    completes once the process has read most of them (2,000 lines: less than one chunk, so it keeps
+    waiting for more input instead of encoding)."""
     process = subprocess.Popen(
-        [str(SENTEMB), "encode", str(tmp_path / "in.txt"), "-o", str(target), "--batch-size", "8"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [sys.executable, "-c", "from sentemb.cli import main; main()", "encode", "-", "-o", str(target)],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".out.parquet.*.part")) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    time.sleep(1.0)  # some chunks are written to the temporary file
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert stderr.strip() == "Error: interrupted"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+    assert process.stdin is not None
+    process.stdin.write("".join(f"line {i:05d} " + "x" * 88 + "\n" for i in range(2000)))
+    process.stdin.flush()
+    return process
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "message"),
+    [(signal.SIGINT, 130, "Error: interrupted"), (signal.SIGTERM, 143, "Error: terminated"), (signal.SIGKILL, -9, "")],
+    ids=["SIGINT", "SIGTERM", "SIGKILL"],
+)
+def test_a_signal_during_encode_leaves_no_partial_output(tmp_path, signum, code, message):
+    target = tmp_path / "out.parquet"
+    process = start_encode_reading_stdin(target)
+    assert [p.name for p in tmp_path.glob(".out.parquet.*.part")]  # the run is under way
+    process.send_signal(signum)
+    _, stderr = process.communicate()
+    assert process.returncode == code, stderr
+    assert stderr.strip() == message
+    if signum == signal.SIGKILL:  # no chance to clean up: the next run for the same output does it
+        assert len(list(tmp_path.glob(".out.parquet.*.part"))) == 1
+        result = invoke("encode", "-t", "x", "-o", str(target))
+        assert "removed 1 unfinished temporary file" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if signum != signal.SIGKILL else ["out.parquet"])
+
+
+def test_a_part_file_another_run_is_writing_is_kept(tmp_path):
+    import fcntl
+
+    busy = tmp_path / ".out.npy.abcd1234.part"
+    with busy.open("wb") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # as a running `sentemb encode` holds it
+        result = invoke("encode", "-t", "x", "-o", str(tmp_path / "out.npy"))
+        assert busy.exists()
+        assert "removed" not in result.stderr

@@ -213,8 +213,11 @@ def test_invalid_utf8_names_the_line_and_can_go_on(tmp_path, default_encoder):
     out = str(tmp_path / "v.npy")
     result = invoke("encode", str(tmp_path / "in.txt"), "-o", out, code=1)
     assert "line 2 is not valid UTF-8" in result.stderr
-    invoke("encode", str(tmp_path / "in.txt"), "-o", out, "--errors", "skip")
-    np.testing.assert_allclose(np.load(out), default_encoder.encode(["good line", "last line"]), atol=ATOL)
+    skipped = invoke("encode", str(tmp_path / "in.txt"), "-o", str(tmp_path / "v.jsonl"), "--errors", "skip")
+    assert "no row for ids 1" in skipped.stderr
+    ids, vectors = read_jsonl_vectors(tmp_path / "v.jsonl")
+    assert ids == [0, 2]  # line numbers (from 0) of the texts that were embedded
+    np.testing.assert_allclose(vectors, default_encoder.encode(["good line", "last line"]), atol=ATOL)
     invoke("encode", str(tmp_path / "in.txt"), "-o", out, "--errors", "replace", "--force")
     replaced = default_encoder.encode(["good line", "bad \ufffd\ufffd bytes", "last line"])
     np.testing.assert_allclose(np.load(out), replaced, atol=ATOL)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
+
 import sentemb
 
 SENTENCES = [
@@ -18,10 +21,18 @@ def main() -> None:
     vectors = encoder.encode(SENTENCES)
     scores = sentemb.cos_sim(vectors, vectors)
     print(encoder)
-    width = max(len(s) for s in SENTENCES)
-    print(" " * (width + 2) + " ".join(f"{i:>6}" for i in range(len(SENTENCES))))
-    for i, sentence in enumerate(SENTENCES):
-        print(f"{sentence:<{width}}  " + " ".join(f"{scores[i, j]:6.4f}" for j in range(len(SENTENCES))) + f"  [{i}]")
+    print(table(SENTENCES, scores))
+
+
+def table(sentences: list[str], scores: npt.ArrayLike) -> str:
+    """The score matrix with a sign column, so negative scores line up with positive ones."""
+    matrix = np.asarray(scores, dtype=np.float64)
+    width = max(len(s) for s in sentences)
+    lines = [" " * (width + 2) + " ".join(f"{f'[{i}]':>7}" for i in range(len(sentences)))]
+    for i, sentence in enumerate(sentences):
+        cells = " ".join(f"{matrix[i, j]:7.4f}" for j in range(len(sentences)))
+        lines.append(f"{sentence:<{width}}  {cells}  [{i}]")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

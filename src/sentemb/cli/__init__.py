@@ -82,6 +82,20 @@ class LazyGroup(click.Group):
         command = _import_command(cmd_name, entry)
         return command if isinstance(command, click.Command) else _unavailable(cmd_name, command)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """As click's, plus a suggestion for a mistyped command (`sentemb encod` -> did you mean 'encode')."""
+        name = click.utils.make_str(args[0])
+        if self.get_command(ctx, name) is None and not name.startswith("-"):
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            if close:
+                hint = " or ".join(repr(match) for match in close)
+                ctx.fail(f"No such command {name!r}. Did you mean {hint}? (sentemb --help lists them)")
+        return super().resolve_command(ctx, args)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List commands from the table, without importing them (keeps ``--help`` fast)."""
         rows = [(name, _COMMANDS[name].summary) for name in sorted(_COMMANDS)]

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sentemb.cli.io import ERROR_POLICIES, Chunk, Source, inline_chunks, make_source, read_chunks
-from sentemb.cli.options import EXIT_CODES_HELP, InputError, OutputError, UsageError, encoder_options, load_encoder
+from sentemb.cli.options import (
+    EXIT_CODES_HELP,
+    CliError,
+    InputError,
+    OutputError,
+    UsageError,
+    encoder_options,
+    load_encoder,
+)
 from sentemb.cli.output import atomic_path, check_output, open_writer, output_format
 
 if TYPE_CHECKING:
@@ -20,6 +28,8 @@ if TYPE_CHECKING:
 
 # Texts per encoder call: bounds memory and keeps length sorting effective.
 CHUNK_ROWS = 2048
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
+SKIPPED_SHOWN = 10  # ids of skipped records named in the summary
 
 EXAMPLES = """\b
 Examples:
@@ -32,8 +42,10 @@ Examples:
 \b
 Input format comes from the extension (.txt, .jsonl, .csv, .tsv, .parquet; stdin is .txt, one
 text per line). Outputs: .npy (float32, row i = input i), .jsonl ({"id", "embedding"}) or .parquet
-(id + fixed_size_list<float32> embedding). Ids are --id-field's value or the record's position
-counting from 0.
+(id + fixed_size_list<float32> embedding; the footer records the model and options, which
+`sentemb search --embeddings` checks). Ids are --id-field's value or the record's position
+counting from 0. --errors skip keeps those ids, so it needs .jsonl or .parquet output (a .npy
+row has no id: skipping would shift every later row).
 
 """
 
@@ -74,37 +86,80 @@ def encode(
 ) -> None:
     """Embed texts into a vector file, streaming: INPUT may be larger than memory."""
     fmt = output_format_checked(output, output_format, force)
+    if errors == "skip" and fmt == "npy":
+        raise UsageError(
+            "--errors skip with a .npy output would shift every row after a skipped record (a .npy row has no "
+            "id); write .jsonl or .parquet, which keep each record's id, or use --errors replace"
+        )
     source = choose_source(input_path, texts, input_format=input_format, field=text_field(field, column),
                            id_field=id_field, errors=errors)
-    encoder = load_encoder(**encoder_params)
-    chunks = inline_chunks(list(texts)) if source is None else read_chunks(source, CHUNK_ROWS)
-    show = (not quiet) and (sys.stderr.isatty() if progress is None else progress)
-    total = None if source is None else source.size
-    started = time.perf_counter()
-    with _output(output, force) as path:
-        writer = open_writer(fmt, path, encoder.dim)
-        try:
-            stats = _encode_all(encoder, chunks, writer, total, show)
-            if stats.rows == 0:
-                raise InputError(f"{'--text' if source is None else source.label}: no texts in the input")
-            writer.close()
-        except OSError as exc:
-            writer.discard()
-            raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from None
-        except BaseException:
-            writer.discard()
-            raise
-    if quiet:
-        return
+    with _sigterm_as_exit():
+        encoder = load_encoder(**encoder_params)
+        chunks = inline_chunks(list(texts), errors) if source is None else read_chunks(source, CHUNK_ROWS)
+        show = (not quiet) and (sys.stderr.isatty() if progress is None else progress)
+        total = None if source is None else source.size
+        started = time.perf_counter()
+        metadata = None
+        if fmt == "parquet":
+            from sentemb.cli.vectors import parquet_metadata
+
+            metadata = parquet_metadata(encoder)
+        with _output(output, force) as path:
+            writer = open_writer(fmt, path, encoder.dim, metadata)
+            try:
+                stats = _encode_all(encoder, chunks, writer, total, show, output=output)
+                if stats.rows == 0:
+                    raise InputError(f"{'--text' if source is None else source.label}: no texts in the input")
+            except BaseException:
+                writer.discard()
+                raise
+            try:
+                writer.close()
+            except OSError as exc:
+                writer.discard()
+                raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from None
+    if not quiet:
+        _summary(stats, encoder, output, time.perf_counter() - started)
+
+
+def _summary(stats: _Stats, encoder: Encoder, output: str, seconds: float) -> None:
     if stats.skipped:
-        click.echo(f"note: skipped {stats.skipped:,} records (--errors skip)", err=True)
+        shown = ", ".join(map(str, stats.skipped_ids[:SKIPPED_SHOWN]))
+        more = ", ..." if stats.skipped > SKIPPED_SHOWN else ""
+        click.echo(f"note: skipped {stats.skipped:,} records (--errors skip); the output has no row for ids "
+                   f"{shown}{more}", err=True)
     if stats.truncated:
         click.echo(f"note: {stats.truncated:,} texts were longer than {encoder.max_length} tokens and were "
                    "truncated (--long-text chunk embeds all of them)", err=True)
     if sys.stderr.isatty():
-        seconds = time.perf_counter() - started
         click.echo(f"wrote {stats.rows:,} vectors of {encoder.dim} to {output} in {seconds:.1f} s "
                    f"({stats.rows / max(seconds, 1e-9):,.0f} rows/s)", err=True)
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread by SIGTERM so that cleanup (the temporary output) runs as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While the block runs, SIGTERM unwinds it like Ctrl-C (exit 143); the previous handler is restored."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except _Terminated:
+        raise CliError("terminated", EXIT_TERMINATED) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def text_field(field: str | None, column: str | None) -> str:
@@ -134,7 +189,8 @@ def choose_source(
         if sys.stdin.isatty():
             raise UsageError("give INPUT (a file, or - for stdin) or --text")
         input_path = "-"
-    return make_source(input_path, input_format=input_format, field=field, id_field=id_field, errors=errors)
+    return make_source(input_path, input_format=input_format, field=field, id_field=id_field, errors=errors,
+                       format_option=True)
 
 
 @contextlib.contextmanager
@@ -150,21 +206,26 @@ class _Stats:
     def __init__(self) -> None:
         self.rows = 0
         self.skipped = 0
+        self.skipped_ids: list[Any] = []  # the first SKIPPED_SHOWN
         self.truncated = 0
 
 
-def _encode_all(encoder: Encoder, chunks: Iterator[Chunk], writer: Any, total: int | None, show: bool) -> _Stats:
+def _encode_all(
+    encoder: Encoder, chunks: Iterator[Chunk], writer: Any, total: int | None, show: bool, *, output: str
+) -> _Stats:
     stats = _Stats()
     with _progress_bar(total, show) as advance:
         for chunk in chunks:
-            result = encoder.encode_with_info(chunk.texts, show_progress=False)
-            try:
-                writer.write(chunk.ids, result.embeddings)
-            except OSError as exc:
-                raise OutputError(f"cannot write the output ({exc.strerror or exc})") from None
-            stats.rows += len(chunk.texts)
             stats.skipped = chunk.skipped
-            stats.truncated += len(result.truncated)
+            stats.skipped_ids += chunk.skipped_ids[: SKIPPED_SHOWN - len(stats.skipped_ids)]
+            if chunk.texts:
+                result = encoder.encode_with_info(chunk.texts, show_progress=False)
+                try:
+                    writer.write(chunk.ids, result.embeddings)
+                except OSError as exc:
+                    raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from None
+                stats.rows += len(chunk.texts)
+                stats.truncated += len(result.truncated)
             advance(chunk.done, stats.rows)
     return stats
 

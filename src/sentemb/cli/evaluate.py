@@ -60,8 +60,10 @@ def sts(file: str, plot: str | None, as_json: bool, force: bool, **encoder_param
     else:
         click.echo(f"{file}: {result.n:,} pairs  spearman {result.spearman:.2f}  pearson {result.pearson:.2f}")
     if plot is not None:
-        draw_scatter(result.cosine, np.asarray(data.scores), plot, force,
-                     title=f"{os.path.basename(file)}: spearman {result.spearman:.1f}, pearson {result.pearson:.1f}")
+        title = (f"{encoder.config.model} on {os.path.basename(file)}\n"
+                 f"spearman {result.spearman:.1f}, pearson {result.pearson:.1f} (n={result.n:,})")
+        draw_scatter(result.cosine, np.asarray(data.scores), plot, force, title=title)
+        click.echo(f"wrote the plot to {plot}", err=True)
 
 
 def draw_scatter(predicted: np.ndarray, gold: np.ndarray, path: str, force: bool, title: str) -> None:

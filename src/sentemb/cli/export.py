@@ -70,6 +70,14 @@ def export(
     exported = export_to(
         spec, Precision(precision.lower()), out, runtime=runtime.lower(), trust_remote_code=trust_remote_code
     )
-    size = exported.model.stat().st_size / 2**20
-    names = f"{exported.tokenizer.name}, {MANIFEST_FILE}"
-    click.echo(f"wrote {exported.model} ({size:.1f} MB, {precision.lower()}), {names}")
+    click.echo(export_summary(exported.folder, runtime.lower(), precision.lower()))
+
+
+def export_summary(out: Path, runtime: str, precision: str) -> str:
+    """What was written, each model file with its size (OpenVINO's weights are in model.bin, not model.xml)."""
+    from sentemb.export import MANIFEST_FILE, MODEL_FILES, TOKENIZER_FILE
+
+    sizes = ", ".join(f"{name} ({(out / name).stat().st_size / 2**20:.1f} MB)" for name in MODEL_FILES[runtime])
+    return (f"wrote {runtime} {precision} export to {out}: {sizes}, {TOKENIZER_FILE}, {MANIFEST_FILE}. "
+            f"Run it with onnxruntime/OpenVINO directly, or use the original model with --backend {runtime} "
+            "(sentemb reuses its cached copy of this export)")

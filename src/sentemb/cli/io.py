@@ -12,11 +12,12 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from sentemb.cli.options import InputError
+from sentemb.cli.texts import bad_unicode, check_encoding, check_inline
 
 INPUT_FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
                  ".parquet": "parquet", ".pq": "parquet"}
@@ -43,9 +44,7 @@ class Source:
         if self.path == "-":
             return None
         if self.fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            return int(pq.ParquetFile(self.path).metadata.num_rows)
+            return int(open_parquet(self).metadata.num_rows)
         return os.path.getsize(self.path)
 
 
@@ -57,6 +56,7 @@ class Chunk:
     texts: list[str]
     done: int  # progress units consumed so far
     skipped: int = 0  # records skipped so far (--errors skip)
+    skipped_ids: list[Any] = field(default_factory=list)  # ids of the records skipped in this chunk
 
 
 @dataclass
@@ -66,8 +66,14 @@ class _Counter:
     lines: int = 0
 
 
-def make_source(path: str, *, input_format: str | None, field: str, id_field: str | None, errors: str) -> Source:
-    """Check the input exists and pick its format from the extension (stdin: txt unless told)."""
+def make_source(
+    path: str, *, input_format: str | None, field: str, id_field: str | None, errors: str,
+    format_option: bool = False,
+) -> Source:
+    """Check the input exists and pick its format from the extension (stdin: txt unless told).
+
+    ``format_option``: the command has ``--input-format`` (only then does the message suggest it).
+    """
     if input_format:
         fmt = input_format
     elif path == "-":
@@ -75,8 +81,7 @@ def make_source(path: str, *, input_format: str | None, field: str, id_field: st
     else:
         suffix = Path(path).suffix.lower()
         if suffix and suffix not in INPUT_FORMATS:
-            known = ", ".join(sorted(INPUT_FORMATS))
-            raise InputError(f"{path}: cannot tell the format from {suffix!r}; use one of {known} or --input-format")
+            raise InputError(_unknown_format(path, suffix, format_option))
         fmt = INPUT_FORMATS.get(suffix, "txt")
     if path != "-":
         if not os.path.exists(path):
@@ -88,14 +93,27 @@ def make_source(path: str, *, input_format: str | None, field: str, id_field: st
     return Source(path, fmt, field, id_field, errors)
 
 
+def _unknown_format(path: str, suffix: str, format_option: bool) -> str:
+    known = ", ".join(sorted(INPUT_FORMATS))
+    fix = f"rename it to one of {known}" + (", or pass --input-format" if format_option else "")
+    if suffix == ".json":
+        fix = "write one JSON object per line and name it .jsonl" + (" (or pass --input-format jsonl)" if
+                                                                     format_option else "")
+    return f"{path}: cannot tell the format from {suffix!r}; {fix}"
+
+
 def read_chunks(source: Source, size: int = 2048) -> Iterator[Chunk]:
     """The input's records in chunks of ``size``; raises InputError naming the first bad line or row."""
     if source.fmt == "parquet":
         yield from _parquet_chunks(source, size)
         return
     counter = _Counter()
-    handle: IO[bytes] = sys.stdin.buffer if source.path == "-" else open(source.path, "rb")  # noqa: SIM115
     try:
+        handle: IO[bytes] = sys.stdin.buffer if source.path == "-" else open(source.path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"{source.label}: cannot read ({exc.strerror or exc})") from None
+    try:
+        check_encoding(handle, source.label)
         lines = _decoded_lines(handle, source, counter)
         if source.fmt == "txt":
             records: Iterable[tuple[Any, str | None]] = _txt_records(lines)
@@ -109,9 +127,12 @@ def read_chunks(source: Source, size: int = 2048) -> Iterator[Chunk]:
             handle.close()
 
 
-def inline_chunks(texts: list[str]) -> Iterator[Chunk]:
-    """Texts given with --text, as one chunk (ids 0, 1, ...)."""
-    yield Chunk(list(range(len(texts))), list(texts), len(texts))
+def inline_chunks(texts: list[str], errors: str = "strict") -> Iterator[Chunk]:
+    """Texts given with --text, as one chunk (ids 0, 1, ...; a skipped text keeps its number)."""
+    kept = check_inline(texts, "--text", errors)
+    ids = [i for i, _ in kept]
+    skipped = sorted(set(range(len(texts))) - set(ids))
+    yield Chunk(ids, [t for _, t in kept], len(texts), len(skipped), skipped)
 
 
 def read_all(source: Source) -> tuple[list[Any], list[str]]:
@@ -126,32 +147,50 @@ def read_all(source: Source) -> tuple[list[Any], list[str]]:
     return ids, texts
 
 
-def texts_from(path: str | None, inline: Iterable[str], *, field: str, errors: str) -> list[str]:
+def texts_from(path: str | None, inline: Iterable[str], *, field: str, errors: str, what: str = "TEXT") -> list[str]:
     """The texts of a (small) file when ``path`` is given, else the texts given on the command line."""
+    return records_from(path, inline, field=field, errors=errors, what=what)[1]
+
+
+def records_from(
+    path: str | None, inline: Iterable[str], *, field: str, errors: str, what: str = "TEXT"
+) -> tuple[list[Any], list[str]]:
+    """(ids, texts) of a (small) file or of the command line's texts; a skipped record keeps its id out."""
     if path is None:
-        return list(inline)
-    return read_all(make_source(path, input_format=None, field=field, id_field=None, errors=errors))[1]
+        kept = check_inline(inline, what, errors)
+        return [i for i, _ in kept], [text for _, text in kept]
+    return read_all(make_source(path, input_format=None, field=field, id_field=None, errors=errors))
 
 
 def _chunked(records: Iterable[tuple[Any, str | None]], size: int, counter: _Counter) -> Iterator[Chunk]:
     ids: list[Any] = []
     texts: list[str] = []
+    skipped: list[Any] = []
     for record_id, text in records:
         if text is None:  # skipped under --errors skip
             counter.skipped += 1
+            skipped.append(record_id)
             continue
         ids.append(record_id)
         texts.append(text)
         if len(texts) >= size:
-            yield Chunk(ids, texts, counter.done, counter.skipped)
-            ids, texts = [], []
-    if texts:
-        yield Chunk(ids, texts, counter.done, counter.skipped)
+            yield Chunk(ids, texts, counter.done, counter.skipped, skipped)
+            ids, texts, skipped = [], [], []
+    if texts or skipped:
+        yield Chunk(ids, texts, counter.done, counter.skipped, skipped)
+
+
+def _lines(handle: IO[bytes], label: str) -> Iterator[bytes]:
+    """The raw lines of ``handle``; a read failure (a bad disk, a vanished mount) is an input error."""
+    try:
+        yield from handle
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read ({exc.strerror or exc})") from None
 
 
 def _decoded_lines(handle: IO[bytes], source: Source, counter: _Counter) -> Iterator[tuple[int, str | None]]:
     """(1-based line number, text with its newline, or None for a skipped undecodable line)."""
-    for number, raw in enumerate(handle, start=1):
+    for number, raw in enumerate(_lines(handle, source.label), start=1):
         counter.done += len(raw)
         counter.lines = number
         text: str | None
@@ -220,6 +259,8 @@ def _jsonl_records(
             if message:
                 raise InputError(message)
             text = None
+        else:
+            text = bad_unicode(text, f"line {number}", source.label, source.errors)
         yield record_id, text
         index += 1
 
@@ -258,12 +299,8 @@ def _csv_records(
 
 def _parquet_chunks(source: Source, size: int) -> Iterator[Chunk]:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    try:
-        parquet = pq.ParquetFile(source.path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{source.label}: not a readable parquet file ({exc})") from None
+    parquet = open_parquet(source)
     names = parquet.schema_arrow.names
     for name, what in ((source.field, "column"), (source.id_field, "id column")):
         if name is not None and name not in names:
@@ -275,17 +312,45 @@ def _parquet_chunks(source: Source, size: int) -> Iterator[Chunk]:
         raise InputError(f"{source.label}: column {source.field!r} holds {kind}, not text")
     columns = [source.field] + ([source.id_field] if source.id_field and source.id_field != source.field else [])
     start = skipped = 0
-    for batch in parquet.iter_batches(batch_size=size, columns=columns):
+    for batch in _parquet_batches(parquet, source, size, columns):
         texts = batch.column(source.field).to_pylist()
         ids = batch.column(source.id_field).to_pylist() if source.id_field else list(range(start, start + len(texts)))
         keep = [i for i, text in enumerate(texts) if text is not None]
+        dropped = []
         if len(keep) < len(texts):
             first = next(i for i, text in enumerate(texts) if text is None)
             message = _bad_value(source, f"row {start + first}", None)
             if message:
                 raise InputError(message)
             skipped += len(texts) - len(keep)
+            dropped = [ids[i] for i, text in enumerate(texts) if text is None]
             texts, ids = [texts[i] for i in keep], [ids[i] for i in keep]
         start += batch.num_rows
-        if texts:
-            yield Chunk(ids, texts, start, skipped)
+        if texts or dropped:
+            yield Chunk(ids, texts, start, skipped, dropped)
+
+
+def open_parquet(source: Source) -> Any:
+    """The ``pyarrow.parquet.ParquetFile`` of ``source``; an empty, truncated or foreign file is an input error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(source.path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{source.label}: not a readable parquet file ({exc})") from None
+
+
+def _parquet_batches(parquet: Any, source: Source, size: int, columns: list[str]) -> Iterator[Any]:
+    """Record batches; damaged data pages (an intact footer over corrupt data) are an input error."""
+    import pyarrow as pa
+
+    batches = parquet.iter_batches(batch_size=size, columns=columns)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{source.label}: damaged parquet data ({exc})") from None
+        if batch is None:
+            return
+        yield batch

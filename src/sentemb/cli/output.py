@@ -3,11 +3,16 @@
 Every writer fills a temporary file beside the target and renames it over the target only once
 everything is written; a crash or Ctrl-C leaves no partial file under the requested name.
 ``-`` writes JSON lines to stdout (no rename there).
+
+The temporary file (``.<name>.XXXX.part``) is locked (``flock``) while its process lives. Ctrl-C and
+SIGTERM remove it on the way out; after a SIGKILL or a power cut the next run for the same output
+removes every unlocked ``.part`` of that name (a lock held means another run is still writing it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import struct
@@ -66,16 +71,51 @@ def check_output(path: str, force: bool) -> None:
         raise OutputError(f"{path}: folder {str(folder)!r} is not writable")
 
 
+def _lock(fd: int) -> bool:
+    """Take an exclusive lock on ``fd`` without waiting; False if another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no stale-file detection, nothing is removed
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def remove_stale_parts(target: Path) -> list[Path]:
+    """Remove the ``.part`` files of ``target`` that no living process holds (a killed run's); returns them."""
+    removed = []
+    for part in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+        try:
+            fd = os.open(part, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock(fd):
+                part.unlink(missing_ok=True)
+                removed.append(part)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, force: bool) -> Iterator[Path]:
     """A temporary path beside ``path``; renamed onto ``path`` when the block ends without an error."""
     check_output(path, force)
     target = Path(path)
+    stale = remove_stale_parts(target)
+    if stale:
+        click.echo(f"note: removed {len(stale)} unfinished temporary file(s) of {path} left by a killed run", err=True)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write here ({exc.strerror})") from None
-    os.close(fd)
+    _lock(fd)  # held until this process ends or the block finishes: the file is not stale meanwhile
     temp = Path(name)
     try:
         yield temp
@@ -89,6 +129,7 @@ def atomic_path(path: str, force: bool) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+        os.close(fd)
 
 
 def _default_mode() -> int:
@@ -134,14 +175,14 @@ def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def open_writer(fmt: str, path: Path | None, dim: int) -> Writer:
-    """A writer of ``fmt`` into ``path`` (None: JSON lines on stdout)."""
+def open_writer(fmt: str, path: Path | None, dim: int, metadata: dict[str, str] | None = None) -> Writer:
+    """A writer of ``fmt`` into ``path`` (None: JSON lines on stdout); ``metadata`` goes into a Parquet footer."""
     if path is None:
         return JsonlWriter(sys.stdout)
     if fmt == "npy":
         return NpyWriter(path, dim)
     if fmt == "parquet":
-        return ParquetWriter(path, dim)
+        return ParquetWriter(path, dim, metadata)
     return JsonlWriter(path.open("w", encoding="utf-8"), owned=True)
 
 
@@ -202,9 +243,10 @@ class JsonlWriter:
 class ParquetWriter:
     """An ``id`` column and an ``embedding`` column of ``fixed_size_list<float32>[dim]``, one row group per chunk."""
 
-    def __init__(self, path: Path, dim: int) -> None:
+    def __init__(self, path: Path, dim: int, metadata: dict[str, str] | None = None) -> None:
         self.path = path
         self.dim = dim
+        self.metadata = metadata or {}
         self._writer: Any = None
 
     def write(self, ids: Sequence[Any], vectors: np.ndarray) -> None:
@@ -215,7 +257,7 @@ class ParquetWriter:
         embedding = pa.FixedSizeListArray.from_arrays(values, self.dim)
         if self._writer is None:
             id_array = pa.array(list(ids))
-            schema = pa.schema([("id", id_array.type), ("embedding", embedding.type)])
+            schema = pa.schema([("id", id_array.type), ("embedding", embedding.type)], metadata=self.metadata)
             self._writer = pq.ParquetWriter(self.path, schema)
         id_type = self._writer.schema.field("id").type
         try:

