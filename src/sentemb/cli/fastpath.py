@@ -41,9 +41,8 @@ def cached_runtime(params: dict[str, Any]) -> str | None:
     """The first runtime (onnx, then openvino) with an intact fp32 export of the model in the cache."""
     from sentemb.cli.options import config_from_options
     from sentemb.config import Precision
-    from sentemb.export import cache_key, check_export, key_inputs
+    from sentemb.export import find_export
     from sentemb.models import read_model_folder, resolve_model
-    from sentemb.models.resolve import cache_root
 
     try:
         config = config_from_options(**params)
@@ -55,10 +54,7 @@ def cached_runtime(params: dict[str, Any]) -> str | None:
     for runtime in RUNTIMES:
         if importlib.util.find_spec(_MODULES[runtime]) is None:
             continue
-        key = cache_key(key_inputs(spec, Precision.FP32, runtime))
-        # The folder name ensure_export gives an export (sentemb.export's cache layout).
-        folder = cache_root() / runtime / f"{spec.model_type}-{Precision.FP32.value}-{key[:20]}"
-        if check_export(folder) is not None:
+        if find_export(spec, Precision.FP32, runtime=runtime, export_dir=config.export_dir) is not None:
             return runtime
     return None
 

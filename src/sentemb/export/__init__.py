@@ -24,7 +24,7 @@ The package, one concept per module:
 Loading a cached export imports neither torch nor transformers. The model's own folder is only read.
 """
 
-from sentemb.export.cache import ensure_export, export_root, export_to
+from sentemb.export.cache import ensure_export, export_root, export_to, find_export
 from sentemb.export.manifest import MANIFEST_FILE, TOKENIZER_FILE, Exported, check_export
 from sentemb.export.recipe import (
     CALIBRATION_FILE,
@@ -52,5 +52,6 @@ __all__ = [
     "ensure_export",
     "export_root",
     "export_to",
+    "find_export",
     "recipe_for",
 ]

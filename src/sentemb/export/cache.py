@@ -44,6 +44,14 @@ def export_root(export_dir: str | None = None) -> Path:
     return Path(export_dir).expanduser() if export_dir else cache_root()
 
 
+def find_export(
+    spec: ModelSpec, precision: Precision, *, runtime: str = "onnx", export_dir: str | None = None
+) -> Exported | None:
+    """The intact cached export of ``spec`` for ``runtime`` at ``precision``, or None; never builds."""
+    recipe = recipe_for(spec, precision, runtime)
+    return check_export(export_root(export_dir) / runtime / recipe.folder_name, recipe.key)
+
+
 def ensure_export(
     spec: ModelSpec,
     precision: Precision,
@@ -53,12 +61,12 @@ def ensure_export(
     trust_remote_code: bool = False,
 ) -> Exported:
     """The cached export of ``spec`` at ``precision`` for ``runtime``, built (once) if missing or damaged."""
+    found = find_export(spec, precision, runtime=runtime, export_dir=export_dir)
+    if found is not None:
+        return found
     recipe = recipe_for(spec, precision, runtime)
     parent = export_root(export_dir) / runtime
     final = parent / recipe.folder_name
-    found = check_export(final, recipe.key)
-    if found is not None:
-        return found
     _make_folder(parent, recipe, export_dir)
     with _builder_lock(parent / f".{final.name}.lock"):
         found = check_export(final, recipe.key)  # built by another process while this one waited
