@@ -55,6 +55,8 @@ counting from 0.
 @click.option("--force", "-f", is_flag=True, help="Overwrite an existing output.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress, summary or notes on stderr.")
+@click.option("--prompt-name", default=None, help="The model's prompt to put before each text [default: its default].")
+@click.option("--prompt", default=None, help="A prompt text to put before each text (instead of --prompt-name).")
 @encoder_options
 def encode(
     *,
@@ -70,6 +72,8 @@ def encode(
     force: bool,
     progress: bool | None,
     quiet: bool,
+    prompt_name: str | None,
+    prompt: str | None,
     **encoder_params: Any,
 ) -> None:
     """Embed texts into a vector file, streaming: INPUT may be larger than memory."""
@@ -77,6 +81,7 @@ def encode(
     source = choose_source(input_path, texts, input_format=input_format, field=text_field(field, column),
                            id_field=id_field, errors=errors)
     encoder = load_encoder(**encoder_params)
+    prompt = encoder.resolve_prompt(prompt_name=prompt_name, prompt=prompt)  # an unknown name fails now
     chunks = inline_chunks(list(texts)) if source is None else read_chunks(source, CHUNK_ROWS)
     show = (not quiet) and (sys.stderr.isatty() if progress is None else progress)
     total = None if source is None else source.size
@@ -84,7 +89,7 @@ def encode(
     with _output(output, force) as path:
         writer = open_writer(fmt, path, encoder.dim)
         try:
-            stats = _encode_all(encoder, chunks, writer, total, show)
+            stats = _encode_all(encoder, chunks, writer, total, show, prompt=prompt)
             if stats.rows == 0:
                 raise InputError(f"{'--text' if source is None else source.label}: no texts in the input")
             writer.close()
@@ -153,11 +158,13 @@ class _Stats:
         self.truncated = 0
 
 
-def _encode_all(encoder: Encoder, chunks: Iterator[Chunk], writer: Any, total: int | None, show: bool) -> _Stats:
+def _encode_all(
+    encoder: Encoder, chunks: Iterator[Chunk], writer: Any, total: int | None, show: bool, *, prompt: str
+) -> _Stats:
     stats = _Stats()
     with _progress_bar(total, show) as advance:
         for chunk in chunks:
-            result = encoder.encode_with_info(chunk.texts, show_progress=False)
+            result = encoder.encode_with_info(chunk.texts, prompt=prompt, show_progress=False)
             try:
                 writer.write(chunk.ids, result.embeddings)
             except OSError as exc:

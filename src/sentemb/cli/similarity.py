@@ -57,9 +57,8 @@ def similarity(
             raise InputError(f"a heatmap is readable for up to {HEATMAP_MAX} texts, got {len(items)}")
         check_output(heatmap, force)
     encoder = load_encoder(**encoder_params)
-    import sentemb
-
-    scores = sentemb.cos_sim(*(2 * [encoder.encode(items)]))
+    vectors = encoder.encode(items)
+    scores = encoder.similarity(vectors, vectors)  # the model's similarity function (cosine unless it names another)
     if len(items) == 2 and fmt is None and heatmap is None:
         click.echo(f"{scores[0, 1]:.4f}")
     else:
@@ -68,7 +67,8 @@ def similarity(
         style = table_format(fmt, piped="tsv")
         if style == "table":
             pairs.sort(key=lambda pair: -pair[4])
-        print_rows(["i", "j", "text_i", "text_j", "score"], pairs, style, title="cosine similarity")
+        title = f"{encoder.similarity_fn_name} similarity"
+        print_rows(["i", "j", "text_i", "text_j", "score"], pairs, style, title=title)
     if heatmap is not None:
         draw_heatmap(scores, items, heatmap, force)
 
