@@ -99,3 +99,15 @@ def test_truncate_dim_below_one_is_a_config_error(value):
 def test_truncate_dim_above_the_width_is_a_config_error(st_parity):
     with pytest.raises(sentemb.ConfigError, match=r"truncate_dim=17 is more than this model's width 16"):
         sentemb.load(st_parity["dense_tanh"][0], device="cpu", truncate_dim=17)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", ["two_dense", "dense+normalize", "lasttoken/no_prompt"])
+def test_dense_heads_and_prompt_pooling_run_on_cuda(st_parity, shape):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    folder, refs = st_parity[shape]
+    ours = sentemb.load(folder, backend="torch", device="cuda")
+    assert ours.device.startswith("cuda") and ours.dim == refs["plain"].shape[1]
+    assert np.abs(ours.encode(PARITY_TEXTS, prompt_name="query") - refs["query"]).max() <= 1e-4

@@ -5,8 +5,9 @@ import sentemb
 
 EXPECTED = {
     "DEFAULT_MODEL", "BackendError", "ConfigError", "EncodeResult", "Encoder", "EncoderConfig", "Hit",
-    "IntegrityError", "InvalidInputError", "LongText", "ModelNotFoundError", "Pooling", "Precision",
-    "SentembError", "StsResult", "TextInfo", "TextTooLongError", "UnsafeModelError", "__version__",
+    "IntegrityError", "InvalidInputError", "InvalidTextError", "LongText", "ModelNotFoundError", "Pooling", "Precision",
+    "SentembError", "StsResult", "TextInfo", "TextTooLongError", "UnsafeModelError", "UnsupportedModelError",
+    "__version__",
     "cos_sim", "dot_score", "evaluate_sts", "load", "read_sts", "semantic_search",
 }  # fmt: skip
 

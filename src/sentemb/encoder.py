@@ -133,11 +133,11 @@ class Encoder:
             "dim": self.dim,
             "pooling": self.pooling.value,
             "normalize": self.normalize,
-            "dense": [layer.out_features for layer in self.spec.dense],
-            "truncate_dim": self.truncate_dim,
+            "dense": [layer.out_features for layer in self.spec.dense],  # each Dense layer's width
+            "matryoshka": self.truncate_dim,
+            "similarity": self.similarity_fn_name,
+            "prompt": self.default_prompt_name,  # the default prompt's name
             "prompts": self.prompts,
-            "default_prompt_name": self.default_prompt_name,
-            "similarity_fn_name": self.similarity_fn_name,
             "max_length": self.max_length,
             "batch_size": self.batch_size,
             "long_text": self.config.long_text.value,
