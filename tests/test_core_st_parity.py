@@ -20,6 +20,17 @@ BACKENDS = ["torch", "onnx", "openvino"]
 TOLERANCE = 1e-5
 
 
+@pytest.fixture(scope="module")
+def own_cache(tmp_path_factory):
+    """An export cache of this module's own: its folders must not add exports to the session's shared cache
+    (other tests count the exports of a backbone there)."""
+    from sentemb.models.resolve import CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("st-parity-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def st_parity(tmp_path_factory):
     """Every shape's folder and sentence-transformers' vectors for it (no prompt, query prompt, truncated)."""
@@ -63,7 +74,7 @@ def parity(folder, refs, backend: str) -> dict[str, float]:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_vectors_match_sentence_transformers(onnx_cache, st_parity, shape, backend):
+def test_vectors_match_sentence_transformers(own_cache, st_parity, shape, backend):
     _skip_missing(backend)
     folder, refs = st_parity[shape]
     diffs = parity(folder, refs, backend)
