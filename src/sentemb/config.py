@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sentemb.errors import ConfigError
 
@@ -19,6 +19,8 @@ class Pooling(str, enum.Enum):
     CLS = "cls"
     MAX = "max"
     MEAN_SQRT_LEN = "mean_sqrt_len"
+    WEIGHTED_MEAN = "weightedmean"  # position-weighted mean (token i weighs i + 1), as sentence-transformers
+    LAST_TOKEN = "lasttoken"  # the last real token (decoder-style embedding models)
 
 
 class LongText(str, enum.Enum):
@@ -39,6 +41,8 @@ class Precision(str, enum.Enum):
 
 
 _PRECISION_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
+# sentence-transformers' names for the pooling modes, accepted as well.
+_POOLING_ALIASES = {"mean_sqrt_len_tokens": "mean_sqrt_len", "weighted_mean": "weightedmean", "last_token": "lasttoken"}
 
 
 def _enum(kind: type[enum.Enum], value: object, field: str) -> enum.Enum:
@@ -47,6 +51,8 @@ def _enum(kind: type[enum.Enum], value: object, field: str) -> enum.Enum:
     text = str(value).lower()
     if kind is Precision:
         text = _PRECISION_ALIASES.get(text, text)
+    if kind is Pooling:
+        text = _POOLING_ALIASES.get(text, text)
     try:
         return kind(text)
     except ValueError:
@@ -77,9 +83,19 @@ class EncoderConfig:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     cache_dir: str | None = None
-    export_dir: str | None = dataclasses.field(
+    export_dir: str | None = field(
         default=None,
         metadata={"help": "Folder of the ONNX/OpenVINO export cache (default: $SENTEMB_CACHE, else ~/.cache/sentemb)."},
+    )
+    default_prompt_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Prompt used when a call names none [default: the model's default_prompt_name; '' for none]."
+        },
+    )
+    truncate_dim: int | None = field(
+        default=None,
+        metadata={"help": "Keep the first N dimensions (Matryoshka), as sentence-transformers' truncate_dim."},
     )
 
     def __post_init__(self) -> None:
@@ -97,6 +113,8 @@ class EncoderConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 4:
             raise ConfigError(f"max_length must be at least 4 tokens, got {self.max_length}")
+        if self.truncate_dim is not None and self.truncate_dim < 1:
+            raise ConfigError(f"truncate_dim must be at least 1, got {self.truncate_dim}")
         if self.chunk_overlap < 0:
             raise ConfigError(f"chunk_overlap must be >= 0, got {self.chunk_overlap}")
 

@@ -59,6 +59,10 @@ class BatchJob:
     num_gpus_per_actor: float = 0.0
     ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray instance
     progress: bool | None = None  # None: a bar when stderr is a terminal, else lines on the "sentemb" logger
+    prompt_name: str | None = field(
+        default=None, metadata={"help": "The model's prompt before each text [default: its default]."}
+    )
+    prompt: str | None = field(default=None, metadata={"help": "A prompt text before each text (not --prompt-name)."})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "carry_columns", tuple(self.carry_columns))
@@ -141,7 +145,7 @@ class EmbedShards:
         rows = read_shard(self.in_fs, shard, job.id_column, job.text_column, list(job.carry_columns))
         if rows.bad and job.strict:
             return 0, len(rows.bad), rows.bad[0].to_json()
-        result = self.encoder.encode_with_info(rows.texts)
+        result = self.encoder.encode_with_info(rows.texts, prompt_name=job.prompt_name, prompt=job.prompt)
         vectors, bad = result.embeddings, list(rows.bad)
         if self.error_on_long and result.truncated:
             rows, vectors, bad = _drop_long(
