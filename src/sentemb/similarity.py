@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sentemb.errors import ConfigError
+
 
 class Hit(NamedTuple):
     """One search result: the corpus row and its score."""
@@ -19,7 +21,7 @@ def _matrix(x: np.ndarray) -> np.ndarray:
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
-        raise ValueError(f"expected a vector or a 2-D array of vectors, got shape {arr.shape}")
+        raise ConfigError(f"expected a vector or a 2-D array of vectors, got shape {arr.shape}")
     return arr
 
 
@@ -31,7 +33,7 @@ def cos_sim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of every row of ``a`` with every row of ``b``: shape (len(a), len(b))."""
     a, b = _matrix(a), _matrix(b)
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"vectors differ in size: {a.shape[1]} vs {b.shape[1]}")
+        raise ConfigError(f"vectors differ in size: {a.shape[1]} vs {b.shape[1]}")
     return _unit(a) @ _unit(b).T
 
 
@@ -50,7 +52,7 @@ def semantic_search(
 ) -> list[list[Hit]]:
     """For each query, the ``top_k`` best corpus rows, best first (corpus scanned in chunks)."""
     if score not in ("cosine", "dot"):
-        raise ValueError(f"score={score!r}: choose 'cosine' or 'dot'")
+        raise ConfigError(f"score={score!r}: choose 'cosine' or 'dot'")
     q, c = _matrix(queries), _matrix(corpus)
     if score == "cosine":
         q, c = _unit(q), _unit(c)

@@ -81,6 +81,6 @@ def ray_session(ray: Any, ray_address: str | None, *, num_cpus: int | None = Non
         ray.shutdown()
         if failed:
             logs = os.path.join(temp_dir, "session_latest", "logs")
-            log.error("sentemb batch: the local Ray instance's logs are in %s", logs)
+            log.info("sentemb batch: the local Ray instance's logs are in %s", logs)
         else:
             shutil.rmtree(temp_dir, ignore_errors=True)

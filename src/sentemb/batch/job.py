@@ -48,13 +48,21 @@ class EmbedShards:
     ) -> None:  # fmt: skip
         import sentemb
 
-        self.encoder = sentemb.load(config.model, config=worker_config(config, job.num_gpus_per_actor))
-        check_worker(self.encoder, config, header, job.num_gpus_per_actor)
+        # An error here is kept and raised by the first call: Ray hands a call's error to the driver as
+        # itself (one line for the user), but an __init__ error only as text inside ActorDiedError.
+        self.failed: SentembError | None = None
+        try:
+            self.encoder = sentemb.load(config.model, config=worker_config(config, job.num_gpus_per_actor))
+            check_worker(self.encoder, config, header, job.num_gpus_per_actor)
+        except SentembError as exc:
+            self.failed = exc
         self.job, self.header, self.fingerprint = job, header, fingerprint(header)
         self.error_on_long = config.long_text is LongText.ERROR
         self.in_fs, self.out_fs, self.out_dir = in_fs, out_fs, out_dir  # resolved on the driver
 
     def __call__(self, batch: Any) -> dict[str, list]:
+        if self.failed is not None:
+            raise self.failed
         out: dict[str, list] = {"name": [], "rows": [], "errors": [], "seconds": [], "first_bad": []}
         for item in batch.to_pylist():
             start = time.perf_counter()
