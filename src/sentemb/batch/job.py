@@ -142,9 +142,10 @@ def _user_cause(exc: BaseException) -> SentembError | OSError | None:
     """The library or I/O error behind a Ray error (raised again so callers and the CLI see it as such)."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, (SentembError, OSError)):
+        inner = getattr(seen, "cause", None)  # Ray's task errors: the original (their class mimics it)
+        if not isinstance(inner, BaseException) and isinstance(seen, (SentembError, OSError)):
             return seen
-        seen = getattr(seen, "cause", None) or seen.__cause__
+        seen = inner if isinstance(inner, BaseException) else seen.__cause__
     return None
 
 
@@ -219,15 +220,19 @@ class _Run:
 
         context = DataContext.get_current()
         ray_bars, context.enable_progress_bars = context.enable_progress_bars, False  # ours counts shards, rows
+        # An error of ours inside an actor reaches the driver as itself, not as "UDF failed" text.
+        original, context.raise_original_map_exception = context.raise_original_map_exception, True
         try:
             return self._collect(self._dataset(todo, in_fs).iter_rows(), {s.name: s for s in todo}, bar)
         except self.ray.exceptions.RayError as exc:
             cause = _user_cause(exc)
-            if cause is not None:
-                raise cause from None
-            raise
+            if cause is None:
+                raise
+            if cause.args and isinstance(cause.args[0], str):  # Ray Data appends its retry advice
+                cause.args = (cause.args[0].split("\nFailed to apply UDF", 1)[0], *cause.args[1:])
+            raise cause from None
         finally:
-            context.enable_progress_bars = ray_bars
+            context.enable_progress_bars, context.raise_original_map_exception = ray_bars, original
             self.manifest.save(self.out_fs, self.out_dir, self.planned)
             if bar is not None:
                 bar.close()
