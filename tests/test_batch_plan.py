@@ -220,8 +220,8 @@ def test_import_sentemb_does_not_import_ray():
 
 
 def test_missing_ray_names_the_extra(monkeypatch):
-    from sentemb.batch.job import _import_ray
+    from sentemb.batch.cluster import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"pip install 'sentemb\[batch\]'"):
-        _import_ray()
+        import_ray()
