@@ -17,8 +17,6 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-log = logging.getLogger("sentemb")
-
 # A local instance only moves shard descriptors and summaries through the object store.
 LOCAL_OBJECT_STORE_BYTES = 500_000_000
 # Ray's socket paths live under its temp dir and must stay under the 107-byte Unix socket limit.
@@ -50,8 +48,8 @@ def private_temp_dir() -> str:
 def ray_session(ray: Any, ray_address: str | None, *, num_cpus: int | None = None) -> Iterator[str | None]:
     """Use the Ray this process is already connected to, the cluster asked for, or a private instance.
 
-    Yields the private instance's temporary folder (its logs are in ``session_latest/logs``), else None.
-    A private instance is shut down on the way out; its folder is removed unless the job failed.
+    Yields the private instance's temporary folder, else None. A private instance is shut down and its
+    folder removed on the way out.
     """
     if ray.is_initialized():  # the caller set Ray up (a notebook, a test fixture): use it as it is
         yield None
@@ -73,14 +71,8 @@ def ray_session(ray: Any, ray_address: str | None, *, num_cpus: int | None = Non
         include_dashboard=False,
         logging_level=logging.WARNING,
     )
-    failed = True
     try:
         yield temp_dir
-        failed = False
     finally:
         ray.shutdown()
-        if failed:
-            logs = os.path.join(temp_dir, "session_latest", "logs")
-            log.info("sentemb batch: the local Ray instance's logs are in %s", logs)
-        else:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(temp_dir, ignore_errors=True)  # its actors' messages reached the driver's stderr
