@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,6 +51,7 @@ def other_ray():
         yield env
     finally:
         os.killpg(start.pid, signal.SIGKILL)  # the daemons `ray start` left in its process group
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_batch_runs_its_own_ray_while_another_ray_is_up_and_keeps_ray_logs_out_of_the_terminal(
