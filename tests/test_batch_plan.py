@@ -230,12 +230,11 @@ def test_missing_ray_names_the_extra(monkeypatch):
 def test_the_header_describes_dense_heads_truncation_and_the_prompt(tmp_path):
     """The driver's header (no backend) has the width after Dense and truncate_dim, and the prompt text,
     so a resumed job cannot mix vectors of another head, width or prompt."""
-    from st_shapes import PROMPTS, SHAPES, build_st_folder
-    from tiny_models import build_tiny_model
-
     from sentemb.batch.manifest import fingerprint, make_header
     from sentemb.batch.model import describe_model
     from sentemb.config import EncoderConfig
+    from st_shapes import PROMPTS, SHAPES, build_st_folder
+    from tiny_models import build_tiny_model
 
     backbone = build_tiny_model("bert", tmp_path / "backbone")
     folder = build_st_folder(backbone, SHAPES["two_dense"], tmp_path / "dense")
