@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sentemb.retrieval.errors import VectorsError
+from sentemb.errors import VectorsError
 from sentemb.retrieval.quantize import NUMPY_DTYPES, check_output_type
 
 QUANTIZE_META_KEY = b"sentemb.quantize"
