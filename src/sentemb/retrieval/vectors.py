@@ -94,7 +94,10 @@ def _read_parquet(paths: list[Path], id_column: str, column: str) -> VectorFile:
         if column not in table.column_names:
             raise VectorsError(f"{path}: no {column!r} column (columns: {', '.join(table.column_names[:20])})")
         raw = (table.schema.metadata or {}).get(QUANTIZE_META_KEY)
-        meta = json.loads(raw) if raw else {"output": "float32"}
+        previous, meta = meta, json.loads(raw) if raw else {"output": "float32"}
+        if previous and [previous.get(k) for k in ("output", "ranges")] != [meta.get(k) for k in ("output", "ranges")]:
+            raise VectorsError(f"{path}: its output type or int8 ranges differ from the other files'; "
+                               "quantise every file with the same ranges")
         parts.append(_embedding_array(path, table.column(column).combine_chunks(), meta["output"]))
         start = len(ids)
         has_ids = id_column in table.column_names
