@@ -236,3 +236,32 @@ def test_killed_job_resumes_with_nothing_lost_or_twice(ray_local, tmp_path, tiny
     assert manifest["complete"] is True
     assert manifest["totals"]["rows"] == KILL_ROWS
     assert sum(e["rows"] for e in manifest["shards"].values()) == KILL_ROWS
+
+
+@pytest.mark.parametrize("output_type", ["int8", "binary"])
+def test_output_type_packs_every_shard_with_the_same_ranges(ray_local, tmp_path, tiny_model, output_type):
+    from sentemb.encoder import load
+    from sentemb.retrieval.calibrate import calibration_ranges
+    from sentemb.retrieval.quantize import quantize
+    from sentemb.retrieval.vectors import QUANTIZE_META_KEY, read_vectors
+
+    records = [{"id": i, "text": f"sentence number {i} about {'cats' if i % 2 else 'stocks'}"} for i in range(40)]
+    _write_jsonl(tmp_path / "in.jsonl", records)
+    job = BatchJob(input=str(tmp_path / "in.jsonl"), output_dir=str(tmp_path / "out"), shard_bytes=400,
+                   num_actors=2, output_type=output_type)  # fmt: skip
+    config = EncoderConfig(model=str(tiny_model))
+    result = run_batch(job, config)
+    assert result.shards_planned > 1 and result.rows_written == 40
+    shards = sorted((tmp_path / "out").glob("*.parquet"))
+    metas = [json.loads(pq.read_schema(p).metadata[QUANTIZE_META_KEY]) for p in shards]
+    assert len(shards) > 1 and all(m == metas[0] for m in metas)  # one set of ranges for the whole job
+    assert _manifest(tmp_path / "out")["header"]["output_type"] == output_type
+    saved = read_vectors(tmp_path / "out")
+    encoder = load(str(tiny_model), config=config)
+    ranges = calibration_ranges(encoder)[0] if output_type == "int8" else None
+    if ranges is not None:
+        np.testing.assert_allclose(saved.ranges, ranges, atol=1e-5)
+    order = np.argsort(saved.ids)
+    expected = quantize(encoder.encode([r["text"] for r in records]), output_type, ranges=saved.ranges)
+    assert saved.vectors.dtype == expected.dtype
+    assert np.abs(saved.vectors[order].astype(int) - expected.astype(int)).max() <= (1 if ranges is not None else 0)

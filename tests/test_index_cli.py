@@ -135,3 +135,33 @@ def test_top_level_help_lists_the_new_commands_without_importing_them():
     assert "LOADED []" in out
     for name in ("index", "dedup", "cluster"):
         assert f"\n  {name} " in out
+
+
+def test_search_with_index_matches_index_search_and_shows_corpus_texts(tmp_path):
+    docs = _jsonl(tmp_path / "docs.jsonl", CORPUS)
+    invoke("index", "build", str(docs), "--id-field", "doc", "-o", str(tmp_path / "d.index"), "--output-type",
+           "binary", "--exact", "-q")  # fmt: skip
+    ask = ("Who is making food?", "-k", "3", "--format", "jsonl")
+    theirs = [json.loads(line) for line in invoke("index", "search", str(tmp_path / "d.index"), *ask).stdout.split("\n")
+              if line]  # fmt: skip
+    ours = [json.loads(line) for line in invoke("search", *ask, "--index", str(tmp_path / "d.index")).stdout.split("\n")
+            if line]  # fmt: skip
+    assert ours == theirs and len(ours) == 3
+    shown = invoke("search", *ask, "--index", str(tmp_path / "d.index"), "--corpus", str(docs), "--id-field", "doc")
+    rows = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in ours]
+    assert all(r["text"] == CORPUS[int(r["id"][1:])] for r in rows)
+    tsv = invoke("search", *ask[:3], "--format", "tsv", "--index", str(tmp_path / "d.index")).stdout.splitlines()
+    assert tsv[0].split("\t") == ["query", "rank", "id", "score"] and len(tsv) == 4
+
+
+def test_search_with_index_refuses_another_model_and_mixed_sources(tmp_path, default_encoder):
+    folder = _batch_folder(tmp_path, default_encoder.encode(CORPUS))
+    invoke("index", "build", str(folder), "-o", str(tmp_path / "b.index"), "-q")
+    result = invoke("search", "food", "--index", str(tmp_path / "b.index"), "--model",
+                    str(default_encoder.resolved.path), code=3)  # fmt: skip
+    assert "org/other" in result.stderr and "rebuild the index" in result.stderr
+    result = invoke("search", "food", "--index", str(tmp_path / "b.index"), "--embeddings", "x.npy", code=2)
+    assert "drop --embeddings" in result.stderr
+    (tmp_path / "broken.index").mkdir()
+    assert "not a sentemb index" in invoke("search", "food", "--index", str(tmp_path / "broken.index"), code=1).stderr

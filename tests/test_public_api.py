@@ -7,6 +7,7 @@ EXPECTED = {
     "DEFAULT_MODEL", "BackendError", "ConfigError", "EncodeResult", "Encoder", "EncoderConfig", "Hit", "Index",
     "IntegrityError", "InvalidInputError", "InvalidTextError", "LongText", "ModelNotFoundError", "Pooling", "Precision",
     "SentembError", "StsResult", "TextInfo", "TextTooLongError", "UnsafeModelError", "UnsupportedModelError",
+    "IndexFileError", "ModelMismatchError", "VectorsError",
     "__version__", "cos_sim", "dot_score", "evaluate_sts", "load", "quantize", "read_sts", "semantic_search",
 }  # fmt: skip
 
@@ -16,6 +17,16 @@ def test_all_is_sorted_complete_and_resolves():
     assert set(sentemb.__all__) == EXPECTED
     for name in sentemb.__all__:
         assert getattr(sentemb, name) is not None
+
+
+def test_retrieval_errors_are_in_the_one_tree():
+    from sentemb.retrieval import errors as old_home
+
+    for name in ("VectorsError", "IndexFileError", "ModelMismatchError"):
+        error = getattr(sentemb, name)
+        assert error is getattr(sentemb.errors, name) is getattr(old_home, name)
+        assert issubclass(error, sentemb.SentembError) and issubclass(error, ValueError)
+        assert name in (sentemb.errors.__doc__ or "")
 
 
 def test_import_is_light():

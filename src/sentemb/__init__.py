@@ -14,14 +14,17 @@ from sentemb.config import DEFAULT_MODEL, EncoderConfig, LongText, Pooling, Prec
 from sentemb.errors import (
     BackendError,
     ConfigError,
+    IndexFileError,
     IntegrityError,
     InvalidInputError,
     InvalidTextError,
+    ModelMismatchError,
     ModelNotFoundError,
     SentembError,
     TextTooLongError,
     UnsafeModelError,
     UnsupportedModelError,
+    VectorsError,
 )
 from sentemb.similarity import Hit, cos_sim, dot_score, semantic_search
 
@@ -65,10 +68,12 @@ __all__ = [
     "EncoderConfig",
     "Hit",
     "Index",
+    "IndexFileError",
     "IntegrityError",
     "InvalidInputError",
     "InvalidTextError",
     "LongText",
+    "ModelMismatchError",
     "ModelNotFoundError",
     "Pooling",
     "Precision",
@@ -78,6 +83,7 @@ __all__ = [
     "TextTooLongError",
     "UnsafeModelError",
     "UnsupportedModelError",
+    "VectorsError",
     "__version__",
     "cos_sim",
     "dot_score",

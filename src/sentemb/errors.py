@@ -9,7 +9,13 @@
     ├── InvalidInputError       (also TypeError)    a text that is not a str
     ├── InvalidTextError        (also ValueError)   a str that is not valid Unicode (a lone surrogate)
     ├── TextTooLongError        (also ValueError)   long_text="error" and a text over max_length
-    └── BackendError            (also RuntimeError) a backend or its optional dependency failed
+    ├── BackendError            (also RuntimeError) a backend or its optional dependency failed
+    ├── VectorsError            (also ValueError)   vectors that cannot be used: empty, not 2-D, wrong size, NaN
+    ├── IndexFileError          (also ValueError)   a saved index that is missing, damaged or from a newer sentemb
+    └── ModelMismatchError      (also ValueError)   vectors from another model than an index's (or the encoder's)
+
+Bad retrieval option values (k < 1, a threshold outside [-1, 1], an unknown output type) raise
+:class:`ConfigError`.
 
 Each message says what to do next.
 """
@@ -75,6 +81,18 @@ class TextTooLongError(SentembError, ValueError):
 
 class BackendError(SentembError, RuntimeError):
     """A backend could not be built or run."""
+
+
+class VectorsError(SentembError, ValueError):
+    """Vectors that cannot be used as given (empty, not 2-D, another dimension, not finite)."""
+
+
+class IndexFileError(SentembError, ValueError):
+    """A saved index that cannot be read: missing files, a changed checksum, an unknown format."""
+
+
+class ModelMismatchError(SentembError, ValueError):
+    """Vectors from another model (or other model options) than the ones the index was built with."""
 
 
 def require(module: str, extra: str, purpose: str) -> Any:

@@ -57,6 +57,11 @@ class EmbedShards:
         except SentembError as exc:
             self.failed = exc
         self.job, self.header, self.fingerprint = job, header, fingerprint(header)
+        self.ranges = None
+        if self.failed is None and job.output_type in ("int8", "uint8"):
+            from sentemb.retrieval.calibrate import calibration_ranges
+
+            self.ranges = calibration_ranges(self.encoder)[0]
         self.error_on_long = config.long_text is LongText.ERROR
         self.in_fs, self.out_fs, self.out_dir = in_fs, out_fs, out_dir  # resolved on the driver
 
@@ -91,6 +96,8 @@ class EmbedShards:
             commit_bytes(self.out_fs, join(self.out_dir, ERRORS_DIR), errors_name(shard.name), text)
         entry = shard_entry(shard, len(rows.texts), len(bad))
         table = output_table(rows, vectors, job.id_column, job.embedding_column)
+        if job.output_type != "float32":
+            table = quantized_table(table, vectors, job, self.ranges)
         meta = {"fingerprint": self.fingerprint, "rows": len(rows.texts), "entry": entry}
         commit_parquet(self.out_fs, self.out_dir, shard.name, table, meta)
         return len(rows.texts), len(bad), ""
@@ -106,6 +113,33 @@ class EmbedShards:
                 rows = _without(rows, [exc.index], reason, shard)
                 continue
             return rows, result.embeddings, result.truncated
+
+
+def output_facts(output_type: str) -> dict[str, object]:
+    """What the header records of the output type: int8/uint8 ranges come from the calibration file named by hash."""
+    if output_type == "float32":
+        return {}
+    if output_type not in ("int8", "uint8"):
+        return {"output_type": output_type}
+    from sentemb.export.recipe import CALIBRATION_FILE
+    from sentemb.models.resolve import sha256_file
+
+    return {"output_type": output_type, "calibration_sha256": sha256_file(CALIBRATION_FILE)}
+
+
+def quantized_table(table: Any, vectors: Any, job: BatchJob, ranges: Any) -> Any:
+    """``table`` with its embedding column replaced by the packed codes, the ranges in the schema metadata."""
+    import pyarrow as pa
+
+    from sentemb.retrieval.quantize import quantize
+    from sentemb.retrieval.vectors import quantize_metadata
+
+    codes = quantize(vectors, job.output_type, ranges=ranges)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(codes.reshape(-1)), codes.shape[1])
+    where = table.column_names.index(job.embedding_column)
+    table = table.set_column(where, job.embedding_column, column)
+    extra = {"calibration": "bundled"} if ranges is not None else None
+    return table.replace_schema_metadata(quantize_metadata(job.output_type, vectors.shape[1], ranges, extra))
 
 
 def _keep_mask(count: int, drop: list[int]) -> Any:
@@ -176,7 +210,8 @@ def run_batch(
         columns=list(dict.fromkeys(columns)), exclude=out_dir,
     )  # fmt: skip
     names = {"id_column": job.id_column, "text_column": job.text_column,
-             "embedding_column": job.embedding_column, "carry_columns": list(job.carry_columns)}  # fmt: skip
+             "embedding_column": job.embedding_column, "carry_columns": list(job.carry_columns),
+             **output_facts(job.output_type)}  # fmt: skip
     header = make_header(
         describe_model(config, job.num_gpus_per_actor, prompt_name=job.prompt_name, prompt=job.prompt),
         names, job.shard_rows, job.shard_bytes,

@@ -27,6 +27,11 @@ class BatchJob:
         (), help="Input column to copy to the output (repeatable).", flag="--carry", metavar="COLUMN"
     )
     embedding_column: str = option("embedding", help="Name of the vector column.")
+    output_type: str = option(
+        "float32", choices=("float32", "int8", "uint8", "binary", "ubinary"),
+        help="Stored vector type (output quantisation, not the compute --precision); int8/uint8 ranges come "
+             "from the bundled calibration sentences, measured by each actor's encoder (same model: same ranges).",
+    )  # fmt: skip
     input_format: str = option(
         "auto", help="Input format; auto goes by each file's extension.", choices=INPUT_FORMATS
     )

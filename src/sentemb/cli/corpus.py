@@ -38,7 +38,7 @@ class Corpus:
 @contextlib.contextmanager
 def retrieval_errors() -> Iterator[None]:
     """Damaged index files and unusable vectors are input problems (exit 1); another model's vectors exit 3."""
-    from sentemb.retrieval.errors import IndexFileError, ModelMismatchError, VectorsError
+    from sentemb.errors import IndexFileError, ModelMismatchError, VectorsError
 
     try:
         yield
@@ -67,7 +67,7 @@ def is_vector_file(path: str) -> bool:
 
 def read_vector_corpus(path: str) -> Corpus:
     """Float vectors from a vector file (quantised files are dequantised: index them from floats)."""
-    from sentemb.retrieval.errors import VectorsError
+    from sentemb.errors import VectorsError
     from sentemb.retrieval.vectors import read_vectors
 
     try:

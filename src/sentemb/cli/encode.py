@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import numpy as np
 
 from sentemb.cli.io import ERROR_POLICIES, Chunk, Source, inline_chunks, make_source, read_chunks
 from sentemb.cli.options import (
@@ -21,7 +22,14 @@ from sentemb.cli.options import (
     encoder_options,
     load_encoder,
 )
-from sentemb.cli.output import atomic_path, check_output, open_writer, output_format
+from sentemb.cli.output import (
+    Writer,
+    atomic_path,
+    check_output,
+    open_quantized_writer,
+    open_writer,
+    output_format,
+)
 
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder
@@ -47,6 +55,12 @@ text per line). Outputs: .npy (float32, row i = input i), .jsonl ({"id", "embedd
 counting from 0. --errors skip keeps those ids, so it needs .jsonl or .parquet output (a .npy
 row has no id: skipping would shift every later row).
 
+--output-type stores the vectors quantised (sentemb.quantize, the packing of sentence-transformers'
+quantize_embeddings); it is not --precision, the compute precision. binary/ubinary pack 8 dimensions
+per byte. int8/uint8 scale each dimension by ranges measured on the bundled calibration sentences
+encoded by the same model (or on --calibration FILE, one text per line); they need .parquet or .jsonl
+output (a .parquet records the ranges and their source in its metadata; .npy is refused for them).
+
 """
 
 
@@ -62,6 +76,11 @@ row has no id: skipping would shift every later row).
               help="Override the input format the extension implies.")
 @click.option("--output-format", type=click.Choice(["npy", "jsonl", "parquet"]), default=None,
               help="Override the output format the extension implies.")
+@click.option("--output-type", type=click.Choice(["float32", "int8", "uint8", "binary", "ubinary"]),
+              default="float32", show_default=True,
+              help="Stored vector type (output quantisation, not the compute --precision).")
+@click.option("--calibration", default=None, metavar="FILE",
+              help="int8/uint8: texts (one a line) to measure the ranges on [default: the bundled sentences].")
 @click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True,
               help="Invalid UTF-8 or a row without text: stop, replace bad bytes, or skip the row.")
 @click.option("--force", "-f", is_flag=True, help="Overwrite an existing output.")
@@ -80,6 +99,8 @@ def encode(
     id_field: str | None,
     input_format: str | None,
     output_format: str | None,
+    output_type: str,
+    calibration: str | None,
     errors: str,
     force: bool,
     progress: bool | None,
@@ -95,6 +116,11 @@ def encode(
             "--errors skip with a .npy output would shift every row after a skipped record (a .npy row has no "
             "id); write .jsonl or .parquet, which keep each record's id, or use --errors replace"
         )
+    if output_type in ("int8", "uint8") and fmt == "npy":
+        raise UsageError(f"--output-type {output_type} needs its ranges to be read back, which a .npy cannot hold; "
+                         "write .parquet (ranges in its metadata) or use --output-type binary")
+    if calibration is not None and output_type not in ("int8", "uint8"):
+        raise UsageError("--calibration only applies to --output-type int8 or uint8")
     source = choose_source(input_path, texts, input_format=input_format, field=text_field(field, column),
                            id_field=id_field, errors=errors)
     with _sigterm_as_exit():
@@ -110,7 +136,8 @@ def encode(
 
             metadata = parquet_metadata(encoder)
         with _output(output, force) as path:
-            writer = open_writer(fmt, path, encoder.dim, metadata)
+            writer = _writer(fmt, path=path, encoder=encoder, metadata=metadata, output_type=output_type,
+                             calibration=calibration, prompt=prompt)
             try:
                 stats = _encode_all(encoder, chunks, writer, total, show, output=output, prompt=prompt)
                 if stats.rows == 0:
@@ -125,6 +152,22 @@ def encode(
                 raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from None
     if not quiet:
         _summary(stats, encoder, output, time.perf_counter() - started)
+
+
+def _writer(
+    fmt: str, *, path: Path | None, encoder: Encoder, metadata: dict[str, str] | None, output_type: str,
+    calibration: str | None, prompt: str,
+) -> Writer:  # fmt: skip
+    if output_type == "float32":
+        return open_writer(fmt, path, encoder.dim, metadata)
+    ranges: np.ndarray | None = None
+    facts: dict[str, Any] = {}
+    if output_type in ("int8", "uint8"):
+        from sentemb.retrieval.calibrate import calibration_ranges
+
+        ranges, facts = calibration_ranges(encoder, calibration, prompt)
+    return open_quantized_writer(fmt, path, encoder.dim, output=output_type, ranges=ranges, facts=facts,
+                                 metadata=metadata)
 
 
 def _summary(stats: _Stats, encoder: Encoder, output: str, seconds: float) -> None:

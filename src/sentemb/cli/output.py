@@ -186,9 +186,9 @@ def open_writer(fmt: str, path: Path | None, dim: int, metadata: dict[str, str] 
     return JsonlWriter(path.open("w", encoding="utf-8"), owned=True)
 
 
-def npy_header(rows: int, dim: int) -> bytes:
-    """A version 1.0 .npy header for a C-order float32 (rows, dim) array, padded to NPY_HEADER_BYTES."""
-    text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
+def npy_header(rows: int, dim: int, descr: str = "<f4") -> bytes:
+    """A version 1.0 .npy header for a C-order (rows, dim) array of ``descr``, padded to NPY_HEADER_BYTES."""
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
     size = NPY_HEADER_BYTES - 10  # magic (6) + version (2) + header length (2)
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", size) + (text.ljust(size - 1) + "\n").encode("latin1")
 
@@ -196,19 +196,20 @@ def npy_header(rows: int, dim: int) -> bytes:
 class NpyWriter:
     """Streams rows into a .npy file; the header gets the final row count on close."""
 
-    def __init__(self, path: Path, dim: int) -> None:
+    def __init__(self, path: Path, dim: int, dtype: str = "<f4") -> None:
         self.dim = dim
+        self.dtype = np.dtype(dtype)
         self.rows = 0
         self._handle = path.open("wb")
-        self._handle.write(npy_header(0, dim))
+        self._handle.write(npy_header(0, dim, self.dtype.str))
 
     def write(self, ids: Sequence[Any], vectors: np.ndarray) -> None:
-        self._handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+        self._handle.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
         self.rows += len(vectors)
 
     def close(self) -> None:
         self._handle.seek(0)
-        self._handle.write(npy_header(self.rows, self.dim))
+        self._handle.write(npy_header(self.rows, self.dim, self.dtype.str))
         self._handle.close()
 
     def discard(self) -> None:
@@ -273,3 +274,40 @@ class ParquetWriter:
 
     def discard(self) -> None:
         self.close()
+
+
+class QuantizingWriter:
+    """Quantises each chunk of float vectors (``sentemb.quantize``, fixed ``ranges``) before ``inner`` writes it."""
+
+    def __init__(self, inner: Writer, output: str, ranges: np.ndarray | None) -> None:
+        self.inner, self.output, self.ranges = inner, output, ranges
+
+    def write(self, ids: Sequence[Any], vectors: np.ndarray) -> None:
+        from sentemb.retrieval.quantize import quantize
+
+        self.inner.write(ids, quantize(vectors, self.output, ranges=self.ranges))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def discard(self) -> None:
+        self.inner.discard()
+
+
+def open_quantized_writer(
+    fmt: str, path: Path | None, dim: int, *, output: str, ranges: np.ndarray | None, facts: dict[str, Any],
+    metadata: dict[str, str] | None = None,
+) -> Writer:  # fmt: skip
+    """A writer of ``output`` codes: packed int8/uint8 .npy, integer JSON lists, or Parquet with ranges + ``facts``."""
+    from sentemb.retrieval.quantize import NUMPY_DTYPES
+    from sentemb.retrieval.vectors import QuantizedParquetWriter
+
+    width = dim if output.endswith("int8") else (dim + 7) // 8
+    inner: Writer
+    if path is not None and fmt == "parquet":
+        inner = QuantizedParquetWriter(path, output, dim, ranges, metadata=metadata, extra=facts)
+    elif path is not None and fmt == "npy":
+        inner = NpyWriter(path, width, np.dtype(NUMPY_DTYPES[output]).str)
+    else:
+        inner = open_writer(fmt, path, width)
+    return QuantizingWriter(inner, output, ranges)

@@ -24,10 +24,13 @@ Examples:
   sentemb search --queries questions.txt --corpus docs.jsonl --id-field doc_id --format jsonl
   sentemb encode docs.jsonl -o docs.parquet && sentemb search "refunds" --embeddings docs.parquet
   sentemb search "refunds" --embeddings docs.npy --corpus docs.jsonl   # texts shown beside hits
+  sentemb index build docs.parquet -o docs.index --output-type binary && sentemb search "refunds" --index docs.index
 
 \b
 --embeddings takes a file written by `sentemb encode` (.npy, .parquet or .jsonl) made with the
-same model options (a .parquet records them, and a mismatch is refused). Results: a table on a
+same model options (a .parquet records them, and a mismatch is refused). --index takes a folder
+written by `sentemb index build`; queries are embedded with the index's model (another is refused,
+exit 3) and --corpus, when given, shows the texts of the hit ids. Results: a table on a
 terminal, JSON lines when piped. Without --backend, a cached exact fp32 ONNX/OpenVINO export of
 the model is used when there is one (same vectors, faster start).
 
@@ -39,6 +42,10 @@ the model is used when there is one (same vectors, faster start).
 @click.option("--queries", "queries_file", default=None, help="Queries from a file (- for stdin).")
 @click.option("--corpus", "-c", default=None, help="Corpus texts (.txt, .jsonl, .csv, .tsv, .parquet).")
 @click.option("--embeddings", "-e", default=None, help="Saved corpus vectors (.npy, .parquet, .jsonl).")
+@click.option("--index", "-i", "index_path", default=None, metavar="INDEX",
+              help="A saved index (`sentemb index build`) to search instead of --embeddings.")
+@click.option("--rescore-multiplier", type=click.IntRange(min=1), default=None,
+              help="With --index: candidates per hit before rescoring [default: the index's].")
 @click.option("--field", "--column", "field", default="text", show_default=True, help="Field or column with the text.")
 @click.option("--id-field", default=None, help="Corpus field or column to report as the id.")
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=10, show_default=True, help="Hits per query.")
@@ -56,18 +63,29 @@ the model is used when there is one (same vectors, faster start).
 @encoder_options
 def search(
     *,
-    queries: tuple[str, ...], queries_file: str | None, corpus: str | None, embeddings: str | None, field: str,
-    id_field: str | None, top_k: int, score: str | None, errors: str, fmt: str | None, query_prompt_name: str | None,
+    queries: tuple[str, ...], queries_file: str | None, corpus: str | None, embeddings: str | None,
+    index_path: str | None, rescore_multiplier: int | None, field: str, id_field: str | None, top_k: int,
+    score: str | None, errors: str, fmt: str | None, query_prompt_name: str | None,
     query_prompt: str | None, corpus_prompt_name: str | None, corpus_prompt: str | None, **encoder_params: Any,
 ) -> None:
     """Find the corpus rows closest to each query."""
     if bool(queries) == bool(queries_file):
         raise UsageError("give QUERIES or --queries FILE (one of them)")
-    if corpus is None and embeddings is None:
-        raise UsageError("give --corpus FILE, --embeddings FILE, or both")
+    if index_path is not None and (embeddings is not None or score is not None):
+        raise UsageError("--index searches the index's own vectors with its own score: drop --embeddings/--score")
+    if corpus is None and embeddings is None and index_path is None:
+        raise UsageError("give --corpus FILE, --embeddings FILE, both, or --index INDEX")
     query_texts = texts_from(queries_file, queries, field=field, errors=errors, what="QUERY")
     if not query_texts:
         raise InputError("no queries left to search (every one was skipped)")
+    if index_path is not None:
+        from sentemb.cli.corpus import retrieval_errors
+
+        with retrieval_errors():
+            search_index(index_path, query_texts, top_k=top_k, rescore_multiplier=rescore_multiplier, fmt=fmt,
+                         corpus=corpus, texts_options={"field": field, "id_field": id_field, "errors": errors},
+                         prompts=(query_prompt_name, query_prompt), encoder_params=encoder_params)  # fmt: skip
+        return
     corpus_source = None
     if corpus is not None:
         corpus_source = make_source(corpus, input_format=None, field=field, id_field=id_field, errors=errors)
@@ -111,6 +129,38 @@ def search(
                 row.append(texts[hit.corpus_id])
             rows.append(row)
     columns = ["query", "rank", "id", "score"] + (["text"] if texts else [])
+    print_rows(columns, rows, table_format(fmt, piped="jsonl"), title=f"top {top_k}")
+
+
+def search_index(
+    index_path: str, query_texts: list[str], *, top_k: int, rescore_multiplier: int | None, fmt: str | None,
+    corpus: str | None, texts_options: dict[str, Any], prompts: tuple[str | None, str | None],
+    encoder_params: dict[str, Any],
+) -> None:  # fmt: skip
+    """Queries against a saved :class:`sentemb.Index`; with ``corpus``, the texts of the hit ids beside them."""
+    import sentemb
+
+    index = sentemb.Index.load(index_path)
+    if encoder_params.get("model") is None and index.model.get("model"):
+        encoder_params["model"] = index.model["model"]  # queries default to the index's own model
+    encoder = load_encoder(**fastest_cached(encoder_params))
+    index.check_model(encoder)  # refuse another model before spending time on the corpus
+    by_id: dict[Any, str] = {}
+    if corpus is not None:
+        source = make_source(corpus, input_format=None, **texts_options)
+        corpus_ids, texts, _ = read_corpus(source, None)
+        by_id = dict(zip(corpus_ids, texts, strict=True))
+    prompt = encoder.resolve_prompt(prompt_name=prompts[0] or encoder_task("query", encoder), prompt=prompts[1])
+    hits = index.search(encoder.encode(query_texts, prompt=prompt), top_k, model=encoder,
+                        rescore_multiplier=rescore_multiplier)  # fmt: skip
+    rows = []
+    for query, found in zip(query_texts, hits, strict=True):
+        for rank, hit in enumerate(found, start=1):
+            row: list[Any] = [query, rank, hit.id, hit.score]
+            if by_id:
+                row.append(by_id.get(hit.id, ""))
+            rows.append(row)
+    columns = ["query", "rank", "id", "score"] + (["text"] if by_id else [])
     print_rows(columns, rows, table_format(fmt, piped="jsonl"), title=f"top {top_k}")
 
 

@@ -15,9 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sentemb.errors import ConfigError, require
+from sentemb.errors import ConfigError, VectorsError, require
 from sentemb.retrieval.dedup import check_threshold
-from sentemb.retrieval.errors import VectorsError
 from sentemb.retrieval.index import as_float_vectors
 
 Progress = Callable[[int], None]

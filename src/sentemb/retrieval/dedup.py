@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sentemb.errors import ConfigError
-from sentemb.retrieval.errors import VectorsError
+from sentemb.errors import ConfigError, VectorsError
 from sentemb.retrieval.index import as_float_vectors
 
 EXACT_LIMIT = 50_000

@@ -19,8 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sentemb.errors import ConfigError
-from sentemb.retrieval.errors import IndexFileError, ModelMismatchError, VectorsError
+from sentemb.errors import ConfigError, IndexFileError, ModelMismatchError, VectorsError
 from sentemb.retrieval.quantize import dequantize, quantization_ranges, quantize
 from sentemb.retrieval.stores import FlatStore, GraphStore, Store
 

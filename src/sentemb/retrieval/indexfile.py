@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from sentemb.errors import ConfigError
-from sentemb.retrieval.errors import IndexFileError
+from sentemb.errors import ConfigError, IndexFileError
 from sentemb.retrieval.index import Index, IndexOptions
 from sentemb.retrieval.stores import FlatStore, GraphStore, Store
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sentemb.retrieval.errors import VectorsError
+from sentemb.errors import VectorsError
 from sentemb.retrieval.quantize import NUMPY_DTYPES, check_output_type
 
 QUANTIZE_META_KEY = b"sentemb.quantize"
@@ -93,7 +94,10 @@ def _read_parquet(paths: list[Path], id_column: str, column: str) -> VectorFile:
         if column not in table.column_names:
             raise VectorsError(f"{path}: no {column!r} column (columns: {', '.join(table.column_names[:20])})")
         raw = (table.schema.metadata or {}).get(QUANTIZE_META_KEY)
-        meta = json.loads(raw) if raw else {"output": "float32"}
+        previous, meta = meta, json.loads(raw) if raw else {"output": "float32"}
+        if previous and [previous.get(k) for k in ("output", "ranges")] != [meta.get(k) for k in ("output", "ranges")]:
+            raise VectorsError(f"{path}: its output type or int8 ranges differ from the other files'; "
+                               "quantise every file with the same ranges")
         parts.append(_embedding_array(path, table.column(column).combine_chunks(), meta["output"]))
         start = len(ids)
         has_ids = id_column in table.column_names
@@ -112,9 +116,13 @@ def _embedding_array(path: Path, column: Any, output: str) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(-1, dim)
 
 
-def quantize_metadata(output: str, dim: int, ranges: np.ndarray | None) -> dict[bytes, bytes]:
-    """The Parquet schema metadata that records the output type, float dimension and int8/uint8 ranges."""
-    meta = {"output": check_output_type(output), "dim": int(dim),
+def quantize_metadata(
+    output: str, dim: int, ranges: np.ndarray | None, extra: dict[str, Any] | None = None
+) -> dict[bytes, bytes]:
+    """The Parquet schema metadata that records the output type, float dimension and int8/uint8 ranges.
+
+    ``extra`` (JSON-able) is recorded beside them, e.g. where the ranges came from."""
+    meta = {**(extra or {}), "output": check_output_type(output), "dim": int(dim),
             "ranges": None if ranges is None else np.asarray(ranges, dtype=np.float32).tolist()}  # fmt: skip
     return {QUANTIZE_META_KEY: json.dumps(meta).encode()}
 
@@ -127,12 +135,16 @@ class QuantizedParquetWriter:
     (write to a temporary path, then rename), as ``sentemb.cli.output.atomic_path`` does.
     """
 
-    def __init__(self, path: str | os.PathLike[str], output: str, dim: int, ranges: np.ndarray | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], output: str, dim: int, ranges: np.ndarray | None = None,
+        *, metadata: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         self.path, self.output, self.dim = Path(path), check_output_type(output), dim
-        self._meta = quantize_metadata(output, dim, ranges)
+        self._meta = {**{k.encode(): v.encode() for k, v in (metadata or {}).items()},
+                      **quantize_metadata(output, dim, ranges, extra)}  # fmt: skip
         self._writer: Any = None
 
-    def write(self, ids: list[Any], codes: np.ndarray) -> None:
+    def write(self, ids: Sequence[Any], codes: np.ndarray) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -148,6 +160,9 @@ class QuantizedParquetWriter:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+    def discard(self) -> None:
+        self.close()
 
 
 def write_vectors_parquet(
