@@ -181,7 +181,7 @@ def test_load_takes_the_model_from_a_given_config_unless_one_is_named(tiny_dirs)
     config = sentemb.EncoderConfig(model=str(tiny_dirs["bert"]), device="cpu", batch_size=2)
     encoder = sentemb.load(config=config)
     assert encoder.config == config and encoder.resolved.path == tiny_dirs["bert"].resolve()
-    assert encoder.batch_size == 2 and encoder.describe()["batch_size"] == 2
+    assert encoder.batch_size == 2 and encoder.describe().batch_size == 2
     assert sentemb.load(config=config.replace(batch_size=None)).batch_size == 64  # the CPU's default
     other = sentemb.load(tiny_dirs["mpnet"], config=config)
     assert other.config.model == str(tiny_dirs["mpnet"]) and other.spec.model_type == "mpnet"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sentemb.config import DEFAULT_MODEL, EncoderConfig, LongText, Pooling, Precision
+from sentemb.config import DEFAULT_MODEL, BackendName, EncoderConfig, LongText, Pooling, Precision
 from sentemb.errors import (
     BackendError,
     ConfigError,
@@ -23,6 +23,7 @@ from sentemb.errors import (
     UnsafeModelError,
     UnsupportedModelError,
 )
+from sentemb.facts import EncoderFacts
 from sentemb.similarity import Hit, cos_sim, dot_score, semantic_search
 
 if TYPE_CHECKING:
@@ -59,10 +60,12 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_MODEL",
     "BackendError",
+    "BackendName",
     "ConfigError",
     "EncodeResult",
     "Encoder",
     "EncoderConfig",
+    "EncoderFacts",
     "Hit",
     "Index",
     "IntegrityError",

@@ -98,7 +98,7 @@ def read_text_corpus(path: str, *, field: str, id_field: str | None, errors: str
             advance(chunk.done)
     if not texts:
         raise InputError(f"{source.label}: no texts in the input")
-    return Corpus(ids, np.concatenate(parts), texts, encoder.describe())
+    return Corpus(ids, np.concatenate(parts), texts, encoder.describe().to_dict())
 
 
 def read_corpus(path: str, *, field: str, id_field: str | None, errors: str, show: bool,

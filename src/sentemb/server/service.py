@@ -87,7 +87,7 @@ class EmbeddingService:
             lambda texts, prompt: encoder.encode_with_info(texts, prompt=prompt, show_progress=False),
             self.estimate_tokens,
             queue_size=settings.queue_size,
-            token_budget=settings.token_budget,
+            micro_batch_tokens=settings.micro_batch_tokens,
             max_wait_s=settings.max_wait_ms / 1000,
             concurrency=encoder.parallel,
             on_batch=self.metrics.on_batch,
