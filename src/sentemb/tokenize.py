@@ -36,7 +36,7 @@ class TextInfo:
     chars_capped: bool = False
 
 
-class Sequence_(NamedTuple):
+class ModelInput(NamedTuple):
     """One model input: token ids of a text (or of one chunk of it) with special tokens."""
 
     text_index: int
@@ -74,7 +74,7 @@ def tokenize(
     start_index: int = 0,
     *,
     prompt: str = "",
-) -> tuple[list[Sequence_], list[TextInfo]]:
+) -> tuple[list[ModelInput], list[TextInfo]]:
     """Tokenise ``texts`` into model inputs; chunk mode may give several per text.
 
     ``prompt`` is put before each text, as sentence-transformers does; its tokens count in
@@ -95,7 +95,7 @@ def tokenize(
     without = spec.tokenizer.encode_batch([prepared[i] for i in over], add_special_tokens=False)
     content = dict(zip(over, without, strict=True))
 
-    sequences: list[Sequence_] = []
+    sequences: list[ModelInput] = []
     infos: list[TextInfo] = []
     for offset, (enc, was_capped) in enumerate(zip(encodings, capped, strict=True)):
         index = start_index + offset
@@ -138,8 +138,8 @@ def prompt_length(spec: TokenizerSpec, prompt: str) -> int:
     return len(ids) - 1 if ids and ids[-1] in special else len(ids)
 
 
-def _sequence(index: int, enc: Encoding, content_tokens: int) -> Sequence_:
-    return Sequence_(index, np.array(enc.ids, dtype=np.int64), np.array(enc.type_ids, dtype=np.int64), content_tokens)
+def _sequence(index: int, enc: Encoding, content_tokens: int) -> ModelInput:
+    return ModelInput(index, np.array(enc.ids, dtype=np.int64), np.array(enc.type_ids, dtype=np.int64), content_tokens)
 
 
 def _windows(enc: Encoding, room: int, overlap: int) -> list[Encoding]:
