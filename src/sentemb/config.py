@@ -103,6 +103,10 @@ class EncoderConfig:
     )
     # tokens shared by neighbouring windows (at most half a window)
     chunk_overlap: int = option(32, help="Tokens shared by neighbouring chunks (--long-text chunk).", min=0)
+    max_chars: int | None = option(
+        None, help="Characters per text, cut before tokenising (refused with --long-text error) "
+        "[default: no cap; serve: 32768].", min=1,
+    )  # fmt: skip
     batch_size: int | None = option(None, help="Texts per batch [default: 64 on the CPU, 1024 on a GPU].", min=1)
     forward_tokens: int = option(16384, help="Most padded tokens per forward batch (count x longest).", min=1)
     show_progress: bool | None = None  # not a flag: each command draws its own progress
@@ -136,6 +140,8 @@ class EncoderConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 4:
             raise ConfigError(f"max_length must be at least 4 tokens, got {self.max_length}")
+        if self.max_chars is not None and self.max_chars < 1:
+            raise ConfigError(f"max_chars must be at least 1 character, got {self.max_chars}")
         if self.truncate_dim is not None and self.truncate_dim < 1:
             raise ConfigError(f"truncate_dim must be at least 1, got {self.truncate_dim}")
         if self.chunk_overlap < 0:
@@ -159,6 +165,7 @@ class LoadOptions(TypedDict, total=False):
     max_length: int | None
     long_text: LongText | str
     chunk_overlap: int
+    max_chars: int | None
     batch_size: int | None
     forward_tokens: int
     show_progress: bool | None

@@ -68,7 +68,7 @@ class Encoder:
         self._forward_pool = (
             ThreadPoolExecutor(backend.parallel, thread_name_prefix="sentemb-forward") if backend.parallel > 1 else None
         )
-        self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase)
+        self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, config.max_chars)
 
     @property
     def dim(self) -> int:
@@ -151,7 +151,13 @@ class Encoder:
             device=self.device,
             precision=self.config.precision.value,
             sha256={p.name: sha256_file(p) for p in self.spec.weights},
+            max_chars=self.config.max_chars,
         )
+
+    def with_max_chars(self, max_chars: int | None) -> Encoder:
+        """The same model (backend and tokenizer shared, nothing loaded again) with another character cap."""
+        config = self.config.replace(max_chars=max_chars)
+        return Encoder(config, self.resolved, self.spec, self._tokenizer, self._backend)
 
     def __repr__(self) -> str:
         return (

@@ -27,7 +27,8 @@ class TextInfo:
     """What happened to one input text.
 
     ``num_tokens`` counts the text's tokens without special tokens (a lower bound when
-    ``chars_capped``: only the first ``max_length * 64`` characters were tokenised).
+    ``chars_capped``: only the first ``max_chars``, or in truncate mode ``max_length * 64``,
+    characters were tokenised). A text cut at ``max_chars`` is also ``truncated``.
     """
 
     num_tokens: int
@@ -52,6 +53,7 @@ class TokenizerSpec:
     tokenizer: Tokenizer
     max_length: int
     lowercase: bool = False
+    max_chars: int | None = None  # texts are cut here before tokenising (refused with long_text="error")
 
     @property
     def num_special(self) -> int:
@@ -80,6 +82,7 @@ def tokenize(
     ``prompt`` is put before each text, as sentence-transformers does; its tokens count in
     ``num_tokens`` and in truncation (in chunk mode it is part of a text's first window only).
     """
+    texts, cut = cap_chars(spec, texts, long_text, start_index)
     room = spec.max_length - spec.num_special
     cap = spec.max_length * CHARS_PER_TOKEN_CAP if long_text is LongText.TRUNCATE else None
     prepared = [(prompt + t).lower() if spec.lowercase else prompt + t for t in texts]
@@ -97,12 +100,13 @@ def tokenize(
 
     sequences: list[ModelInput] = []
     infos: list[TextInfo] = []
-    for offset, (enc, was_capped) in enumerate(zip(encodings, capped, strict=True)):
+    for offset, (enc, speed_cap, was_cut) in enumerate(zip(encodings, capped, cut, strict=True)):
         index = start_index + offset
+        was_capped = speed_cap or was_cut
         n = len(enc) - special
         if offset not in content:
             sequences.append(_sequence(index, enc, n))
-            infos.append(TextInfo(n, was_capped, 1, was_capped))
+            infos.append(TextInfo(n, was_capped, 1, was_capped))  # a cut text is truncated even if it fits
             continue
         if long_text is LongText.ERROR:
             raise TextTooLongError(
@@ -118,8 +122,31 @@ def tokenize(
         for window in windows:
             sequences.append(_sequence(index, spec.tokenizer.post_process(window), len(window.ids)))
         chunked = long_text is LongText.CHUNK
-        infos.append(TextInfo(n, not chunked, len(windows), was_capped))
+        infos.append(TextInfo(n, was_cut or not chunked, len(windows), was_capped))
     return sequences, infos
+
+
+def cap_chars(
+    spec: TokenizerSpec, texts: Sequence[str], long_text: LongText, start_index: int = 0
+) -> tuple[Sequence[str], list[bool]]:
+    """``texts`` cut at ``spec.max_chars`` (and which were cut); with long_text='error' a longer text
+    raises :class:`TextTooLongError` (its ``num_tokens`` counted in full, only on this error path)."""
+    limit = spec.max_chars
+    if limit is None:
+        return texts, [False] * len(texts)
+    cut = [len(t) > limit for t in texts]
+    if not any(cut):
+        return texts, cut
+    if long_text is LongText.ERROR:
+        offset = cut.index(True)
+        text = texts[offset]
+        raise TextTooLongError(
+            f"text {start_index + offset} has {len(text)} characters, more than max_chars={limit}; "
+            "pass long_text='truncate' or 'chunk' to cut it there, or a larger max_chars",
+            index=start_index + offset,
+            num_tokens=len(spec.tokenizer.encode(text, add_special_tokens=False)),
+        )
+    return [t[:limit] if c else t for t, c in zip(texts, cut, strict=True)], cut
 
 
 def prompt_length(spec: TokenizerSpec, prompt: str) -> int:
