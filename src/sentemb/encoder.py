@@ -14,14 +14,22 @@ import numpy as np
 from sentemb.backends import Backend, create_backend, resolve_choice
 from sentemb.batching import pad, plan_batches
 from sentemb.config import EncoderConfig, LoadOptions, Pooling
-from sentemb.errors import ConfigError, InvalidInputError, InvalidTextError
+from sentemb.errors import ConfigError
 from sentemb.facts import EncoderFacts
 from sentemb.models import ModelSpec, SavePlan, read_model_folder, resolve_model, write_st_folder
 from sentemb.models.resolve import Resolved, sha256_file
 from sentemb.pooling import normalize, truncate_dim
 from sentemb.prompts import DOCUMENT, QUERY, resolve_prompt, task_prompt_name
 from sentemb.similarity import similarity_matrix, similarity_pairwise
-from sentemb.tokenize import LoadedTokenizer, TextInfo, TokenizerSpec, load_hf_tokenizer, prompt_length, tokenize
+from sentemb.tokenize import (
+    LoadedTokenizer,
+    TextInfo,
+    TokenizerSpec,
+    as_texts,
+    load_hf_tokenizer,
+    prompt_length,
+    tokenize,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -327,46 +335,6 @@ class Encoder:
             st=st,
         )
         return write_st_folder(self.spec, Path(folder), plan)
-
-
-def as_texts(texts: str | Iterable[str]) -> list[str]:
-    """Validate input: a str is one text; anything else must be an iterable of str."""
-    if isinstance(texts, str):
-        return [texts]
-    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
-        raise InvalidInputError(
-            f"expected a str or a list of str, got {type(texts).__name__}; decode bytes to str first", None
-        )
-    items = list(texts)
-    for index, item in enumerate(items):
-        if not isinstance(item, str):
-            raise InvalidInputError(
-                f"texts[{index}] is {type(item).__name__} ({item!r:.40}), not str; every text must be a str",
-                index,
-            )
-    check_unicode(items)
-    return items
-
-
-def check_unicode(texts: list[str]) -> None:
-    """Raise :class:`InvalidTextError` for the first text that is not valid Unicode (a lone surrogate),
-    before it reaches the tokenizer, whose own error names neither the text nor a fix."""
-    try:
-        "".join(texts).encode("utf-8")  # one pass over everything; the search below only on failure
-        return
-    except UnicodeEncodeError:
-        pass
-    for index, text in enumerate(texts):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidTextError(
-                f"texts[{index}] is not valid Unicode: character {exc.start} is a lone surrogate "
-                f"(U+{ord(text[exc.start]):04X}), which has no UTF-8 form; fix the text's decoding, or replace "
-                "such characters first (text.encode('utf-8', 'replace').decode('utf-8'))",
-                index,
-                exc.start,
-            ) from None
 
 
 _OPTIONS = {f.name for f in fields(EncoderConfig)} - {"model"}

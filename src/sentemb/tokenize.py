@@ -7,7 +7,7 @@ tokenizer serves many threads without "Already borrowed" errors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -15,7 +15,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from sentemb.config import LongText
-from sentemb.errors import TextTooLongError
+from sentemb.errors import InvalidInputError, InvalidTextError, TextTooLongError
 
 # A token never covers less than one character, and long texts are cut at max_length tokens anyway:
 # this many characters per token are kept before tokenising in truncate mode (a 1 MB text costs ms).
@@ -147,6 +147,46 @@ def cap_chars(
             num_tokens=len(spec.tokenizer.encode(text, add_special_tokens=False)),
         )
     return [t[:limit] if c else t for t, c in zip(texts, cut, strict=True)], cut
+
+
+def as_texts(texts: str | Iterable[str]) -> list[str]:
+    """Validate input: a str is one text; anything else must be an iterable of str."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise InvalidInputError(
+            f"expected a str or a list of str, got {type(texts).__name__}; decode bytes to str first", None
+        )
+    items = list(texts)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InvalidInputError(
+                f"texts[{index}] is {type(item).__name__} ({item!r:.40}), not str; every text must be a str",
+                index,
+            )
+    check_unicode(items)
+    return items
+
+
+def check_unicode(texts: list[str]) -> None:
+    """Raise :class:`InvalidTextError` for the first text that is not valid Unicode (a lone surrogate),
+    before it reaches the tokenizer, whose own error names neither the text nor a fix."""
+    try:
+        "".join(texts).encode("utf-8")  # one pass over everything; the search below only on failure
+        return
+    except UnicodeEncodeError:
+        pass
+    for index, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidTextError(
+                f"texts[{index}] is not valid Unicode: character {exc.start} is a lone surrogate "
+                f"(U+{ord(text[exc.start]):04X}), which has no UTF-8 form; fix the text's decoding, or replace "
+                "such characters first (text.encode('utf-8', 'replace').decode('utf-8'))",
+                index,
+                exc.start,
+            ) from None
 
 
 def prompt_length(spec: TokenizerSpec, prompt: str) -> int:

@@ -15,13 +15,12 @@ import numpy as np
 from pydantic import ValidationError
 
 from sentemb.config import LongText
-from sentemb.encoder import check_unicode
 from sentemb.errors import InvalidTextError
 from sentemb.pooling import truncate_dim
 from sentemb.retrieval.quantize import quantization_ranges, quantize
 from sentemb.server.errors import ApiError, validation_message
 from sentemb.server.schemas import EmbeddingRequest
-from sentemb.tokenize import TextInfo
+from sentemb.tokenize import TextInfo, check_unicode
 
 
 def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
