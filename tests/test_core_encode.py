@@ -165,13 +165,13 @@ def test_bf16_on_cpu_stays_close_to_fp32(default_encoder):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_cuda_half_precision_matches_fp32(default_encoder, dtype):
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_cuda_half_precision_matches_fp32(default_encoder, precision):
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    encoder = sentemb.load(device="cuda", dtype=dtype)
+    encoder = sentemb.load(device="cuda", precision=precision)
     assert encoder.device.startswith("cuda")
     cosine = np.sum(encoder.encode(STS_SENTENCES) * default_encoder.encode(STS_SENTENCES), axis=1)
     assert cosine.min() > 0.999
