@@ -185,7 +185,7 @@ def main() -> None:
     print(
         f"{args.requests} requests of 1-4 STS sentences ({n} sentences), {args.clients} clients, "
         f"{args.rounds} rounds; torch threads {torch.get_num_threads()} (both processes); offline encoder "
-        f"token_budget {encoder.config.token_budget}, server options {server_args}"
+        f"forward_tokens {encoder.config.forward_tokens}, server options {server_args}"
     )
     print("offline sentences/s  " + "  ".join(f"{n / s:.1f}" for s in offline_s))
     for kind in kinds:

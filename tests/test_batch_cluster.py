@@ -120,7 +120,7 @@ def test_fp16_without_a_gpu_per_actor_is_refused_on_the_driver(tiny_dirs):
 
 def test_the_header_matches_what_an_encoder_describes(default_encoder):
     described = describe_model(EncoderConfig(device="cpu"), num_gpus=0)
-    expected = default_encoder.describe()
+    expected = default_encoder.describe().to_dict()
     for key in ("sha256", "dim", "pooling", "normalize", "max_length", "long_text", "backend", "precision"):
         assert described[key] == expected[key], key
     assert make_header(described, {}, 1, 1)["chunk_overlap"] is None

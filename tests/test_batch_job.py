@@ -91,7 +91,7 @@ def test_vectors_equal_the_library_on_sts_sentences(ray_local, tmp_path, default
     # other batch neighbours and torch thread counts: the core's batch-independence bound applies
     assert np.abs(got - want).max() <= 1e-5
     header = _manifest(tmp_path / "out")["header"]
-    described = default_encoder.describe()
+    described = default_encoder.describe().to_dict()
     for key in ("sha256", "pooling", "normalize", "max_length", "dim"):
         assert header[key] == described[key]
 

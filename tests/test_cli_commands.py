@@ -146,7 +146,7 @@ def test_info_shows_the_model_facts(default_encoder, default_model_dir):
     assert facts["normalize"] is True
     assert facts["max_length"] == default_encoder.max_length
     assert facts["model_type"] == "bert"
-    assert facts["sha256"] == default_encoder.describe()["sha256"]
+    assert facts["sha256"] == default_encoder.describe().sha256
     assert "tokenizer.json" in facts["files"]
     positional = json.loads(invoke("info", str(default_model_dir), "--json").stdout)
     assert positional["source"] == "local"

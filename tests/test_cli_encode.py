@@ -107,9 +107,9 @@ def test_npy_streams_many_chunks_in_order(tmp_path, default_encoder, monkeypatch
 
 
 def test_options_reach_the_encoder(tmp_path):
-    options = ["--pooling", "cls", "--no-normalize", "--max-length", "8", "--batch-size", "2", "--token-budget", "64"]
+    options = ["--pooling", "cls", "--no-normalize", "--max-length", "8", "--batch-size", "2", "--forward-tokens", "64"]
     invoke("encode", *[arg for t in TEXTS for arg in ("-t", t)], "-o", str(tmp_path / "v.npy"), *options)
-    library = sentemb.load(device="cpu", pooling="cls", normalize=False, max_length=8, batch_size=2, token_budget=64)
+    library = sentemb.load(device="cpu", pooling="cls", normalize=False, max_length=8, batch_size=2, forward_tokens=64)
     got = np.load(tmp_path / "v.npy")
     np.testing.assert_allclose(got, library.encode(TEXTS), atol=ATOL)
     assert not np.allclose(np.linalg.norm(got, axis=1), 1.0)

@@ -20,6 +20,7 @@ from sentemb.server.settings import ServerSettings
 # Fields that are deliberately not flags, each with the reason.
 NOT_FLAGS = {
     (EncoderConfig, "show_progress"): "every command draws its own progress (or has --progress/--quiet)",
+    (ServerSettings, "max_chars"): "serve's --max-chars is the encoder's; this is the cap when it sets none",
 }
 # Parameters of a command that are not dataclass fields, each with the reason.
 COMMAND_ONLY = {

@@ -135,7 +135,7 @@ def test_info_reads_the_folder_without_a_backend(monkeypatch, default_encoder):
 
     monkeypatch.setattr(sentemb, "load", no_backend)
     facts = json.loads(invoke("info", "--json").stdout)
-    described = default_encoder.describe()
+    described = default_encoder.describe().to_dict()
     assert facts["checked"] is False
     for key in ("dim", "pooling", "normalize", "max_length", "model_type", "sha256", "backend", "precision"):
         assert facts[key] == described[key], key

@@ -37,7 +37,7 @@ def test_parquet_output_records_what_made_the_vectors(tmp_path, default_encoder)
     (tmp_path / "c.txt").write_text("\n".join(TEXTS))
     invoke("encode", str(tmp_path / "c.txt"), "-o", str(tmp_path / "c.parquet"))
     facts = json.loads(pq.read_schema(tmp_path / "c.parquet").metadata[b"sentemb"])
-    described = default_encoder.describe()
+    described = default_encoder.describe().to_dict()
     for key in ("model", "sha256", "dim", "pooling", "normalize", "max_length", "precision", "backend"):
         assert facts[key] == described[key], key
     assert facts["numerics"] == "exact"

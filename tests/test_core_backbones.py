@@ -32,7 +32,7 @@ def test_other_pooling_modes_match_sentence_transformers(tmp_path, pooling):
     folder = build_tiny_model("bert", tmp_path, pooling=pooling, normalize=True)
     encoder = sentemb.load(folder, device="cpu")
     assert encoder.pooling is sentemb.Pooling(pooling)
-    assert encoder.normalize
+    assert encoder.normalizes
     reference = sentence_transformer(folder).encode(TEXTS, convert_to_numpy=True)
     assert np.abs(encoder.encode(TEXTS) - reference).max() <= 1e-5
 
@@ -46,7 +46,7 @@ def test_saved_folder_loads_in_both_libraries_with_the_same_vectors(tiny_dirs, t
         assert (saved / name).is_file(), name
     assert (saved / "2_Normalize").is_dir()
     again = sentemb.load(saved, device="cpu")
-    assert (again.pooling, again.normalize, again.max_length) == (sentemb.Pooling.MAX, True, 32)
+    assert (again.pooling, again.normalizes, again.max_length) == (sentemb.Pooling.MAX, True, 32)
     np.testing.assert_allclose(again.encode(TEXTS), before, atol=1e-6)
     reference = sentence_transformer(saved)
     assert reference.max_seq_length == 32
@@ -69,7 +69,7 @@ def test_plain_transformers_folder_uses_mean_pooling_without_normalisation(tiny_
     AutoModel.from_pretrained(tiny_dirs["distilbert"]).save_pretrained(plain)
     AutoTokenizer.from_pretrained(tiny_dirs["distilbert"]).save_pretrained(plain)
     encoder = sentemb.load(plain, device="cpu")
-    assert (encoder.pooling, encoder.normalize, encoder.max_length) == (sentemb.Pooling.MEAN, False, 128)
+    assert (encoder.pooling, encoder.normalizes, encoder.max_length) == (sentemb.Pooling.MEAN, False, 128)
     # same weights as the sentence-transformers folder, whose only other difference is max_length=64
     reference = sentemb.load(tiny_dirs["distilbert"], device="cpu", max_length=128)
     np.testing.assert_allclose(encoder.encode(TEXTS), reference.encode(TEXTS), atol=1e-6)

@@ -165,13 +165,13 @@ def test_bf16_on_cpu_stays_close_to_fp32(default_encoder):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_cuda_half_precision_matches_fp32(default_encoder, dtype):
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_cuda_half_precision_matches_fp32(default_encoder, precision):
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    encoder = sentemb.load(device="cuda", dtype=dtype)
+    encoder = sentemb.load(device="cuda", precision=precision)
     assert encoder.device.startswith("cuda")
     cosine = np.sum(encoder.encode(STS_SENTENCES) * default_encoder.encode(STS_SENTENCES), axis=1)
     assert cosine.min() > 0.999
@@ -181,7 +181,7 @@ def test_load_takes_the_model_from_a_given_config_unless_one_is_named(tiny_dirs)
     config = sentemb.EncoderConfig(model=str(tiny_dirs["bert"]), device="cpu", batch_size=2)
     encoder = sentemb.load(config=config)
     assert encoder.config == config and encoder.resolved.path == tiny_dirs["bert"].resolve()
-    assert encoder.batch_size == 2 and encoder.describe()["batch_size"] == 2
+    assert encoder.batch_size == 2 and encoder.describe().batch_size == 2
     assert sentemb.load(config=config.replace(batch_size=None)).batch_size == 64  # the CPU's default
     other = sentemb.load(tiny_dirs["mpnet"], config=config)
     assert other.config.model == str(tiny_dirs["mpnet"]) and other.spec.model_type == "mpnet"

@@ -33,12 +33,12 @@ def make_hub_cache(cache, repo_id, source, commit=COMMIT):
 
 def test_default_model_is_bundled_and_verified(default_encoder, default_model_dir):
     facts = default_encoder.describe()
-    assert facts["source"] == "bundled"
-    assert facts["revision"] == DEFAULT_REVISION
-    assert facts["sha256"]["model.safetensors"] == DEFAULT_SHA256["model.safetensors"]
+    assert facts.source == "bundled"
+    assert facts.revision == DEFAULT_REVISION
+    assert facts.sha256["model.safetensors"] == DEFAULT_SHA256["model.safetensors"]
     assert resolve.sha256_file(default_model_dir / "tokenizer.json") == DEFAULT_SHA256["tokenizer.json"]
     assert (default_encoder.dim, default_encoder.max_length) == (384, 256)
-    assert (default_encoder.pooling, default_encoder.normalize) == (sentemb.Pooling.MEAN, True)
+    assert (default_encoder.pooling, default_encoder.normalizes) == (sentemb.Pooling.MEAN, True)
 
 
 def test_damaged_default_model_is_a_clear_error(default_model_dir, tmp_path, monkeypatch):
@@ -54,7 +54,7 @@ def test_damaged_default_model_is_a_clear_error(default_model_dir, tmp_path, mon
 def test_hub_model_loads_offline_from_the_cache(tiny_bert, tmp_path):
     snapshot = make_hub_cache(tmp_path, "acme/tiny-bert", tiny_bert)
     encoder = sentemb.load("acme/tiny-bert", cache_dir=str(tmp_path), device="cpu")
-    assert encoder.describe()["source"] == "hub"
+    assert encoder.describe().source == "hub"
     assert encoder.resolved.path == snapshot
     np.testing.assert_allclose(encoder.encode(["hello"]), sentemb.load(tiny_bert).encode(["hello"]), atol=1e-6)
     pinned = sentemb.load("acme/tiny-bert", revision=COMMIT, cache_dir=str(tmp_path))

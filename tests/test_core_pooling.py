@@ -101,9 +101,9 @@ def test_normalize_gives_unit_rows_and_keeps_zero_rows_finite():
     assert x[0, 0] == 3.0
 
 
-def test_plan_batches_respects_count_and_token_budget_and_covers_every_row_once():
+def test_plan_batches_respects_count_and_max_tokens_and_covers_every_row_once():
     lengths = [5, 250, 12, 12, 3, 40, 7, 300, 9, 1]
-    batches = plan_batches(lengths, batch_size=3, token_budget=260)
+    batches = plan_batches(lengths, batch_size=3, max_tokens=260)
     seen = np.concatenate(batches)
     assert sorted(seen.tolist()) == list(range(len(lengths)))
     for batch in batches:
@@ -129,7 +129,7 @@ def test_plan_batches_closes_a_batch_before_padding_passes_its_limit():
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(6, 60, size=200).tolist()  # a micro-batch of mixed lengths
-    batches = plan_batches(lengths, batch_size=64, token_budget=16384)
+    batches = plan_batches(lengths, batch_size=64, max_tokens=16384)
     assert sorted(np.concatenate(batches).tolist()) == list(range(200))
     for batch in batches:
         real = sum(lengths[i] for i in batch)
@@ -138,4 +138,4 @@ def test_plan_batches_closes_a_batch_before_padding_passes_its_limit():
     everything = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     assert everything <= sum(lengths) * 1.10  # batches of 64 by count alone pad 22% here
     # equal lengths (a large sorted corpus) still fill whole batches
-    assert [len(b) for b in plan_batches([20] * 130, batch_size=64, token_budget=16384)] == [64, 64, 2]
+    assert [len(b) for b in plan_batches([20] * 130, batch_size=64, max_tokens=16384)] == [64, 64, 2]

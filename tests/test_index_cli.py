@@ -33,7 +33,7 @@ def test_build_from_encode_parquet_then_search_by_text(tmp_path, default_encoder
     hits = [json.loads(line) for line in out.splitlines()]
     assert [h["rank"] for h in hits] == [1, 2] and hits[0]["id"] in ("d0", "d4")
     index = sentemb.Index.load(tmp_path / "docs.index")
-    assert index.model["sha256"] == default_encoder.describe()["sha256"] and index.options.output == output_type
+    assert index.model["sha256"] == default_encoder.describe().sha256 and index.options.output == output_type
     info = json.loads(invoke("index", "info", str(tmp_path / "docs.index")).stdout)
     assert info["count"] == 6 and info["model"]["model"] == index.model["model"]
 

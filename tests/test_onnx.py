@@ -119,7 +119,7 @@ def test_default_model_onnx_fp32_exact_and_int8_quality(onnx_cache, sts_referenc
 def test_auto_choice_is_recorded_in_the_encoders_config(onnx_cache, tiny_dirs):
     encoder = sentemb.load(tiny_dirs["bert"], backend="auto", precision="bf16", device="cpu")
     facts = encoder.describe()
-    assert encoder.config.backend == encoder.backend == facts["backend"] != "auto"
+    assert encoder.config.backend == encoder.backend == facts.backend != "auto"
     from sentemb.backends import _cpu_has_bf16
 
-    assert facts["precision"] == ("bf16" if _cpu_has_bf16() else "fp32")  # emulated bf16 runs as exact fp32
+    assert facts.precision == ("bf16" if _cpu_has_bf16() else "fp32")  # emulated bf16 runs as exact fp32

@@ -4,7 +4,8 @@ import sys
 import sentemb
 
 EXPECTED = {
-    "DEFAULT_MODEL", "BackendError", "ConfigError", "EncodeResult", "Encoder", "EncoderConfig", "Hit", "Index",
+    "DEFAULT_MODEL", "BackendError", "BackendName", "ConfigError", "EncodeResult", "Encoder", "EncoderConfig",
+    "EncoderFacts", "Hit", "Index",
     "IntegrityError", "InvalidInputError", "InvalidTextError", "LongText", "ModelNotFoundError", "Pooling", "Precision",
     "SentembError", "StsResult", "TextInfo", "TextTooLongError", "UnsafeModelError", "UnsupportedModelError",
     "IndexFileError", "ModelMismatchError", "VectorsError",

@@ -41,7 +41,7 @@ class Recorder:
 
 
 def make(encode: Recorder, **options: object) -> MicroBatcher:
-    settings = {"queue_size": 100, "token_budget": 1000, "max_wait_s": 0.02, **options}
+    settings = {"queue_size": 100, "micro_batch_tokens": 1000, "max_wait_s": 0.02, **options}
     return MicroBatcher(encode, len, **settings)  # type: ignore[arg-type]
 
 
@@ -66,10 +66,10 @@ def test_concurrent_jobs_merge_into_one_call_and_keep_their_rows():
         assert [i.num_tokens for i in rows.info] == [len(t) for t in job]
 
 
-def test_token_budget_splits_batches_in_order():
+def test_micro_batch_tokens_splits_batches_in_order():
     async def main():
         rec = Recorder()
-        batcher = make(rec, token_budget=10)
+        batcher = make(rec, micro_batch_tokens=10)
         batcher.start()
         await asyncio.gather(*(batcher.encode([c * 6]) for c in "xyz"))  # 6 estimated tokens each
         await batcher.close()
@@ -205,7 +205,7 @@ def test_an_invalid_text_fails_only_its_own_request():
 def test_close_finishes_queued_work_then_refuses():
     async def main():
         rec = Recorder()
-        batcher = make(rec, token_budget=3)
+        batcher = make(rec, micro_batch_tokens=3)
         futures = [batcher.submit([c * 3]) for c in "abcd"]
         batcher.start()
         await batcher.close()
@@ -233,7 +233,7 @@ def test_concurrency_runs_micro_batches_side_by_side_and_close_waits_for_all():
 
     async def main(concurrency):
         rec = Meeting(concurrency)
-        batcher = make(rec, token_budget=4, max_wait_s=0.0, concurrency=concurrency)  # one job per batch
+        batcher = make(rec, micro_batch_tokens=4, max_wait_s=0.0, concurrency=concurrency)  # one job per batch
         batcher.start()
         jobs = [["aaaa"], ["bbbb"], ["cccc"], ["dddd"]]
         futures = [batcher.submit(j) for j in jobs]
@@ -250,7 +250,7 @@ def test_concurrency_runs_micro_batches_side_by_side_and_close_waits_for_all():
 def test_a_large_request_is_sliced_and_a_small_one_gets_the_next_turn():
     async def main():
         rec = Recorder()
-        batcher = make(rec, token_budget=8)
+        batcher = make(rec, micro_batch_tokens=8)
         big = batcher.submit(["aaaa"] * 6)  # 24 tokens: three micro-batches' worth
         small = batcher.submit(["b"])
         batcher.start()
@@ -269,7 +269,7 @@ def test_a_large_request_is_sliced_and_a_small_one_gets_the_next_turn():
 def test_the_rows_of_a_sliced_request_come_back_in_order():
     async def main():
         rec = Recorder()
-        batcher = make(rec, token_budget=5)
+        batcher = make(rec, micro_batch_tokens=5)
         texts = [c * (1 + i % 3) for i, c in enumerate("abcdefghij")]
         futures = [batcher.submit(texts), batcher.submit(["x", "yy"]), batcher.submit(["zzz"])]
         batcher.start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sentemb.config import DEFAULT_MODEL, EncoderConfig, LongText, Pooling, Precision
+from sentemb.config import DEFAULT_MODEL, BackendName, EncoderConfig, LongText, Pooling, Precision
 from sentemb.errors import (
     BackendError,
     ConfigError,
@@ -26,6 +26,7 @@ from sentemb.errors import (
     UnsupportedModelError,
     VectorsError,
 )
+from sentemb.facts import EncoderFacts
 from sentemb.similarity import Hit, cos_sim, dot_score, semantic_search
 
 if TYPE_CHECKING:
@@ -62,10 +63,12 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_MODEL",
     "BackendError",
+    "BackendName",
     "ConfigError",
     "EncodeResult",
     "Encoder",
     "EncoderConfig",
+    "EncoderFacts",
     "Hit",
     "Index",
     "IndexFileError",

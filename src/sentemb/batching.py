@@ -40,9 +40,9 @@ MAX_PADDING = 0.05
 MIN_ROWS = 8
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, token_budget: int) -> list[np.ndarray]:
+def plan_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[np.ndarray]:
     """Group positions into batches, longest first, so that count <= batch_size,
-    count * longest <= token_budget (a single over-budget sequence gets a batch of its own) and
+    count * longest <= max_tokens (a single over-budget sequence gets a batch of its own) and
     padding stays under MAX_PADDING of the real tokens once a batch has MIN_ROWS rows."""
     sizes = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-sizes, kind="stable")
@@ -50,7 +50,7 @@ def plan_batches(lengths: Sequence[int], batch_size: int, token_budget: int) -> 
     start = 0
     while start < len(order):
         longest = max(int(sizes[order[start]]), 1)
-        limit = min(len(order), start + max(1, min(batch_size, token_budget // longest)))
+        limit = min(len(order), start + max(1, min(batch_size, max_tokens // longest)))
         end, real = start + 1, longest
         while end < limit:
             n = int(sizes[order[end]])

@@ -5,12 +5,27 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass
+from typing import TypedDict
 
 from sentemb.errors import ConfigError
 from sentemb.options import option
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-BACKENDS = ("torch", "onnx", "openvino", "auto")
+
+
+class BackendName(str, enum.Enum):
+    """Which inference backend runs the forward pass; compares equal to its plain string ("torch" == TORCH)."""
+
+    TORCH = "torch"
+    ONNX = "onnx"
+    OPENVINO = "openvino"
+    AUTO = "auto"  # the fastest that meets the precision's fidelity here (resolved at load)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+BACKENDS = tuple(member.value for member in BackendName)
 
 
 class Pooling(str, enum.Enum):
@@ -74,10 +89,9 @@ class EncoderConfig:
     )  # fmt: skip
     revision: str | None = option(None, help="Hub revision (commit, tag or branch) to pin.")
     device: str = option("auto", help="cpu, cuda, cuda:N or auto.")
-    backend: str = option(
-        "torch", help="Inference backend (auto: the fastest that meets the precision's fidelity here).",
-        choices=BACKENDS,
-    )  # fmt: skip
+    backend: BackendName = option(
+        BackendName.TORCH, help="Inference backend (auto: the fastest that meets the precision's fidelity here)."
+    )
     precision: Precision = option(
         Precision.FP32, help="Numeric precision of the forward pass (vectors are always float32)."
     )
@@ -89,8 +103,12 @@ class EncoderConfig:
     )
     # tokens shared by neighbouring windows (at most half a window)
     chunk_overlap: int = option(32, help="Tokens shared by neighbouring chunks (--long-text chunk).", min=0)
+    max_chars: int | None = option(
+        None, help="Characters per text, cut before tokenising (refused with --long-text error) "
+        "[default: no cap; serve: 32768].", min=1,
+    )  # fmt: skip
     batch_size: int | None = option(None, help="Texts per batch [default: 64 on the CPU, 1024 on a GPU].", min=1)
-    token_budget: int = option(16384, help="Most padded tokens per batch.", min=1)
+    forward_tokens: int = option(16384, help="Most padded tokens per forward batch (count x longest).", min=1)
     show_progress: bool | None = None  # not a flag: each command draws its own progress
     trust_remote_code: bool = option(False, help="Run the model repository's own code: only if you trust it.")
     allow_pickle: bool = option(False, help="Allow pickle (.bin) weights: only for models you trust.")
@@ -114,15 +132,16 @@ class EncoderConfig:
         set_(self, "long_text", _enum(LongText, self.long_text, "long_text"))
         if self.pooling is not None:
             set_(self, "pooling", _enum(Pooling, self.pooling, "pooling"))
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"backend={self.backend!r} is not valid; choose one of {', '.join(map(repr, BACKENDS))}")
+        set_(self, "backend", _enum(BackendName, self.backend, "backend"))
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ConfigError(f"device={self.device!r} is not valid; choose 'cpu', 'cuda', 'cuda:N' or 'auto'")
-        for name in ("batch_size", "token_budget"):
+        for name in ("batch_size", "forward_tokens"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 4:
             raise ConfigError(f"max_length must be at least 4 tokens, got {self.max_length}")
+        if self.max_chars is not None and self.max_chars < 1:
+            raise ConfigError(f"max_chars must be at least 1 character, got {self.max_chars}")
         if self.truncate_dim is not None and self.truncate_dim < 1:
             raise ConfigError(f"truncate_dim must be at least 1, got {self.truncate_dim}")
         if self.chunk_overlap < 0:
@@ -131,3 +150,28 @@ class EncoderConfig:
     def replace(self, **changes: object) -> EncoderConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+class LoadOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`sentemb.load`: :class:`EncoderConfig`'s fields but ``model``
+    (a test keeps the two in step). Each one given replaces the base config's."""
+
+    revision: str | None
+    device: str
+    backend: BackendName | str
+    precision: Precision | str
+    pooling: Pooling | str | None
+    normalize: bool | None
+    max_length: int | None
+    long_text: LongText | str
+    chunk_overlap: int
+    max_chars: int | None
+    batch_size: int | None
+    forward_tokens: int
+    show_progress: bool | None
+    trust_remote_code: bool
+    allow_pickle: bool
+    cache_dir: str | None
+    export_dir: str | None
+    default_prompt_name: str | None
+    truncate_dim: int | None

@@ -7,20 +7,32 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sentemb.backends import Backend, create_backend, resolve_choice
 from sentemb.batching import pad, plan_batches
-from sentemb.config import EncoderConfig, Pooling
-from sentemb.errors import ConfigError, InvalidInputError, InvalidTextError
+from sentemb.config import EncoderConfig, LoadOptions, Pooling
+from sentemb.errors import ConfigError
+from sentemb.facts import EncoderFacts
 from sentemb.models import ModelSpec, SavePlan, read_model_folder, resolve_model, write_st_folder
 from sentemb.models.resolve import Resolved, sha256_file
 from sentemb.pooling import normalize, truncate_dim
 from sentemb.prompts import DOCUMENT, QUERY, resolve_prompt, task_prompt_name
 from sentemb.similarity import similarity_matrix, similarity_pairwise
-from sentemb.tokenize import LoadedTokenizer, TextInfo, TokenizerSpec, load_hf_tokenizer, prompt_length, tokenize
+from sentemb.tokenize import (
+    LoadedTokenizer,
+    TextInfo,
+    TokenizerSpec,
+    as_texts,
+    load_hf_tokenizer,
+    prompt_length,
+    tokenize,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # Texts tokenised and planned together: bounds memory while keeping length sorting effective.
 SLAB = 8192
@@ -64,7 +76,7 @@ class Encoder:
         self._forward_pool = (
             ThreadPoolExecutor(backend.parallel, thread_name_prefix="sentemb-forward") if backend.parallel > 1 else None
         )
-        self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase)
+        self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, config.max_chars)
 
     @property
     def dim(self) -> int:
@@ -106,7 +118,8 @@ class Encoder:
         return self.config.pooling or self.spec.pooling
 
     @property
-    def normalize(self) -> bool:
+    def normalizes(self) -> bool:
+        """Whether vectors come out unit-length (the config's, else the folder's)."""
         return self.spec.normalize if self.config.normalize is None else self.config.normalize
 
     @property
@@ -115,6 +128,7 @@ class Encoder:
 
     @property
     def backend(self) -> str:
+        """The name of the backend that runs: a :class:`BackendName` value (never "auto"), or a test fake's."""
         return self._backend.name
 
     @property
@@ -122,35 +136,41 @@ class Encoder:
         """How many batches the backend computes at once (OpenVINO's streams; 1 elsewhere)."""
         return self._backend.parallel
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> EncoderFacts:
         """Facts about this encoder for humans and manifests: model, files' sha256, settings."""
-        return {
-            "model": self.config.model,
-            "source": self.resolved.source,
-            "path": str(self.resolved.path),
-            "revision": self.resolved.revision,
-            "model_type": self.spec.model_type,
-            "dim": self.dim,
-            "pooling": self.pooling.value,
-            "normalize": self.normalize,
-            "dense": [layer.out_features for layer in self.spec.dense],  # each Dense layer's width
-            "matryoshka": self.truncate_dim,
-            "similarity": self.similarity_fn_name,
-            "prompt": self.default_prompt_name,  # the default prompt's name
-            "prompts": self.prompts,
-            "max_length": self.max_length,
-            "batch_size": self.batch_size,
-            "long_text": self.config.long_text.value,
-            "backend": self.backend,
-            "device": self.device,
-            "precision": self.config.precision.value,
-            "sha256": {p.name: sha256_file(p) for p in self.spec.weights},
-        }
+        return EncoderFacts(
+            model=self.config.model,
+            source=self.resolved.source,
+            path=str(self.resolved.path),
+            revision=self.resolved.revision,
+            model_type=self.spec.model_type,
+            dim=self.dim,
+            pooling=self.pooling.value,
+            normalize=self.normalizes,
+            dense=tuple(layer.out_features for layer in self.spec.dense),
+            matryoshka=self.truncate_dim,
+            similarity=self.similarity_fn_name,
+            prompt=self.default_prompt_name,
+            prompts=self.prompts,
+            max_length=self.max_length,
+            batch_size=self.batch_size,
+            long_text=self.config.long_text.value,
+            backend=self.backend,
+            device=self.device,
+            precision=self.config.precision.value,
+            sha256={p.name: sha256_file(p) for p in self.spec.weights},
+            max_chars=self.config.max_chars,
+        )
+
+    def with_max_chars(self, max_chars: int | None) -> Encoder:
+        """The same model (backend and tokenizer shared, nothing loaded again) with another character cap."""
+        config = self.config.replace(max_chars=max_chars)
+        return Encoder(config, self.resolved, self.spec, self._tokenizer, self._backend)
 
     def __repr__(self) -> str:
         return (
             f"Encoder(model={self.config.model!r}, dim={self.dim}, pooling={self.pooling.value!r}, "
-            f"normalize={self.normalize}, max_length={self.max_length}, backend={self.backend!r}, "
+            f"normalize={self.normalizes}, max_length={self.max_length}, backend={self.backend!r}, "
             f"device={self.device!r})"
         )
 
@@ -258,7 +278,7 @@ class Encoder:
             if progress is not None:
                 progress.update(len(rows) * len(texts) / len(sequences))
 
-        plan = plan_batches([len(s.ids) for s in sequences], self.batch_size, config.token_budget)
+        plan = plan_batches([len(s.ids) for s in sequences], self.batch_size, config.forward_tokens)
         if self._forward_pool is not None and len(plan) > 1:  # keep every stream of the backend busy
             futures = [self._forward_pool.submit(run, rows) for rows in plan]
             try:
@@ -286,7 +306,7 @@ class Encoder:
         """The model's Normalize module, then ``truncate_dim`` (not re-normalised, as sentence-transformers),
         then an explicit ``normalize=True`` (sentence-transformers' ``normalize_embeddings``)."""
         explicit = self.config.normalize is True
-        if self.normalize and not explicit:
+        if self.normalizes and not explicit:
             vectors = normalize(vectors)
         return truncate_dim(vectors, self.truncate_dim, renormalize=explicit)
 
@@ -308,7 +328,7 @@ class Encoder:
         plan = SavePlan(
             pooling=self.pooling,
             include_prompt=self.spec.include_prompt,
-            normalize=self.normalize,
+            normalize=self.normalizes,
             max_length=self.max_length,
             width=self.spec.dense[0].in_features if self.spec.dense else self._backend.dim,
             dense=self.spec.dense,
@@ -317,63 +337,26 @@ class Encoder:
         return write_st_folder(self.spec, Path(folder), plan)
 
 
-def as_texts(texts: str | Iterable[str]) -> list[str]:
-    """Validate input: a str is one text; anything else must be an iterable of str."""
-    if isinstance(texts, str):
-        return [texts]
-    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
-        raise InvalidInputError(
-            f"expected a str or a list of str, got {type(texts).__name__}; decode bytes to str first", None
-        )
-    items = list(texts)
-    for index, item in enumerate(items):
-        if not isinstance(item, str):
-            raise InvalidInputError(
-                f"texts[{index}] is {type(item).__name__} ({item!r:.40}), not str; every text must be a str",
-                index,
-            )
-    check_unicode(items)
-    return items
+_OPTIONS = {f.name for f in fields(EncoderConfig)} - {"model"}
 
 
-def check_unicode(texts: list[str]) -> None:
-    """Raise :class:`InvalidTextError` for the first text that is not valid Unicode (a lone surrogate),
-    before it reaches the tokenizer, whose own error names neither the text nor a fix."""
-    try:
-        "".join(texts).encode("utf-8")  # one pass over everything; the search below only on failure
-        return
-    except UnicodeEncodeError:
-        pass
-    for index, text in enumerate(texts):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidTextError(
-                f"texts[{index}] is not valid Unicode: character {exc.start} is a lone surrogate "
-                f"(U+{ord(text[exc.start]):04X}), which has no UTF-8 form; fix the text's decoding, or replace "
-                "such characters first (text.encode('utf-8', 'replace').decode('utf-8'))",
-                index,
-                exc.start,
-            ) from None
-
-
-_OPTIONS = {f.name for f in fields(EncoderConfig)}
-
-
-def load(model: str | Path | None = None, *, config: EncoderConfig | None = None, **options: object) -> Encoder:
+def load(
+    model: str | Path | None = None, *, config: EncoderConfig | None = None, **options: Unpack[LoadOptions]
+) -> Encoder:
     """Load a model by local path or hub id (default: ``config.model``, else all-MiniLM-L6-v2, offline)
     and return its encoder.
 
     ``options`` are :class:`EncoderConfig` fields (device, backend, precision, pooling, normalize,
-    max_length, long_text, batch_size, token_budget, ...); ``dtype`` is accepted for precision.
+    max_length, long_text, batch_size, forward_tokens, ...), typed by :class:`LoadOptions`.
     """
-    if "dtype" in options:
-        options["precision"] = options.pop("dtype")
-    unknown = sorted(set(options) - _OPTIONS)
+    given: dict[str, Any] = dict(options)
+    if "dtype" in given:
+        raise ConfigError(f"dtype={given['dtype']!r} is not an option; pass precision= (fp32, fp16, bf16 or int8)")
+    unknown = sorted(set(given) - _OPTIONS)
     if unknown:
-        raise ConfigError(f"unknown option(s) {unknown}; valid options: {sorted(_OPTIONS - {'model'})}")
+        raise ConfigError(f"unknown option(s) {unknown}; valid options: {sorted(_OPTIONS)}")
     base = config or EncoderConfig()
-    config = base.replace(model=str(base.model if model is None else model), **options)
+    config = base.replace(model=str(base.model if model is None else model), **given)
     return _build(config)
 
 

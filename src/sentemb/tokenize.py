@@ -7,7 +7,7 @@ tokenizer serves many threads without "Already borrowed" errors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -15,7 +15,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from sentemb.config import LongText
-from sentemb.errors import TextTooLongError
+from sentemb.errors import InvalidInputError, InvalidTextError, TextTooLongError
 
 # A token never covers less than one character, and long texts are cut at max_length tokens anyway:
 # this many characters per token are kept before tokenising in truncate mode (a 1 MB text costs ms).
@@ -27,7 +27,8 @@ class TextInfo:
     """What happened to one input text.
 
     ``num_tokens`` counts the text's tokens without special tokens (a lower bound when
-    ``chars_capped``: only the first ``max_length * 64`` characters were tokenised).
+    ``chars_capped``: only the first ``max_chars``, or in truncate mode ``max_length * 64``,
+    characters were tokenised). A text cut at ``max_chars`` is also ``truncated``.
     """
 
     num_tokens: int
@@ -36,7 +37,7 @@ class TextInfo:
     chars_capped: bool = False
 
 
-class Sequence_(NamedTuple):
+class ModelInput(NamedTuple):
     """One model input: token ids of a text (or of one chunk of it) with special tokens."""
 
     text_index: int
@@ -52,6 +53,7 @@ class TokenizerSpec:
     tokenizer: Tokenizer
     max_length: int
     lowercase: bool = False
+    max_chars: int | None = None  # texts are cut here before tokenising (refused with long_text="error")
 
     @property
     def num_special(self) -> int:
@@ -74,12 +76,13 @@ def tokenize(
     start_index: int = 0,
     *,
     prompt: str = "",
-) -> tuple[list[Sequence_], list[TextInfo]]:
+) -> tuple[list[ModelInput], list[TextInfo]]:
     """Tokenise ``texts`` into model inputs; chunk mode may give several per text.
 
     ``prompt`` is put before each text, as sentence-transformers does; its tokens count in
     ``num_tokens`` and in truncation (in chunk mode it is part of a text's first window only).
     """
+    texts, cut = cap_chars(spec, texts, long_text, start_index)
     room = spec.max_length - spec.num_special
     cap = spec.max_length * CHARS_PER_TOKEN_CAP if long_text is LongText.TRUNCATE else None
     prepared = [(prompt + t).lower() if spec.lowercase else prompt + t for t in texts]
@@ -95,14 +98,15 @@ def tokenize(
     without = spec.tokenizer.encode_batch([prepared[i] for i in over], add_special_tokens=False)
     content = dict(zip(over, without, strict=True))
 
-    sequences: list[Sequence_] = []
+    sequences: list[ModelInput] = []
     infos: list[TextInfo] = []
-    for offset, (enc, was_capped) in enumerate(zip(encodings, capped, strict=True)):
+    for offset, (enc, speed_cap, was_cut) in enumerate(zip(encodings, capped, cut, strict=True)):
         index = start_index + offset
+        was_capped = speed_cap or was_cut
         n = len(enc) - special
         if offset not in content:
             sequences.append(_sequence(index, enc, n))
-            infos.append(TextInfo(n, was_capped, 1, was_capped))
+            infos.append(TextInfo(n, was_capped, 1, was_capped))  # a cut text is truncated even if it fits
             continue
         if long_text is LongText.ERROR:
             raise TextTooLongError(
@@ -118,8 +122,71 @@ def tokenize(
         for window in windows:
             sequences.append(_sequence(index, spec.tokenizer.post_process(window), len(window.ids)))
         chunked = long_text is LongText.CHUNK
-        infos.append(TextInfo(n, not chunked, len(windows), was_capped))
+        infos.append(TextInfo(n, was_cut or not chunked, len(windows), was_capped))
     return sequences, infos
+
+
+def cap_chars(
+    spec: TokenizerSpec, texts: Sequence[str], long_text: LongText, start_index: int = 0
+) -> tuple[Sequence[str], list[bool]]:
+    """``texts`` cut at ``spec.max_chars`` (and which were cut); with long_text='error' a longer text
+    raises :class:`TextTooLongError` (its ``num_tokens`` counted in full, only on this error path)."""
+    limit = spec.max_chars
+    if limit is None:
+        return texts, [False] * len(texts)
+    cut = [len(t) > limit for t in texts]
+    if not any(cut):
+        return texts, cut
+    if long_text is LongText.ERROR:
+        offset = cut.index(True)
+        text = texts[offset]
+        raise TextTooLongError(
+            f"text {start_index + offset} has {len(text)} characters, more than max_chars={limit}; "
+            "pass long_text='truncate' or 'chunk' to cut it there, or a larger max_chars",
+            index=start_index + offset,
+            num_tokens=len(spec.tokenizer.encode(text, add_special_tokens=False)),
+        )
+    return [t[:limit] if c else t for t, c in zip(texts, cut, strict=True)], cut
+
+
+def as_texts(texts: str | Iterable[str]) -> list[str]:
+    """Validate input: a str is one text; anything else must be an iterable of str."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise InvalidInputError(
+            f"expected a str or a list of str, got {type(texts).__name__}; decode bytes to str first", None
+        )
+    items = list(texts)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InvalidInputError(
+                f"texts[{index}] is {type(item).__name__} ({item!r:.40}), not str; every text must be a str",
+                index,
+            )
+    check_unicode(items)
+    return items
+
+
+def check_unicode(texts: list[str]) -> None:
+    """Raise :class:`InvalidTextError` for the first text that is not valid Unicode (a lone surrogate),
+    before it reaches the tokenizer, whose own error names neither the text nor a fix."""
+    try:
+        "".join(texts).encode("utf-8")  # one pass over everything; the search below only on failure
+        return
+    except UnicodeEncodeError:
+        pass
+    for index, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidTextError(
+                f"texts[{index}] is not valid Unicode: character {exc.start} is a lone surrogate "
+                f"(U+{ord(text[exc.start]):04X}), which has no UTF-8 form; fix the text's decoding, or replace "
+                "such characters first (text.encode('utf-8', 'replace').decode('utf-8'))",
+                index,
+                exc.start,
+            ) from None
 
 
 def prompt_length(spec: TokenizerSpec, prompt: str) -> int:
@@ -138,8 +205,8 @@ def prompt_length(spec: TokenizerSpec, prompt: str) -> int:
     return len(ids) - 1 if ids and ids[-1] in special else len(ids)
 
 
-def _sequence(index: int, enc: Encoding, content_tokens: int) -> Sequence_:
-    return Sequence_(index, np.array(enc.ids, dtype=np.int64), np.array(enc.type_ids, dtype=np.int64), content_tokens)
+def _sequence(index: int, enc: Encoding, content_tokens: int) -> ModelInput:
+    return ModelInput(index, np.array(enc.ids, dtype=np.int64), np.array(enc.type_ids, dtype=np.int64), content_tokens)
 
 
 def _windows(enc: Encoding, room: int, overlap: int) -> list[Encoding]:

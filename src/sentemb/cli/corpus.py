@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sentemb.cli.io import make_source, read_chunks
+from sentemb.cli.io import make_source, read_blocks
 from sentemb.cli.options import EXIT_MODEL, CliError, InputError, OutputError, load_encoder
 from sentemb.cli.output import atomic_path, check_output
 
@@ -91,14 +91,14 @@ def read_text_corpus(path: str, *, field: str, id_field: str | None, errors: str
     texts: list[str] = []
     parts: list[np.ndarray] = []
     with progress_bar("encoding", source.size, show) as advance:
-        for chunk in read_chunks(source, CHUNK_ROWS):
+        for chunk in read_blocks(source, CHUNK_ROWS):
             parts.append(encoder.encode(chunk.texts, show_progress=False))
             ids += chunk.ids
             texts += chunk.texts
             advance(chunk.done)
     if not texts:
         raise InputError(f"{source.label}: no texts in the input")
-    return Corpus(ids, np.concatenate(parts), texts, encoder.describe())
+    return Corpus(ids, np.concatenate(parts), texts, encoder.describe().to_dict())
 
 
 def read_corpus(path: str, *, field: str, id_field: str | None, errors: str, show: bool,

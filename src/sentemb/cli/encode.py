@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
-from sentemb.cli.io import ERROR_POLICIES, Chunk, Source, inline_chunks, make_source, read_chunks
+from sentemb.cli.io import ERROR_POLICIES, Block, Source, inline_block, make_source, read_blocks
 from sentemb.cli.options import (
     EXIT_CODES_HELP,
     CliError,
@@ -126,7 +126,7 @@ def encode(
     with _sigterm_as_exit():
         encoder = load_encoder(**encoder_params)
         prompt = encoder.resolve_prompt(prompt_name=prompt_name, prompt=prompt)  # an unknown name fails now
-        chunks = inline_chunks(list(texts), errors) if source is None else read_chunks(source, CHUNK_ROWS)
+        chunks = inline_block(list(texts), errors) if source is None else read_blocks(source, CHUNK_ROWS)
         show = (not quiet) and (sys.stderr.isatty() if progress is None else progress)
         total = None if source is None else source.size
         started = time.perf_counter()
@@ -259,7 +259,7 @@ class _Stats:
 
 
 def _encode_all(
-    encoder: Encoder, chunks: Iterator[Chunk], writer: Any, total: int | None, show: bool, *, output: str, prompt: str
+    encoder: Encoder, chunks: Iterator[Block], writer: Any, total: int | None, show: bool, *, output: str, prompt: str
 ) -> _Stats:
     stats = _Stats()
     with _progress_bar(total, show) as advance:

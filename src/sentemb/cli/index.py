@@ -84,7 +84,7 @@ def _build(
         raise OutputError(f"{output_path}: folder {str(target.parent)!r} does not exist")
     corpus = read_corpus(vectors, field=field, id_field=id_field, errors=errors, show=show,
                          encoder_params=encoder_params)  # fmt: skip
-    model = corpus.model or load_encoder(**encoder_params).describe()
+    model = corpus.model or load_encoder(**encoder_params).describe().to_dict()
     try:
         as_ids(corpus.ids, 0, len(corpus.ids))
         ids: Any = corpus.ids

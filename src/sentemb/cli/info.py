@@ -39,7 +39,7 @@ def info(as_json: bool, check: bool, **encoder_params: Any) -> None:
     """Dimension, pooling, normalisation, max length, backbone, backend, files and sha256 of MODEL."""
     if check:
         encoder = load_encoder(**encoder_params)
-        facts = encoder.describe()
+        facts = encoder.describe().to_dict()
         facts["checked"] = True
         folder = encoder.resolved.path
     else:
@@ -86,7 +86,7 @@ def folder_facts(**encoder_params: Any) -> tuple[dict[str, object], Path]:
         "max_length": config.max_length or spec.max_length,
         "batch_size": config.batch_size or BATCH_SIZE[device.split(":")[0]],
         "long_text": config.long_text.value,
-        "backend": chosen.backend,
+        "backend": chosen.backend.value,
         "device": device,
         "precision": chosen.precision.value,
         "sha256": {p.name: sha256_file(p) for p in spec.weights},

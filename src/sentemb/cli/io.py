@@ -49,7 +49,7 @@ class Source:
 
 
 @dataclass
-class Chunk:
+class Block:
     """A run of records: their ids and texts, and how far into the input they reach."""
 
     ids: list[Any]
@@ -102,10 +102,10 @@ def _unknown_format(path: str, suffix: str, format_option: bool) -> str:
     return f"{path}: cannot tell the format from {suffix!r}; {fix}"
 
 
-def read_chunks(source: Source, size: int = 2048) -> Iterator[Chunk]:
+def read_blocks(source: Source, size: int = 2048) -> Iterator[Block]:
     """The input's records in chunks of ``size``; raises InputError naming the first bad line or row."""
     if source.fmt == "parquet":
-        yield from _parquet_chunks(source, size)
+        yield from _parquet_blocks(source, size)
         return
     counter = _Counter()
     try:
@@ -121,25 +121,25 @@ def read_chunks(source: Source, size: int = 2048) -> Iterator[Chunk]:
             records = _jsonl_records(lines, source, counter)
         else:
             records = _csv_records(lines, source, counter)
-        yield from _chunked(records, size, counter)
+        yield from _blocks(records, size, counter)
     finally:
         if handle is not sys.stdin.buffer:
             handle.close()
 
 
-def inline_chunks(texts: list[str], errors: str = "strict") -> Iterator[Chunk]:
+def inline_block(texts: list[str], errors: str = "strict") -> Iterator[Block]:
     """Texts given with --text, as one chunk (ids 0, 1, ...; a skipped text keeps its number)."""
     kept = check_inline(texts, "--text", errors)
     ids = [i for i, _ in kept]
     skipped = sorted(set(range(len(texts))) - set(ids))
-    yield Chunk(ids, [t for _, t in kept], len(texts), len(skipped), skipped)
+    yield Block(ids, [t for _, t in kept], len(texts), len(skipped), skipped)
 
 
 def read_all(source: Source) -> tuple[list[Any], list[str]]:
     """Every record of a (small) input: for similarity and search queries."""
     ids: list[Any] = []
     texts: list[str] = []
-    for chunk in read_chunks(source):
+    for chunk in read_blocks(source):
         ids += chunk.ids
         texts += chunk.texts
     if not texts:
@@ -162,7 +162,7 @@ def records_from(
     return read_all(make_source(path, input_format=None, field=field, id_field=None, errors=errors))
 
 
-def _chunked(records: Iterable[tuple[Any, str | None]], size: int, counter: _Counter) -> Iterator[Chunk]:
+def _blocks(records: Iterable[tuple[Any, str | None]], size: int, counter: _Counter) -> Iterator[Block]:
     ids: list[Any] = []
     texts: list[str] = []
     skipped: list[Any] = []
@@ -174,10 +174,10 @@ def _chunked(records: Iterable[tuple[Any, str | None]], size: int, counter: _Cou
         ids.append(record_id)
         texts.append(text)
         if len(texts) >= size:
-            yield Chunk(ids, texts, counter.done, counter.skipped, skipped)
+            yield Block(ids, texts, counter.done, counter.skipped, skipped)
             ids, texts, skipped = [], [], []
     if texts or skipped:
-        yield Chunk(ids, texts, counter.done, counter.skipped, skipped)
+        yield Block(ids, texts, counter.done, counter.skipped, skipped)
 
 
 def _lines(handle: IO[bytes], label: str) -> Iterator[bytes]:
@@ -297,7 +297,7 @@ def _csv_records(
         yield (index if id_column is None else row[id_column]), row[column]
 
 
-def _parquet_chunks(source: Source, size: int) -> Iterator[Chunk]:
+def _parquet_blocks(source: Source, size: int) -> Iterator[Block]:
     import pyarrow as pa
 
     parquet = open_parquet(source)
@@ -327,7 +327,7 @@ def _parquet_chunks(source: Source, size: int) -> Iterator[Chunk]:
             texts, ids = [texts[i] for i in keep], [ids[i] for i in keep]
         start += batch.num_rows
         if texts or dropped:
-            yield Chunk(ids, texts, start, skipped, dropped)
+            yield Block(ids, texts, start, skipped, dropped)
 
 
 def open_parquet(source: Source) -> Any:

@@ -11,7 +11,7 @@ import numpy as np
 
 from sentemb.cli.encode import CHUNK_ROWS
 from sentemb.cli.fastpath import fastest_cached
-from sentemb.cli.io import ERROR_POLICIES, Source, make_source, read_chunks, texts_from
+from sentemb.cli.io import ERROR_POLICIES, Source, make_source, read_blocks, texts_from
 from sentemb.cli.options import EXIT_CODES_HELP, InputError, UsageError, encoder_options, load_encoder
 from sentemb.cli.output import print_rows, table_format
 
@@ -178,7 +178,7 @@ def read_corpus(
     ids: list[Any] = []
     texts: list[str] = []
     parts = []
-    for chunk in read_chunks(source, CHUNK_ROWS):
+    for chunk in read_blocks(source, CHUNK_ROWS):
         ids += chunk.ids
         texts += chunk.texts
         if encoder is not None and chunk.texts:

@@ -27,7 +27,7 @@ def vector_facts(encoder: Encoder) -> dict[str, Any]:
     """The facts that decide ``encoder``'s vectors (plus the model's name, for people)."""
     from sentemb.batch.manifest import make_header
 
-    header = make_header(encoder.describe(), {}, shard_rows=0, shard_bytes=0)
+    header = make_header(encoder.describe().to_dict(), {}, shard_rows=0, shard_bytes=0)
     for layout in ("shard_rows", "shard_bytes", "format_version"):
         header.pop(layout)
     header["chunk_overlap"] = encoder.config.chunk_overlap

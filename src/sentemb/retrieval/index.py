@@ -67,10 +67,12 @@ class IndexOptions:
 
 
 def model_facts(model: Any) -> dict[str, Any]:
-    """The recorded facts of ``model``: an Encoder, its ``describe()`` dict, or None (nothing recorded)."""
+    """The recorded facts of ``model``: an Encoder, its ``describe()`` (or that as a dict), or None."""
     if model is None:
         return {}
-    described = model.describe() if hasattr(model, "describe") else dict(model)
+    if hasattr(model, "describe"):
+        model = model.describe()
+    described = model.to_dict() if hasattr(model, "to_dict") else dict(model)
     return {key: described[key] for key in RECORDED if key in described}
 
 

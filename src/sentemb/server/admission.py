@@ -43,9 +43,9 @@ class Throughput:
         return self._tokens / self._seconds
 
 
-def batch_budget(token_budget: int, tokens_per_second: float, batch_seconds: float) -> int:
-    """Tokens for the next micro-batch: about ``batch_seconds`` of model time, at most ``token_budget``."""
-    return max(1, min(token_budget, max(MIN_BATCH_TOKENS, int(tokens_per_second * batch_seconds))))
+def batch_budget(micro_batch_tokens: int, tokens_per_second: float, batch_seconds: float) -> int:
+    """Tokens for the next micro-batch: about ``batch_seconds`` of model time, at most ``micro_batch_tokens``."""
+    return max(1, min(micro_batch_tokens, max(MIN_BATCH_TOKENS, int(tokens_per_second * batch_seconds))))
 
 
 # Requests admitted later share the model with this one too: under sustained load a request waited

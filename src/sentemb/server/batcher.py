@@ -133,7 +133,7 @@ class MicroBatcher:
     """Asyncio micro-batcher; create it inside the running loop and ``start()`` it.
 
     ``max_queue_seconds`` (None: no limit) refuses a request that would wait longer at the measured
-    rate; ``batch_seconds`` (None: ``token_budget`` only) sizes micro-batches by model time.
+    rate; ``batch_seconds`` (None: ``micro_batch_tokens`` only) sizes micro-batches by model time.
     """
 
     def __init__(
@@ -142,7 +142,7 @@ class MicroBatcher:
         estimate_tokens: Callable[[str], int],
         *,
         queue_size: int,
-        token_budget: int,
+        micro_batch_tokens: int,
         max_wait_s: float,
         concurrency: int = 1,
         on_batch: Callable[[BatchReport], None] | None = None,
@@ -153,7 +153,7 @@ class MicroBatcher:
         self._encode = encode
         self._estimate = estimate_tokens
         self._queue_size = queue_size
-        self._budget = token_budget
+        self._budget = micro_batch_tokens
         self._max_wait = max_wait_s
         self._on_batch = on_batch
         self._max_queue_seconds = max_queue_seconds

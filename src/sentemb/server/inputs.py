@@ -15,13 +15,12 @@ import numpy as np
 from pydantic import ValidationError
 
 from sentemb.config import LongText
-from sentemb.encoder import check_unicode
 from sentemb.errors import InvalidTextError
 from sentemb.pooling import truncate_dim
 from sentemb.retrieval.quantize import quantization_ranges, quantize
 from sentemb.server.errors import ApiError, validation_message
 from sentemb.server.schemas import EmbeddingRequest
-from sentemb.tokenize import TextInfo
+from sentemb.tokenize import TextInfo, check_unicode
 
 
 def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
@@ -124,18 +123,19 @@ def _json_type(value: object) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def cap_chars(texts: list[str], max_chars: int, long_text: LongText) -> tuple[list[str], list[bool]]:
-    """Cut texts at ``max_chars`` before tokenising; with long_text='error' a longer text is a 400."""
-    capped = [len(t) > max_chars for t in texts]
-    if any(capped) and long_text is LongText.ERROR:
-        index = capped.index(True)
-        raise ApiError(
-            400,
-            f"input[{index}] has {len(texts[index])} characters; this server takes at most {max_chars}",
-            param="input",
-            code="context_length_exceeded",
-        )
-    return [t[:max_chars] if c else t for t, c in zip(texts, capped, strict=True)], capped
+def refuse_over_max_chars(texts: list[str], max_chars: int | None, long_text: LongText) -> None:
+    """With long_text='error', a text over the encoder's ``max_chars`` is a 400 before it is queued
+    (other modes: the encoder cuts it and reports it truncated)."""
+    if max_chars is None or long_text is not LongText.ERROR:
+        return
+    for index, text in enumerate(texts):
+        if len(text) > max_chars:
+            raise ApiError(
+                400,
+                f"input[{index}] has {len(text)} characters; this server takes at most {max_chars}",
+                param="input",
+                code="context_length_exceeded",
+            )
 
 
 def check_dimensions(dimensions: int | None, dim: int) -> None:

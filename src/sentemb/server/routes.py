@@ -14,12 +14,12 @@ from starlette.requests import ClientDisconnect
 
 from sentemb.server.errors import ApiError
 from sentemb.server.inputs import (
-    cap_chars,
     check_dimensions,
     decode_body,
     embedded_tokens,
     format_vectors,
     parse_request,
+    refuse_over_max_chars,
     texts_from_input,
 )
 from sentemb.server.schemas import EmbeddingRequest, EmbeddingResponse, ErrorBody, ModelList
@@ -105,10 +105,10 @@ async def embeddings(request: Request) -> Response:
     texts = texts_from_input(body.input, settings.max_inputs)
     check_dimensions(body.dimensions, service.encoder.dim)
     prompt = service.prompt(body.prompt_name)
-    texts, capped = cap_chars(texts, settings.max_chars, service.long_text)
+    refuse_over_max_chars(texts, service.encoder.config.max_chars, service.long_text)
     with service.metrics.in_flight.track_inprogress():
         result = await service.encode(request, texts, prompt)
-    truncated = sum(1 for item, cut in zip(result.info, capped, strict=True) if item.truncated or cut)
+    truncated = sum(1 for item in result.info if item.truncated)  # cut at max_chars or at max_length
     tokens = embedded_tokens(result.info, service.content_room)
     service.metrics.inputs.inc(len(texts))
     service.metrics.tokens.inc(tokens)

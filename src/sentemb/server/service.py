@@ -76,6 +76,8 @@ class EmbeddingService:
     """Everything one running service needs; ``start``/``stop`` are the app's lifespan."""
 
     def __init__(self, encoder: Encoder, settings: ServerSettings) -> None:
+        if encoder.config.max_chars is None:  # the encoder cuts long texts; the server always caps them
+            encoder = encoder.with_max_chars(settings.max_chars)
         self.encoder = encoder
         self.settings = settings
         self.names = served_names(encoder, settings)
@@ -87,7 +89,7 @@ class EmbeddingService:
             lambda texts, prompt: encoder.encode_with_info(texts, prompt=prompt, show_progress=False),
             self.estimate_tokens,
             queue_size=settings.queue_size,
-            token_budget=settings.token_budget,
+            micro_batch_tokens=settings.micro_batch_tokens,
             max_wait_s=settings.max_wait_ms / 1000,
             concurrency=encoder.parallel,
             on_batch=self.metrics.on_batch,
@@ -100,7 +102,7 @@ class EmbeddingService:
 
     def estimate_tokens(self, text: str) -> int:
         """Tokens a text will cost before it is tokenised (about 4 characters a token)."""
-        rough = len(text) // 4 + 2
+        rough = min(len(text), self.encoder.config.max_chars or len(text)) // 4 + 2
         return rough if self.long_text is LongText.CHUNK else min(rough, self.encoder.max_length)
 
     async def start(self) -> None:

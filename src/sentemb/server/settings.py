@@ -30,13 +30,13 @@ class ServerSettings:
         flag="--served-model-name", metavar="NAME",
     )  # fmt: skip
     max_inputs: int = option(2048, help="Inputs per request.", min=1)
-    max_chars: int = option(
-        32_768, help="Characters per input, cut before tokenising (a 400 with --long-text error).", min=1
-    )
+    # Not a flag: ``serve --max-chars`` is the encoder's (EncoderConfig.max_chars); this is the cap the
+    # served encoder gets when its config sets none, so that a 1 GB input is never tokenised.
+    max_chars: int = 32_768
     max_body_bytes: int = option(16 * 1024 * 1024, help="Largest request body; 413 past it.", min=1)
     queue_size: int = option(8192, help="Inputs waiting for the model before requests get 429.", min=1)
     max_wait_ms: float = option(5.0, help="How long a micro-batch waits for more requests.", min=0)
-    token_budget: int = option(8192, help="Estimated tokens per micro-batch.", flag="--batch-tokens", min=1)
+    micro_batch_tokens: int = option(8192, help="Estimated tokens per micro-batch.", flag="--batch-tokens", min=1)
     cors_origins: tuple[str, ...] = option(
         (), help="Allow browser calls from this origin (repeatable); CORS is off without it.",
         flag="--cors-origin", metavar="ORIGIN",
@@ -82,7 +82,7 @@ class ServerSettings:
         if not 0 <= int(self.port) <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
         for name in (
-            "max_inputs", "max_chars", "max_body_bytes", "queue_size", "token_budget", "max_connections",
+            "max_inputs", "max_chars", "max_body_bytes", "queue_size", "micro_batch_tokens", "max_connections",
             "max_header_bytes",
         ):
             if int(getattr(self, name)) < 1:
