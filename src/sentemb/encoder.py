@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from sentemb.backends import Backend, create_backend, resolve_choice
+from sentemb.backends import Backend, choose_backend
+from sentemb.backends.choice import SAMPLE, Choice
 from sentemb.batching import pad, plan_batches
 from sentemb.config import EncoderConfig, Pooling
 from sentemb.errors import ConfigError, InvalidInputError, InvalidTextError
@@ -52,8 +53,11 @@ class Encoder:
         spec: ModelSpec,
         tokenizer: LoadedTokenizer,
         backend: Backend,
+        *,
+        choice: Choice | None = None,
     ) -> None:
         self.config = config
+        self.choice = choice  # what backend='auto' measured on the CPU (None when not measured)
         self.resolved = resolved
         self.spec = spec
         self._tokenizer = tokenizer
@@ -116,6 +120,7 @@ class Encoder:
             "device": self.device,
             "precision": self.config.precision.value,
             "sha256": {p.name: sha256_file(p) for p in self.spec.weights},
+            **({"auto_choice": self.choice.describe()} if self.choice is not None else {}),
         }
 
     def __repr__(self) -> str:
@@ -278,7 +283,11 @@ def _build(config: EncoderConfig) -> Encoder:
             f"max_length={config.max_length} is more than this model takes ({spec.limit} tokens); "
             f"use long_text='chunk' to embed longer texts"
         )
-    config = resolve_choice(config)
-    backend = create_backend(spec, config)
+
+    def sample_pass(chosen: EncoderConfig, candidate: Backend) -> None:  # one timed pass of auto's measurement
+        loaded = candidate.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), chosen.trust_remote_code)
+        Encoder(chosen.replace(show_progress=False), resolved, spec, loaded, candidate).encode(list(SAMPLE))
+
+    config, backend, choice = choose_backend(spec, config, sample_pass)
     tokenizer = backend.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), config.trust_remote_code)
-    return Encoder(config, resolved, spec, tokenizer, backend)
+    return Encoder(config, resolved, spec, tokenizer, backend, choice=choice)
