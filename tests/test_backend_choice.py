@@ -72,16 +72,16 @@ def auto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EncoderConfig:
 
 
 def test_first_load_measures_every_candidate_and_later_loads_reuse_the_choice(monkeypatch, spec, auto):
-    bench = Bench(monkeypatch, {"torch": 3.0, "onnx": 1.0, "openvino": 2.0}, set(ALL))
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.1, "openvino": 0.2}, set(ALL))
     config, backend, found = bench.choose(spec, auto)
     assert config.backend == backend.name == "onnx"
     assert found is not None and found.measured and found.backend == "onnx"
     # one warm-up and PASSES timed passes each; rates are sample sentences per fake second
     assert sorted(bench.passes) == sorted(["torch", "onnx", "openvino"] * (choice.PASSES + 1))
-    assert found.rates == {name: len(choice.SAMPLE) / cost for name, cost in bench.costs.items()}
+    assert found.rates == pytest.approx({name: len(choice.SAMPLE) / cost for name, cost in bench.costs.items()})
     assert Path(found.path).is_file()
 
-    bench.costs.update(onnx=9.0)  # the machine got slower for onnx, but the cached choice is kept
+    bench.costs.update(onnx=0.9)  # the machine got slower for onnx, but the cached choice is kept
     bench.passes.clear()
     config, backend, again = bench.choose(spec, auto)
     assert bench.passes == [] and config.backend == backend.name == "onnx"
@@ -89,18 +89,25 @@ def test_first_load_measures_every_candidate_and_later_loads_reuse_the_choice(mo
     assert again.describe()["source"] == "cached"
 
 
+def test_a_slow_backend_gets_one_timed_pass_within_the_budget(monkeypatch, spec, auto):
+    bench = Bench(monkeypatch, {"torch": 5 * choice.BUDGET_S, "onnx": 0.1, "openvino": 0.2}, set(ALL))
+    _, _, found = bench.choose(spec, auto)
+    assert found is not None and found.backend == "onnx"
+    assert bench.passes.count("torch") == 2 and bench.passes.count("onnx") == choice.PASSES + 1
+
+
 def test_a_damaged_cache_file_is_measured_again(monkeypatch, spec, auto):
-    bench = Bench(monkeypatch, {"torch": 3.0, "onnx": 1.0, "openvino": 2.0}, set(ALL))
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.1, "openvino": 0.2}, set(ALL))
     _, _, found = bench.choose(spec, auto)
     assert found is not None
     Path(found.path).write_text('{"backend": "onn', encoding="utf-8")
-    bench.costs.update(onnx=9.0)
+    bench.costs.update(onnx=0.9)
     config, _, again = bench.choose(spec, auto)
     assert again is not None and again.measured and config.backend == "openvino"
 
 
 def test_a_cached_backend_no_longer_installed_is_measured_again(monkeypatch, spec, auto):
-    bench = Bench(monkeypatch, {"torch": 3.0, "onnx": 1.0, "openvino": 2.0}, set(ALL))
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.1, "openvino": 0.2}, set(ALL))
     bench.choose(spec, auto)
     bench.installed.discard("onnxruntime")
     bench.passes.clear()
@@ -111,7 +118,7 @@ def test_a_cached_backend_no_longer_installed_is_measured_again(monkeypatch, spe
 
 
 def test_overrides_skip_the_measurement(monkeypatch, spec, auto):
-    bench = Bench(monkeypatch, {"torch": 3.0, "onnx": 1.0, "openvino": 2.0}, set(ALL))
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.1, "openvino": 0.2}, set(ALL))
     config, backend, found = bench.choose(spec, auto.replace(backend="torch"))
     assert (config.backend, backend.name, found) == ("torch", "torch", None)
     monkeypatch.setenv(BACKEND_ENV, "openvino")
@@ -121,7 +128,7 @@ def test_overrides_skip_the_measurement(monkeypatch, spec, auto):
 
 
 def test_int8_and_bf16_measure_their_own_candidates(monkeypatch, spec, auto):
-    bench = Bench(monkeypatch, {"torch": 3.0, "onnx": 2.0, "openvino": 1.0}, set(ALL))
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.2, "openvino": 0.1}, set(ALL))
     monkeypatch.setattr(backends, "_cpu_has_bf16", lambda: True)
     config, _, found = bench.choose(spec, auto.replace(precision="int8"))
     assert found is not None and set(found.rates) == {"onnx", "openvino"} and config.backend == "openvino"
@@ -133,7 +140,7 @@ def test_int8_and_bf16_measure_their_own_candidates(monkeypatch, spec, auto):
 
 
 def test_a_backend_that_fails_is_reported_and_skipped(monkeypatch, spec, auto):
-    bench = Bench(monkeypatch, {"torch": 3.0, "onnx": 1.0}, set(ALL))
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.1}, set(ALL))
     config, _, found = bench.choose(spec, auto)
     assert found is not None and config.backend == "onnx"
     assert "cannot run here" in found.errors["openvino"]
@@ -162,6 +169,14 @@ def test_cpu_flags_are_read_on_x86_arm_and_without_cpuinfo():
     assert choice.parse_cpuinfo("") == ("", frozenset())
     facts = choice.cpu_facts(arm)
     assert facts["flags"] == ["asimd", "asimddp", "bf16", "i8mm", "sve"]
+
+
+def test_a_onednn_isa_cap_is_another_machine(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    native = choice.cpu_facts("flags : avx2 avx512_vnni")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = choice.cpu_facts("flags : avx2 avx512_vnni")
+    assert choice.choice_key(["a"], "int8", {}, native) != choice.choice_key(["a"], "int8", {}, capped)
 
 
 def test_load_auto_shows_the_measured_choice(onnx_cache, tiny_dirs, monkeypatch):
