@@ -45,7 +45,11 @@ CPU_METHODS = [
     ("sentemb openvino fp32", "openvino", "fp32"),
     ("sentemb openvino bf16", "openvino", "bf16"),
     ("sentemb openvino int8", "openvino", "int8"),
+    ("sentemb auto fp32", "auto", "fp32"),
+    ("sentemb auto bf16", "auto", "bf16"),
+    ("sentemb auto int8", "auto", "int8"),
 ]
+SKIPPED: list[tuple[str, str]] = []  # (row, why it could not run here)
 
 
 @dataclass
@@ -123,14 +127,19 @@ def load_methods(names: set[str] | None, model: str, device: str, batch_size: in
         if names and backend + " " + precision not in names and label not in names:
             continue
         before = rss_mb()
-        enc = sentemb.load(model, device=device, backend=backend, precision=precision, batch_size=batch_size)
+        try:
+            enc = sentemb.load(model, device=device, backend=backend, precision=precision, batch_size=batch_size)
+        except sentemb.SentembError as exc:  # e.g. bf16 on a CPU without native bf16: a row that says why
+            SKIPPED.append((label, str(exc)))
+            continue
+        shown = f"{label} -> {enc.backend} {enc.config.precision.value}" if backend == "auto" else label
 
         def run(texts: list[str], bs: int, encoders: dict = {0: enc}) -> np.ndarray:  # noqa: B006
             if bs not in encoders:
                 encoders[bs] = sentemb.load(config=encoders[0].config.replace(batch_size=bs))
             return encoders[bs].encode(texts)
 
-        methods.append(Method(label, run, rss_mb() - before))
+        methods.append(Method(shown, run, rss_mb() - before))
     return methods
 
 
@@ -199,6 +208,35 @@ def plot(methods: list[Method], texts: list[str], path: Path, sizes: list[int], 
     print(f"plot written to {path}")
 
 
+def cpu_header() -> str:
+    """CPU model, architecture and the ISA flags that decide the kernels (x86 and ARM spellings)."""
+    from sentemb.backends.choice import cpu_facts
+
+    facts = cpu_facts()
+    flags = list(facts["flags"])  # type: ignore[call-overload]
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "asimddp", "bf16", "i8mm")
+    shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    capped = f"; ONEDNN_MAX_CPU_ISA={isa} (caps OpenVINO's oneDNN; ONNX Runtime's MLAS has no cap)" if isa else ""
+    return f"CPU: {facts['model']} ({facts['machine']}, {os.cpu_count()} cores); {shown}{capped}"
+
+
+def peer_methods(model: str, texts: list[str], st_batch_size: int) -> list[Method]:
+    """The peers' fast paths (benchmarks/peers.py); rows that cannot run are recorded in SKIPPED."""
+    from peers import Peers, load_peers
+
+    from sentemb.backends.choice import cpu_facts
+
+    peers = Peers(model, texts[:300], st_batch_size, cpu_facts())
+    methods = []
+    for label, loaded in load_peers(peers):
+        if isinstance(loaded, str):
+            SKIPPED.append((label, loaded))
+        else:
+            methods.append(Method(label, loaded, 0.0))
+    return methods
+
+
 def hardware() -> str:
     import torch
 
@@ -218,6 +256,7 @@ def main() -> None:
     parser.add_argument("--st-batch-size", type=int, default=32, help="sentence-transformers batch size [32]")
     parser.add_argument("--only", action="append", help="sentemb methods, e.g. 'onnx int8' (repeatable)")
     parser.add_argument("--no-sts", action="store_true", help="skip STS dev Spearman")
+    parser.add_argument("--no-peers", action="store_true", help="skip the peers' ONNX/OpenVINO/fastembed rows")
     parser.add_argument("--no-startup", action="store_true", help="skip the startup timings")
     parser.add_argument("--plot", type=Path, default=None, help="write throughput vs batch size (png)")
     parser.add_argument("--plot-sizes", default="8,16,32,64,128,256")
@@ -233,7 +272,10 @@ def main() -> None:
     model = args.model or str(bundled_default())
     texts = unique_sentences(args.data / "sts-train.csv", args.limit)
     names = set(args.only) if args.only else None
+    print(cpu_header(), flush=True)
     methods = load_methods(names, model, args.device, args.batch_size, args.st_batch_size)
+    if args.device == "cpu" and not args.no_peers:
+        methods += peer_methods(model, texts, args.st_batch_size)
     for method in methods:  # warm-up (and the one-off ONNX export, if not cached)
         method.encode(texts[:512], 0)
     for _ in range(args.rounds):
@@ -263,6 +305,8 @@ def main() -> None:
             f"{min_cos:.4f} | {sts} | {method.load_mb:.0f} | {method.peak_mb:.0f} |",
             flush=True,
         )
+    for label, why in SKIPPED:
+        print(f"| {label} | skipped: {why} |||||||")
     if not args.no_startup and args.device == "cpu":
         python = [sys.executable]
         cli = str(Path(sys.executable).with_name("sentemb"))

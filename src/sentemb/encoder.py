@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sentemb.backends import Backend, create_backend, resolve_choice
+from sentemb.backends import Backend, choose_backend
+from sentemb.backends.choice import SAMPLE, Choice
 from sentemb.batching import pad, plan_batches
 from sentemb.config import EncoderConfig, LoadOptions, Pooling
 from sentemb.errors import ConfigError
@@ -66,8 +67,11 @@ class Encoder:
         spec: ModelSpec,
         tokenizer: LoadedTokenizer,
         backend: Backend,
+        *,
+        choice: Choice | None = None,
     ) -> None:
         self.config = config
+        self.choice = choice  # what backend='auto' measured on the CPU (None when not measured)
         self.resolved = resolved
         self.spec = spec
         self._tokenizer = tokenizer
@@ -160,12 +164,13 @@ class Encoder:
             precision=self.config.precision.value,
             sha256={p.name: sha256_file(p) for p in self.spec.weights},
             max_chars=self.config.max_chars,
+            auto_choice=self.choice.describe() if self.choice is not None else None,
         )
 
     def with_max_chars(self, max_chars: int | None) -> Encoder:
         """The same model (backend and tokenizer shared, nothing loaded again) with another character cap."""
         config = self.config.replace(max_chars=max_chars)
-        return Encoder(config, self.resolved, self.spec, self._tokenizer, self._backend)
+        return Encoder(config, self.resolved, self.spec, self._tokenizer, self._backend, choice=self.choice)
 
     def __repr__(self) -> str:
         return (
@@ -370,10 +375,14 @@ def _build(config: EncoderConfig) -> Encoder:
             f"max_length={config.max_length} is more than this model takes ({spec.limit} tokens); "
             f"use long_text='chunk' to embed longer texts"
         )
-    config = resolve_choice(config)
-    backend = create_backend(spec, config)
+
+    def sample_pass(chosen: EncoderConfig, candidate: Backend) -> None:  # one timed pass of auto's measurement
+        loaded = candidate.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), chosen.trust_remote_code)
+        Encoder(chosen.replace(show_progress=False), resolved, spec, loaded, candidate).encode(list(SAMPLE))
+
+    config, backend, choice = choose_backend(spec, config, sample_pass)
     tokenizer = backend.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), config.trust_remote_code)
-    encoder = Encoder(config, resolved, spec, tokenizer, backend)
+    encoder = Encoder(config, resolved, spec, tokenizer, backend, choice=choice)
     if encoder.truncate_dim is not None and encoder.truncate_dim > backend.dim:
         raise ConfigError(
             f"truncate_dim={encoder.truncate_dim} is more than this model's width {backend.dim}; pass 1..{backend.dim}"

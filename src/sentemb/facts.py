@@ -32,6 +32,7 @@ class EncoderFacts:
     precision: str
     sha256: dict[str, str]
     max_chars: int | None = None
+    auto_choice: dict[str, Any] | None = None  # backend='auto': what was measured and chosen
 
     def to_dict(self) -> dict[str, Any]:
         """The facts as a JSON-ready dict (the keys manifests and indexes record)."""

@@ -3,7 +3,8 @@
 Each backend pools where its token embeddings lie (numpy on the CPU, torch on a GPU, so that only
 (B, H) crosses back to the host) with the pure functions of :mod:`sentemb.pooling`; everything else
 (tokenising, batching, normalising) lives in the encoder, so each backend stays one small class.
-``create_backend`` picks the implementation.
+``create_backend`` picks the implementation; ``backend='auto'`` on the CPU is chosen by measurement
+(:func:`choose_backend`, :mod:`sentemb.backends.choice`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib.util
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -19,6 +21,7 @@ import numpy as np
 from sentemb.errors import ConfigError
 
 if TYPE_CHECKING:
+    from sentemb.backends.choice import Choice
     from sentemb.batching import TokenBatch
     from sentemb.config import EncoderConfig, Pooling
     from sentemb.models import ModelSpec
@@ -61,13 +64,12 @@ def _gpu_present() -> bool:
 
 
 def _cpu_has_bf16() -> bool:
-    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX on x86, the BF16 extension on ARM);
+    elsewhere bf16 is emulated and slow."""
+    from sentemb.backends.choice import cpu_facts
+
+    flags = cpu_facts()["flags"]
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", "bf16"))  # type: ignore[operator]
 
 
 def _installed(module: str) -> bool:
@@ -109,6 +111,63 @@ def resolve_choice(config: EncoderConfig) -> EncoderConfig:
     chosen = auto_choice(config)
     log.info("sentemb: backend='auto' chose %s (%s)", chosen.backend, chosen.precision.value)
     return chosen
+
+
+BACKEND_ENV = "SENTEMB_BACKEND"
+
+
+def choose_backend(
+    spec: ModelSpec,
+    config: EncoderConfig,
+    run: Callable[[EncoderConfig, Backend], None],
+    *,
+    clock: Callable[[], float] | None = None,
+    find: Callable[[str], bool] = _installed,
+) -> tuple[EncoderConfig, Backend, Choice | None]:
+    """The config and backend that will run, and on the CPU with ``backend='auto'`` the measured choice.
+
+    ``$SENTEMB_BACKEND`` (or an explicit ``backend=``) overrides the measurement. On the CPU each
+    installed candidate for the precision is timed by ``run`` (one pass over the built-in sample)
+    on the first load of this (model, precision) on this machine; the winner is cached
+    (:mod:`sentemb.backends.choice`). GPU, fp16 and emulated bf16 keep :func:`auto_choice`'s rule.
+    """
+    from sentemb.backends import choice as measured
+    from sentemb.export.cache import export_root
+    from sentemb.export.recipe import version
+    from sentemb.models.resolve import sha256_file
+
+    override = os.environ.get(BACKEND_ENV, "").strip()
+    if config.backend == "auto" and override and override != "auto":
+        config = config.replace(backend=override)  # validated by EncoderConfig
+    ruled = resolve_choice(config)
+    gpu = config.device.startswith("cuda") or (config.device == "auto" and _gpu_present())
+    if config.backend != "auto" or (gpu and ruled.backend == "torch"):
+        return ruled, create_backend(spec, ruled), None
+    precision = measured.precision_name(ruled.precision)
+    candidates = [n for n in measured.CANDIDATES.get(precision, ()) if measured.installed(n, precision, find)]
+    if len(candidates) < 2:
+        return ruled, create_backend(spec, ruled), None
+    cpu = measured.cpu_facts()
+    weights = [sha256_file(p) for p in spec.weights]
+    key = measured.choice_key(weights, precision, measured.runtime_versions(version), cpu)
+    path = measured.choice_path(export_root(config.export_dir), key)
+    cached = measured.read_cached(path, key, candidates)
+    if cached is not None:
+        chosen = ruled.replace(backend=cached.backend)
+        return chosen, create_backend(spec, chosen), cached
+
+    def build(name: str) -> Backend:
+        return create_backend(spec, ruled.replace(backend=name))
+
+    def timed(backend: Backend) -> None:
+        run(ruled.replace(backend=backend.name), backend)
+
+    found, backend = measured.measure(candidates, build, timed, precision=precision, key=key,
+                                      clock=clock or measured.time.perf_counter)  # fmt: skip
+    found = measured.Choice(found.backend, found.precision, found.rates, True, key, str(path), found.errors)
+    measured.write_cached(path, found)
+    log.info("sentemb: backend='auto' measured %s and chose %s", found.rates, found.backend)
+    return ruled.replace(backend=found.backend), backend, found
 
 
 def create_backend(spec: ModelSpec, config: EncoderConfig) -> Backend:

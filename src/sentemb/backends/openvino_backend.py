@@ -41,7 +41,11 @@ class OpenVinoBackend:
     ) -> None:
         ov = require("openvino", "openvino", "the OpenVINO backend")
         core = ov.Core()
-        native_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        # OPTIMIZATION_CAPABILITIES reads CPUID; a oneDNN ISA cap (ONEDNN_MAX_CPU_ISA=AVX2, used to run as an
+        # AVX2 machine would) removes the bf16 kernels, so bf16 must not be asked for under it.
+        cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+        uncapped = cap == "ALL" or any(isa in cap for isa in ("BF16", "AMX", "FP16", "AVX10"))
+        native_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") and uncapped
         if precision is Precision.BF16 and not native_bf16:
             raise ConfigError("this CPU has no native bf16 (AVX512-BF16 or AMX); use precision='fp32' or 'int8'")
         # int8 keeps its int8 layers either way; bf16 for what lies between them is a little faster and

@@ -1,0 +1,162 @@
+"""The peers' own fast paths, as a user would pick them instead of sentemb (rows of bench.py).
+
+sentence-transformers with backend="onnx" / "openvino", its dynamic int8 ONNX export with the
+config for this CPU's ISA, its static int8 OpenVINO recipe calibrated on local STS sentences (its
+helper would download a data set), and fastembed on the same ONNX file as a custom model. They need
+optimum / optimum-intel / fastembed, which pin older transformers: build their venv with
+benchmarks/make_peer_venv.sh. A row that cannot run returns its reason; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+Encode = Callable[[list[str], int], np.ndarray]
+# (label, builder name): built in this order; each builder returns an encode function.
+PEERS = (
+    ("sentence-transformers onnx fp32", "st_onnx"),
+    ("sentence-transformers openvino fp32", "st_openvino"),
+    ("sentence-transformers onnx int8 (dynamic, ISA config)", "st_onnx_int8"),
+    ("sentence-transformers openvino int8 (static, local calibration)", "st_openvino_int8"),
+    ("fastembed (same ONNX file, custom model)", "fastembed"),
+)
+
+
+def ort_quantization_config(flags: list[str], machine: str) -> str:
+    """sentence-transformers' (optimum's) AutoQuantizationConfig for this CPU: arm64 on ARM, else the
+    best x86 ISA the flags show."""
+    if machine in ("arm64", "aarch64"):
+        return "arm64"
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    return "avx512" if "avx512f" in flags else "avx2"
+
+
+class Peers:
+    """Builds the peer rows for one model folder; exports go into a private temporary folder."""
+
+    def __init__(self, model: str, calibration: list[str], st_batch_size: int, cpu: dict[str, object]) -> None:
+        self.model = model
+        self.calibration = calibration
+        self.batch = st_batch_size
+        self.cpu = cpu
+        self.work = Path(tempfile.mkdtemp(prefix="sentemb-peers-"))
+
+    def close(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def _st(self, backend: str, **kwargs: object) -> Encode:
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(self.model, device="cpu", backend=backend, **kwargs)  # type: ignore[arg-type]
+        return self._encode(st)
+
+    def _encode(self, st: object) -> Encode:
+        def run(texts: list[str], bs: int) -> np.ndarray:
+            return np.asarray(st.encode(texts, batch_size=bs or self.batch, convert_to_numpy=True))  # type: ignore[attr-defined]
+
+        return run
+
+    def st_onnx(self) -> Encode:
+        return self._st("onnx")
+
+    def st_openvino(self) -> Encode:
+        return self._st("openvino")
+
+    def _saved(self, backend: str) -> tuple[object, Path]:
+        from sentence_transformers import SentenceTransformer
+
+        folder = self.work / backend
+        if not folder.exists():
+            SentenceTransformer(self.model, device="cpu", backend=backend).save_pretrained(str(folder))
+        return SentenceTransformer(str(folder), device="cpu", backend=backend), folder
+
+    def st_onnx_int8(self) -> Encode:
+        from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+        st, folder = self._saved("onnx")
+        config = ort_quantization_config(list(self.cpu["flags"]), str(self.cpu["machine"]))  # type: ignore[call-overload]
+        export_dynamic_quantized_onnx_model(st, config, str(folder))
+        name = f"onnx/model_qint8_{config}.onnx" if config != "avx2" else "onnx/model_quint8_avx2.onnx"
+        quantized = SentenceTransformer(str(folder), device="cpu", backend="onnx", model_kwargs={"file_name": name})
+        return self._encode(quantized)
+
+    def st_openvino_int8(self) -> Encode:
+        from datasets import Dataset
+        from sentence_transformers import SentenceTransformer, export_static_quantized_openvino_model
+        from sentence_transformers.backend import OVQuantizationConfig
+
+        st, folder = self._saved("openvino")
+        data = Dataset.from_dict({"sentence": self.calibration})  # local sentences, no download
+        export_static_quantized_openvino_model(
+            st, OVQuantizationConfig(), str(folder), dataset_name=None, dataset=data, column_name="sentence"
+        ) if _takes_dataset() else _static_ov_local(st, folder, data)
+        name = "openvino/openvino_model_qint8_quantized.xml"
+        quantized = SentenceTransformer(str(folder), device="cpu", backend="openvino", model_kwargs={"file_name": name})
+        return self._encode(quantized)
+
+    def fastembed(self) -> Encode:
+        from fastembed import TextEmbedding
+        from fastembed.common.model_description import ModelSource, PoolingType
+
+        _, folder = self._saved("onnx")
+        name = "local/sentemb-bench-minilm"
+        TextEmbedding.add_custom_model(
+            model=name, pooling=PoolingType.MEAN, normalization=True, sources=ModelSource(hf="local/none"),
+            dim=384, model_file="onnx/model.onnx",
+        )  # fmt: skip
+        model = TextEmbedding(model_name=name, specific_model_path=str(folder), threads=None)
+
+        def run(texts: list[str], bs: int) -> np.ndarray:
+            return np.stack(list(model.embed(texts, batch_size=bs or self.batch)))
+
+        return run
+
+
+def _takes_dataset() -> bool:
+    """Whether this sentence-transformers' static OpenVINO helper accepts an in-memory data set."""
+    import inspect
+
+    from sentence_transformers import export_static_quantized_openvino_model
+
+    return "dataset" in inspect.signature(export_static_quantized_openvino_model).parameters
+
+
+def _static_ov_local(st: object, folder: Path, data: object) -> None:
+    """The helper's own recipe (optimum-intel's OVQuantizer, default OVQuantizationConfig), fed the
+    local sentences instead of the data set it would download."""
+    from optimum.intel import OVConfig, OVQuantizationConfig, OVQuantizer
+
+    model = st[0].auto_model  # type: ignore[index]
+    tokenizer = st.tokenizer  # type: ignore[attr-defined]
+    quantizer = OVQuantizer.from_pretrained(model)
+
+    def preprocess(examples: dict) -> dict:
+        return tokenizer(examples["sentence"], padding="max_length", max_length=384, truncation=True)
+
+    calibration = data.map(preprocess, remove_columns=["sentence"])  # type: ignore[attr-defined]
+    quantizer.quantize(
+        ov_config=OVConfig(quantization_config=OVQuantizationConfig()),
+        calibration_dataset=calibration,
+        save_directory=str(folder / "openvino_int8_tmp"),
+    )
+    target = folder / "openvino"
+    for suffix in (".xml", ".bin"):
+        made = folder / "openvino_int8_tmp" / f"openvino_model{suffix}"
+        shutil.copyfile(made, target / f"openvino_model_qint8_quantized{suffix}")
+
+
+def load_peers(peers: Peers) -> list[tuple[str, Encode | str]]:
+    """Each peer's encode function, or the reason it cannot run here (never raises)."""
+    rows: list[tuple[str, Encode | str]] = []
+    for label, builder in PEERS:
+        try:
+            rows.append((label, getattr(peers, builder)()))
+        except Exception as exc:  # any failure of a peer is a row that says why
+            rows.append((label, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"))
+    return rows

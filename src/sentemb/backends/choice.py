@@ -1,0 +1,227 @@
+"""``backend='auto'`` on the CPU: time each installed backend once per machine and model, keep the winner.
+
+    first load of (model sha256, precision) on this machine
+        -> build each candidate backend (exports are built and cached as usual; not timed)
+        -> one warm-up pass, then the fastest of a few passes over a short built-in sample
+        -> the winner and every timing go to <cache>/choice/<key>.json (written whole, renamed into place)
+    later loads
+        -> read the file; use its winner unless it is damaged or its backend is no longer installed
+
+The key holds what the ranking depends on: CPU architecture, model and ISA flags, library versions,
+the model's weights (sha256) and the precision. Nothing here assumes x86: ``/proc/cpuinfo`` may be
+missing (macOS, Windows) or list ARM ``Features``; the flag reader keeps whatever it finds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from sentemb.config import Precision
+
+log = logging.getLogger("sentemb")
+
+SCHEMA = 1
+# CPU flags that change which backend wins (x86 and ARM spellings); the rest are left out of the key.
+RELEVANT_FLAGS = (
+    "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile",
+    "asimd", "asimddp", "bf16", "i8mm", "sve", "sve2", "sme",
+)  # fmt: skip
+# Candidates per precision, in the order used when timings tie.
+CANDIDATES = {"fp32": ("openvino", "onnx", "torch"), "int8": ("onnx", "openvino"), "bf16": ("openvino", "torch")}
+# Python modules each backend needs (int8 on OpenVINO also needs NNCF to quantise).
+_NEEDS = {"torch": ("torch",), "onnx": ("onnxruntime",), "openvino": ("openvino",)}
+_INT8_NEEDS = {"openvino": ("openvino", "nncf")}
+PASSES = 3  # timed passes per backend after one warm-up; the fastest counts
+BUDGET_S = 1.0  # ... but no more timed passes once a backend has used this many seconds (at least one)
+# Sentences of mixed length: long enough to reach the matmul-bound regime, short enough to take < 1 s a pass.
+SAMPLE = tuple(
+    f"{lead} {body}"
+    for lead, body in zip(
+        ("A man is playing a guitar.", "The cat sat quietly on the warm windowsill.", "Stocks fell sharply today",
+         "How do I reset my password", "Rain is expected over the weekend in the north.", "She reads every night",
+         "Two dogs run through the snow.", "The committee will publish its report next month"),
+        ("", "while the children watched from the street and the traffic slowly moved past the old bridge",
+         "after the central bank raised interest rates again.", "if I no longer have access to the email address?",
+         "", "before going to sleep, usually a novel.", "A third dog follows them.",
+         "after hearing from all the witnesses and reviewing the documents submitted during the inquiry."),
+        strict=True,
+    )
+) * 2  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What ``auto`` picked on the CPU and why: sentences/s per candidate on the built-in sample."""
+
+    backend: str
+    precision: str
+    rates: dict[str, float]  # backend -> sentences/s (fastest pass)
+    measured: bool  # False when read back from the cache
+    key: str
+    path: str = ""
+    errors: dict[str, str] = field(default_factory=dict)  # backend -> why it could not be timed
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "sentences_per_s": {name: round(rate, 1) for name, rate in self.rates.items()},
+            "source": "measured now" if self.measured else "cached",
+            "cache": self.path,
+            **({"failed": dict(self.errors)} if self.errors else {}),
+        }
+
+
+def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
+    """CPU model and flags from ``/proc/cpuinfo`` text: x86 ``model name``/``flags`` or ARM
+    ``Hardware``/``CPU part``/``Features``; unknown layouts give ('', {})."""
+    model, flags = "", set[str]()
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name = name.strip().lower()
+        if name in ("model name", "hardware", "cpu model") and not model:
+            model = value.strip()
+        elif name == "cpu part" and not model:
+            model = f"cpu part {value.strip()}"
+        elif name in ("flags", "features") and not flags:
+            flags = set(value.split())
+    return model, frozenset(flags)
+
+
+def cpu_facts(cpuinfo: str | None = None) -> dict[str, object]:
+    """Architecture, model and the flags that matter for speed, without assuming x86 or Linux."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    model, flags = parse_cpuinfo(cpuinfo)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return {
+        "machine": platform.machine().lower(),
+        "model": model or platform.processor(),
+        "flags": sorted(flags & set(RELEVANT_FLAGS)),
+        "cores": cores,
+        # an ISA cap on oneDNN (OpenVINO's kernels) changes the ranking as much as another CPU would
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+    }
+
+
+def installed(backend: str, precision: str, find: Callable[[str], bool]) -> bool:
+    needs = _INT8_NEEDS.get(backend, _NEEDS[backend]) if precision == "int8" else _NEEDS[backend]
+    return all(find(module) for module in needs)
+
+
+def choice_key(weights_sha256: Sequence[str], precision: str, versions: dict[str, str], cpu: dict[str, object]) -> str:
+    facts = {"schema": SCHEMA, "cpu": cpu, "versions": versions, "weights": sorted(weights_sha256),
+             "precision": precision}  # fmt: skip
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+def read_cached(path: Path, key: str, candidates: Sequence[str]) -> Choice | None:
+    """The cached choice at ``path``, or None if missing, damaged, for another key or no longer installed."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        backend, precision, rates = str(data["backend"]), str(data["precision"]), dict(data["rates"])
+        if data["key"] != key:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if backend not in candidates:
+        log.info("sentemb: the cached choice %s is no longer installed; measuring again", backend)
+        return None
+    return Choice(backend, precision, {str(k): float(v) for k, v in rates.items()}, False, key, str(path))
+
+
+def write_cached(path: Path, choice: Choice) -> None:
+    """Write ``choice`` atomically (a private file renamed into place, as the export cache publishes);
+    a cache that cannot be written only costs a new measurement next time."""
+    data = {"key": choice.key, "backend": choice.backend, "precision": choice.precision, "rates": choice.rates,
+            "errors": choice.errors}  # fmt: skip
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, work = tempfile.mkstemp(prefix=".partial-", suffix=".json", dir=path.parent)
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=1, sort_keys=True)
+        os.chmod(work, 0o644)
+        os.replace(work, path)
+    except OSError as exc:
+        log.warning("sentemb: could not keep the backend choice in %s (%s)", path, exc)
+        with contextlib.suppress(OSError):
+            os.unlink(work)
+
+
+B = TypeVar("B")
+
+
+def time_backend(backend: B, run: Callable[[B], None], clock: Callable[[], float], passes: int = PASSES) -> float:
+    """Sentences/s of the fastest of up to ``passes`` runs over the sample (fewer once :data:`BUDGET_S`
+    is spent), after one warm-up run."""
+    run(backend)
+    best, spent = float("inf"), 0.0
+    for _ in range(passes):
+        start = clock()
+        run(backend)
+        took = clock() - start
+        best, spent = min(best, took), spent + took
+        if spent >= BUDGET_S:
+            break
+    return len(SAMPLE) / max(best, 1e-9)
+
+
+def measure(
+    candidates: Sequence[str],
+    build: Callable[[str], B],
+    run: Callable[[B], None],
+    *,
+    precision: str,
+    key: str,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[Choice, B]:
+    """Build and time each candidate; return the choice and the winner's (already built) backend."""
+    rates: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    best: tuple[float, str, B] | None = None
+    for name in candidates:
+        try:
+            backend = build(name)
+            rate = time_backend(backend, run, clock)
+        except (ImportError, RuntimeError, OSError, ValueError) as exc:  # a runtime that cannot run here
+            errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        rates[name] = rate
+        if best is None or rate > best[0]:
+            best = (rate, name, backend)
+    if best is None:
+        raise RuntimeError(f"no CPU backend could run: {errors}")
+    return Choice(best[1], precision, rates, True, key, errors=errors), best[2]
+
+
+def choice_path(root: Path, key: str) -> Path:
+    return root / "choice" / f"{key[:32]}.json"
+
+
+def runtime_versions(find_version: Callable[[str], str]) -> dict[str, str]:
+    names = ("sentemb", "torch", "onnxruntime", "openvino", "nncf")
+    return {name: find_version(name) for name in names}
+
+
+def precision_name(precision: Precision | str) -> str:
+    return str(getattr(precision, "value", precision))

@@ -1,0 +1,191 @@
+"""backend='auto' on the CPU: measured once per (machine, model, precision), cached, overridable.
+
+Driven by fake backends and a fake clock: each fake "takes" a fixed number of fake seconds per pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import sentemb
+import sentemb.backends as backends
+from sentemb.backends import BACKEND_ENV, choice, choose_backend
+from sentemb.config import EncoderConfig
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Bench:
+    """Fake backends named like the real ones, each costing ``costs[name]`` fake seconds a pass."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, costs: dict[str, float], installed: set[str]) -> None:
+        self.costs = costs
+        self.installed = installed
+        self.clock = FakeClock()
+        self.built: list[str] = []
+        self.passes: list[str] = []
+        monkeypatch.setattr(backends, "create_backend", self.create)
+        monkeypatch.setattr(backends, "_gpu_present", lambda: False)
+        monkeypatch.setattr(backends, "_installed", lambda module: module in installed)
+
+    def create(self, spec: object, config: EncoderConfig) -> SimpleNamespace:
+        name = backends.resolve_choice(config).backend
+        if name not in self.costs:
+            raise RuntimeError(f"{name} cannot run here")
+        self.built.append(name)
+        return SimpleNamespace(name=name, device="cpu", parallel=1, tokenizer=None, dim=4)
+
+    def run(self, config: EncoderConfig, backend: SimpleNamespace) -> None:
+        assert config.backend == backend.name
+        self.passes.append(backend.name)
+        self.clock.now += self.costs[backend.name]
+
+    def choose(self, spec: object, config: EncoderConfig) -> tuple[EncoderConfig, object, choice.Choice | None]:
+        find = lambda module: module in self.installed  # noqa: E731
+        return choose_backend(spec, config, self.run, clock=self.clock, find=find)  # type: ignore[arg-type]
+
+
+ALL = {"torch", "onnxruntime", "openvino", "nncf"}
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> SimpleNamespace:
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"weights")
+    return SimpleNamespace(weights=[weights])
+
+
+@pytest.fixture
+def auto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EncoderConfig:
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    return EncoderConfig(backend="auto", device="cpu", export_dir=str(tmp_path / "cache"))
+
+
+def test_first_load_measures_every_candidate_and_later_loads_reuse_the_choice(monkeypatch, spec, auto):
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.1, "openvino": 0.2}, set(ALL))
+    config, backend, found = bench.choose(spec, auto)
+    assert config.backend == backend.name == "onnx"
+    assert found is not None and found.measured and found.backend == "onnx"
+    # one warm-up and PASSES timed passes each; rates are sample sentences per fake second
+    assert sorted(bench.passes) == sorted(["torch", "onnx", "openvino"] * (choice.PASSES + 1))
+    assert found.rates == pytest.approx({name: len(choice.SAMPLE) / cost for name, cost in bench.costs.items()})
+    assert Path(found.path).is_file()
+
+    bench.costs.update(onnx=0.9)  # the machine got slower for onnx, but the cached choice is kept
+    bench.passes.clear()
+    config, backend, again = bench.choose(spec, auto)
+    assert bench.passes == [] and config.backend == backend.name == "onnx"
+    assert again is not None and not again.measured and again.rates == found.rates
+    assert again.describe()["source"] == "cached"
+
+
+def test_a_slow_backend_gets_one_timed_pass_within_the_budget(monkeypatch, spec, auto):
+    bench = Bench(monkeypatch, {"torch": 5 * choice.BUDGET_S, "onnx": 0.1, "openvino": 0.2}, set(ALL))
+    _, _, found = bench.choose(spec, auto)
+    assert found is not None and found.backend == "onnx"
+    assert bench.passes.count("torch") == 2 and bench.passes.count("onnx") == choice.PASSES + 1
+
+
+def test_a_damaged_cache_file_is_measured_again(monkeypatch, spec, auto):
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.1, "openvino": 0.2}, set(ALL))
+    _, _, found = bench.choose(spec, auto)
+    assert found is not None
+    Path(found.path).write_text('{"backend": "onn', encoding="utf-8")
+    bench.costs.update(onnx=0.9)
+    config, _, again = bench.choose(spec, auto)
+    assert again is not None and again.measured and config.backend == "openvino"
+
+
+def test_a_cached_backend_no_longer_installed_is_measured_again(monkeypatch, spec, auto):
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.1, "openvino": 0.2}, set(ALL))
+    bench.choose(spec, auto)
+    bench.installed.discard("onnxruntime")
+    bench.passes.clear()
+    config, backend, again = bench.choose(spec, auto)
+    assert again is not None and again.measured
+    assert config.backend == backend.name == "openvino"
+    assert "onnx" not in bench.passes
+
+
+def test_overrides_skip_the_measurement(monkeypatch, spec, auto):
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.1, "openvino": 0.2}, set(ALL))
+    config, backend, found = bench.choose(spec, auto.replace(backend="torch"))
+    assert (config.backend, backend.name, found) == ("torch", "torch", None)
+    monkeypatch.setenv(BACKEND_ENV, "openvino")
+    config, backend, found = bench.choose(spec, auto)
+    assert (config.backend, backend.name, found) == ("openvino", "openvino", None)
+    assert bench.passes == []
+
+
+def test_int8_and_bf16_measure_their_own_candidates(monkeypatch, spec, auto):
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.2, "openvino": 0.1}, set(ALL))
+    monkeypatch.setattr(backends, "_cpu_has_bf16", lambda: True)
+    config, _, found = bench.choose(spec, auto.replace(precision="int8"))
+    assert found is not None and set(found.rates) == {"onnx", "openvino"} and config.backend == "openvino"
+    config, _, found = bench.choose(spec, auto.replace(precision="bf16"))
+    assert found is not None and set(found.rates) == {"openvino", "torch"}
+    bench.installed.discard("nncf")  # OpenVINO int8 needs NNCF: one candidate left, nothing to time
+    config, _, found = bench.choose(spec, auto.replace(precision="int8"))
+    assert (config.backend, found) == ("onnx", None)
+
+
+def test_a_backend_that_fails_is_reported_and_skipped(monkeypatch, spec, auto):
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.1}, set(ALL))
+    config, _, found = bench.choose(spec, auto)
+    assert found is not None and config.backend == "onnx"
+    assert "cannot run here" in found.errors["openvino"]
+    assert "failed" in found.describe()
+
+
+def test_the_key_follows_cpu_versions_weights_and_precision():
+    cpu = {"machine": "x86_64", "model": "x", "flags": ["avx2"]}
+    base = choice.choice_key(["a"], "fp32", {"onnxruntime": "1"}, cpu)
+    assert base == choice.choice_key(["a"], "fp32", {"onnxruntime": "1"}, dict(cpu))
+    others = [
+        choice.choice_key(["b"], "fp32", {"onnxruntime": "1"}, cpu),
+        choice.choice_key(["a"], "int8", {"onnxruntime": "1"}, cpu),
+        choice.choice_key(["a"], "fp32", {"onnxruntime": "2"}, cpu),
+        choice.choice_key(["a"], "fp32", {"onnxruntime": "1"}, {**cpu, "flags": ["avx2", "avx512_vnni"]}),
+    ]
+    assert len({base, *others}) == 5
+
+
+def test_cpu_flags_are_read_on_x86_arm_and_without_cpuinfo():
+    x86 = "processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512_vnni sse\n\nprocessor\t: 1\n"
+    assert choice.parse_cpuinfo(x86) == ("Intel Xeon", frozenset({"fpu", "avx2", "avx512_vnni", "sse"}))
+    arm = "processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd asimddp bf16 i8mm sve\nCPU part\t: 0xd40\n"
+    model, flags = choice.parse_cpuinfo(arm)
+    assert model == "cpu part 0xd40" and {"asimddp", "bf16", "i8mm"} <= flags
+    assert choice.parse_cpuinfo("") == ("", frozenset())
+    facts = choice.cpu_facts(arm)
+    assert facts["flags"] == ["asimd", "asimddp", "bf16", "i8mm", "sve"]
+
+
+def test_a_onednn_isa_cap_is_another_machine(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    native = choice.cpu_facts("flags : avx2 avx512_vnni")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = choice.cpu_facts("flags : avx2 avx512_vnni")
+    assert choice.choice_key(["a"], "int8", {}, native) != choice.choice_key(["a"], "int8", {}, capped)
+
+
+def test_load_auto_shows_the_measured_choice(onnx_cache, tiny_dirs, monkeypatch):
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    first = sentemb.load(tiny_dirs["bert"], backend="auto", device="cpu").describe()
+    shown = first.auto_choice
+    assert isinstance(shown, dict) and shown["backend"] == first.backend
+    assert first.backend in shown["sentences_per_s"]
+    assert first.to_dict()["auto_choice"] == shown
+    second = sentemb.load(tiny_dirs["bert"], backend="auto", device="cpu").describe()
+    assert second.backend == first.backend
+    assert second.auto_choice is not None and second.auto_choice["source"] == "cached"
