@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_line
+
 ROOT = Path(__file__).resolve().parents[1]
 STS_TRAIN = ROOT.parent / "shared" / "data" / "stsb" / "sts-train.csv"
 SENTEMB = [sys.executable, "-c", "from sentemb.cli import main; main()"]
@@ -37,7 +39,7 @@ def _timed(cmd: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=None, help="Use the first N sentences [default: all].")
     parser.add_argument("--num-actors", type=int, default=None, help="Batch actors [default: one per CPU].")
@@ -46,18 +48,36 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the library and `sentemb encode` (OMP_NUM_THREADS); batch actors "
                              "always get one thread per CPU they hold [default: torch's choice].")  # fmt: skip
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch is imported
 
-    import ray
+    import torch
 
-    import sentemb
-    from sentemb.batch import BatchJob, run_batch
     from sentemb.evaluation import read_sts
 
     sts = read_sts(args.sts)
     texts = (sts.sentences1 + sts.sentences2)[: args.rows]
+    results = _measure(texts, args)
+    print(cpu_line())
+    print(f"{len(texts):,} STS train sentences, {os.cpu_count()} CPUs, max_length={args.max_length or 'model'}, "
+          f"library/encode threads={torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"{'':44s} {'seconds':>8s} {'rows/s':>8s}")
+    for name, seconds in results.items():
+        print(f"{name:44s} {seconds:8.1f} {len(texts) / seconds:8.0f}")
+
+
+def _measure(texts: list[str], args: argparse.Namespace) -> dict[str, float]:
+    """Seconds for the same texts through the library, `sentemb encode`, `sentemb batch` and `run_batch`."""
+    import ray
+
+    import sentemb
+    from sentemb.batch import BatchJob, run_batch
+
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("RAY_ADDRESS", None)
     options = ["--max-length", str(args.max_length)] if args.max_length else []
@@ -93,14 +113,7 @@ def main() -> None:
             results["run_batch (Ray already running)"] = run_batch(job, config).seconds
         finally:
             ray.shutdown()
-
-    import torch
-
-    print(f"{len(texts):,} STS train sentences, {os.cpu_count()} CPUs, max_length={args.max_length or 'model'}, "
-          f"library/encode threads={torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
-    print(f"{'':44s} {'seconds':>8s} {'rows/s':>8s}")
-    for name, seconds in results.items():
-        print(f"{name:44s} {seconds:8.1f} {len(texts) / seconds:8.0f}")
+    return results
 
 
 if __name__ == "__main__":

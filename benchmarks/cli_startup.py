@@ -23,28 +23,15 @@ import sys
 import tempfile
 import time
 
+from machine import cpu_line
+
 PAIR = ["A man is eating food.", "A man is eating a meal."]
 CASES = {
     "info --json": (["info", "--json", "--check", "--backend", "torch"], ["info", "--json"]),
     "similarity (2 texts)": (["similarity", *PAIR, "--backend", "torch"], ["similarity", *PAIR]),
 }
-FLAGS = ("avx512_vnni", "avx512_bf16", "amx_tile", "avx2")
 
 
-def cpu_line() -> str:
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    isa = " ".join(f"{flag}={'yes' if flag in flags else 'no'}" for flag in FLAGS)
-    return f"CPU: {model}, {os.cpu_count()} cores; {isa}"
 
 
 def run(args: list[str], env: dict[str, str]) -> float:

@@ -26,9 +26,9 @@ from collections import Counter
 import httpx
 import numpy as np
 import psutil
+from machine import cpu_line
 from serve_load import free_port, sts_sentences
 
-ISA_FLAGS = ("avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx2")
 SERVER = (
     "import sys, sentemb; from sentemb.server import ServerSettings, serve; "
     "serve(sentemb.load(device='cpu'), ServerSettings(port=int(sys.argv[1]), drain_seconds=0, access_log=False), "
@@ -36,19 +36,6 @@ SERVER = (
 )
 
 
-def cpu_line() -> str:
-    model, flags = "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name") and model == "unknown CPU":
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    have = " ".join(f"{flag}={'yes' if flag in flags else 'no'}" for flag in ISA_FLAGS)
-    return f"CPU: {model}, {os.cpu_count()} cores; {have}"
 
 
 def start_server() -> tuple[subprocess.Popen, str]:

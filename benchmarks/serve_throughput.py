@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
+from machine import cpu_line
 from serve_load import requests_of, start_server, stop_server, sts_sentences
 
 
@@ -127,7 +128,7 @@ async def serve_all_lean(url: str, batches: list[list[str]], clients: int) -> tu
 CLIENTS = {"lean": serve_all_lean, "httpx": serve_all_httpx}
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=400, help="requests of 1-4 sentences per server phase")
@@ -141,7 +142,11 @@ def main() -> None:
     parser.add_argument("--server-arg", action="append", default=[], help="extra `sentemb serve` option (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both sides (OMP_NUM_THREADS)")
     parser.add_argument("--backend", default="torch", help="backend of both sides: torch, onnx or openvino [torch]")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _args()
     if args.threads:  # before torch is imported here and in the server process
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
@@ -180,13 +185,20 @@ def main() -> None:
     finally:
         stop_server(proc)
 
-    n = len(flat)
-    offline_s = [s for name, s in phases if name == "offline"]
-    print(
-        f"{args.requests} requests of 1-4 STS sentences ({n} sentences), {args.clients} clients, "
+    print(cpu_line())
+    _report(phases, kinds, len(flat), (
+        f"{args.requests} requests of 1-4 STS sentences ({len(flat)} sentences), {args.clients} clients, "
         f"{args.rounds} rounds; torch threads {torch.get_num_threads()} (both processes); offline encoder "
         f"forward_tokens {encoder.config.forward_tokens}, server options {server_args}"
-    )
+    ))
+    print(f"max |served - offline| = {max_diff:.2e}")
+    sys.exit(0 if max_diff < 1e-4 else 1)
+
+
+def _report(phases: list[tuple[str, float]], kinds: list[str], n: int, title: str) -> None:
+    """Offline and served rates, and each served phase's ratio to the offline phases around it."""
+    offline_s = [s for name, s in phases if name == "offline"]
+    print(title)
     print("offline sentences/s  " + "  ".join(f"{n / s:.1f}" for s in offline_s))
     for kind in kinds:
         # served rate / offline rate, the offline rate being the mean of the phases just before and after
@@ -198,8 +210,6 @@ def main() -> None:
         print("  served  sentences/s  " + "  ".join(f"{n / s:.1f}" for s in served_s))
         print("  ratio served/offline " + "  ".join(f"{r:.2f}" for r in ratios))
         print(f"  median ratio         {statistics.median(ratios):.2f}  (target >= 0.80)")
-    print(f"max |served - offline| = {max_diff:.2e}")
-    sys.exit(0 if max_diff < 1e-4 else 1)
 
 
 if __name__ == "__main__":

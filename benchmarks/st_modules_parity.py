@@ -10,10 +10,11 @@ marked, with truncate_dim=8. Not a speed benchmark (takes 2-4 minutes: one expor
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
+
+from machine import cpu_line
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("SENTEMB_CACHE", tempfile.mkdtemp(prefix="sentemb-parity-"))
@@ -21,21 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def cpu_line() -> str:
-    """The CPU model and the ISA flags that decide the fast paths."""
-    name, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = ("avx512_vnni", "avx512_bf16", "amx_tile", "avx2")
-    isa = " ".join(f"{flag}={'yes' if flag in flags else 'no'}" for flag in wanted)
-    return f"{name}; {isa}"
 
 
 def main() -> None:

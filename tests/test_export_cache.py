@@ -73,12 +73,16 @@ def test_damaged_export_is_moved_aside_and_rebuilt(private_cache, tiny_dirs, bui
     data[len(data) // 2] ^= 0xFF  # one flipped byte somewhere in the weights
     model.write_bytes(bytes(data))
     assert export.check_export(entry) is None
-    damaged_inode = entry.stat().st_ino
-
-    after = sentemb.load(folder, backend="onnx", device="cpu").encode(TEXTS)
-    assert builds == ["onnx", "onnx"]
-    assert export.check_export(entry) is not None
-    assert entry.stat().st_ino != damaged_inode  # a new folder renamed into place, not files rewritten
+    # held open like a reader that opened the damaged folder: its inode cannot be reused for the new one
+    damaged = os.open(entry, os.O_RDONLY)
+    try:
+        after = sentemb.load(folder, backend="onnx", device="cpu").encode(TEXTS)
+        assert builds == ["onnx", "onnx"]
+        assert export.check_export(entry) is not None
+        # a new folder renamed into place, not files rewritten in the damaged one
+        assert entry.stat().st_ino != os.fstat(damaged).st_ino
+    finally:
+        os.close(damaged)
     np.testing.assert_allclose(after, before, atol=1e-6)
     assert _leftovers(private_cache / "onnx") == []
 

@@ -111,16 +111,7 @@ def encode(
 ) -> None:
     """Embed texts into a vector file, streaming: INPUT may be larger than memory."""
     fmt = output_format_checked(output, output_format, force)
-    if errors == "skip" and fmt == "npy":
-        raise UsageError(
-            "--errors skip with a .npy output would shift every row after a skipped record (a .npy row has no "
-            "id); write .jsonl or .parquet, which keep each record's id, or use --errors replace"
-        )
-    if output_type in ("int8", "uint8") and fmt == "npy":
-        raise UsageError(f"--output-type {output_type} needs its ranges to be read back, which a .npy cannot hold; "
-                         "write .parquet (ranges in its metadata) or use --output-type binary")
-    if calibration is not None and output_type not in ("int8", "uint8"):
-        raise UsageError("--calibration only applies to --output-type int8 or uint8")
+    _check_output_options(fmt, errors=errors, output_type=output_type, calibration=calibration)
     source = choose_source(input_path, texts, input_format=input_format, field=text_field(field, column),
                            id_field=id_field, errors=errors)
     with _sigterm_as_exit():
@@ -152,6 +143,20 @@ def encode(
                 raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from None
     if not quiet:
         _summary(stats, encoder, output, time.perf_counter() - started)
+
+
+def _check_output_options(fmt: str, *, errors: str, output_type: str, calibration: str | None) -> None:
+    """Refuse option combinations the output format cannot keep, before any work is done."""
+    if errors == "skip" and fmt == "npy":
+        raise UsageError(
+            "--errors skip with a .npy output would shift every row after a skipped record (a .npy row has no "
+            "id); write .jsonl or .parquet, which keep each record's id, or use --errors replace"
+        )
+    if output_type in ("int8", "uint8") and fmt == "npy":
+        raise UsageError(f"--output-type {output_type} needs its ranges to be read back, which a .npy cannot hold; "
+                         "write .parquet (ranges in its metadata) or use --output-type binary")
+    if calibration is not None and output_type not in ("int8", "uint8"):
+        raise UsageError("--calibration only applies to --output-type int8 or uint8")
 
 
 def _writer(

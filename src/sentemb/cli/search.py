@@ -100,19 +100,7 @@ def search(
     corpus_prompt = encoder.resolve_prompt(prompt_name=corpus_prompt_name or encoder_task("document", encoder),
                                            prompt=corpus_prompt)  # fmt: skip
 
-    ids: list[Any] = []
-    texts: list[str] = []
-    vectors = np.zeros((0, encoder.dim), dtype=np.float32)
-    if saved is not None:
-        ids, vectors = saved
-    if corpus_source is not None:
-        corpus_ids, texts, parts = read_corpus(corpus_source, encoder if saved is None else None, corpus_prompt)
-        if saved is None:
-            ids, vectors = corpus_ids, np.concatenate(parts)
-        elif len(texts) != len(vectors):
-            raise InputError(f"--corpus has {len(texts):,} texts but --embeddings has {len(vectors):,} vectors")
-        elif id_field is not None:
-            ids = corpus_ids
+    ids, texts, vectors = _corpus(encoder, saved, corpus_source, corpus_prompt, keep_corpus_ids=id_field is not None)
     if vectors.shape[1] != encoder.dim:
         raise InputError(f"{embeddings}: vectors have {vectors.shape[1]} numbers but the model makes {encoder.dim}; "
                          "search with the model that wrote them")
@@ -130,6 +118,27 @@ def search(
             rows.append(row)
     columns = ["query", "rank", "id", "score"] + (["text"] if texts else [])
     print_rows(columns, rows, table_format(fmt, piped="jsonl"), title=f"top {top_k}")
+
+
+def _corpus(
+    encoder: Encoder, saved: tuple[list[Any], np.ndarray] | None, source: Source | None, prompt: str,
+    *, keep_corpus_ids: bool,
+) -> tuple[list[Any], list[str], np.ndarray]:  # fmt: skip
+    """Ids, texts (empty without --corpus) and vectors: saved ones, or the corpus embedded now."""
+    ids: list[Any] = []
+    texts: list[str] = []
+    vectors = np.zeros((0, encoder.dim), dtype=np.float32)
+    if saved is not None:
+        ids, vectors = saved
+    if source is not None:
+        corpus_ids, texts, parts = read_corpus(source, encoder if saved is None else None, prompt)
+        if saved is None:
+            ids, vectors = corpus_ids, np.concatenate(parts)
+        elif len(texts) != len(vectors):
+            raise InputError(f"--corpus has {len(texts):,} texts but --embeddings has {len(vectors):,} vectors")
+        elif keep_corpus_ids:
+            ids = corpus_ids
+    return ids, texts, vectors
 
 
 def search_index(
