@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_line
+
 ROOT = Path(__file__).resolve().parents[1]
 STS_TRAIN = ROOT.parent / "shared" / "data" / "stsb" / "sts-train.csv"
 SENTEMB = Path(sys.executable).with_name("sentemb")
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="memory run with a tiny random BERT (tests/tiny_models)")
     options = parser.parse_args()
     sentences = sts_sentences(STS_TRAIN)
+    print(cpu_line())
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (shared: numbers are noisy)")
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)

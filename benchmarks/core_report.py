@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_line
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,7 @@ def main() -> None:
 
     texts = [line.split("\t")[5] for line in (STSB / "sts-dev.csv").read_text(encoding="utf-8").splitlines()[:200]]
     texts += ["", "The quick brown fox jumps over the lazy dog. " * 20]
+    print(cpu_line())
     print("| backbone | max abs difference vs sentence-transformers |\n|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for model_type in BACKBONES:

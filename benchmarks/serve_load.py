@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 import psutil
+from machine import cpu_line
 
 ROOT = Path(__file__).resolve().parents[1]
 STS = ROOT.parent / "shared" / "data" / "stsb" / "sts-train.csv"
@@ -192,6 +193,7 @@ def main() -> None:
         if proc is not None:
             stop_server(proc)
 
+    print(cpu_line())
     print(f"clients={args.clients} duration={duration:.0f}s url={url}")
     print(f"requests/s      {result['requests_per_s']:.1f}  ({result['inputs_per_s']:.1f} sentences/s)")
     print(f"latency p50/p99 {result['p50_ms']:.0f} ms / {result['p99_ms']:.0f} ms")
