@@ -38,11 +38,13 @@ def test_planted_duplicates_form_groups_led_by_the_first_row():
     assert np.all(found.similarity[400:] > 0.95) and np.all(found.similarity[:400] == 1.0)
 
 
-def test_index_backed_search_finds_the_same_groups():
+def test_index_backed_search_finds_nearly_the_same_groups_and_no_false_pair():
     exact = find_duplicates(VECTORS, 0.95, method="exact")
     approximate = find_duplicates(VECTORS, 0.95, method="index", neighbours=5)
-    np.testing.assert_array_equal(exact.representative, approximate.representative)
-    assert {tuple(p) for p in exact.pairs.tolist()} == {tuple(p) for p in approximate.pairs.tolist()}
+    # HNSW is approximate (and its multi-threaded build is not deterministic): it may miss a pair, never invent one
+    found, truth = ({tuple(p) for p in r.pairs.tolist()} for r in (approximate, exact))
+    assert found <= truth and len(found) >= 0.97 * len(truth)
+    assert np.mean(exact.representative == approximate.representative) >= 0.98
 
 
 def test_progress_reports_every_row():

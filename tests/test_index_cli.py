@@ -146,7 +146,9 @@ def test_search_with_index_matches_index_search_and_shows_corpus_texts(tmp_path)
               if line]  # fmt: skip
     ours = [json.loads(line) for line in invoke("search", *ask, "--index", str(tmp_path / "d.index")).stdout.split("\n")
             if line]  # fmt: skip
-    assert ours == theirs and len(ours) == 3
+    # the same hits; scores to float32 rounding (`search` may embed the query with a cached ONNX export)
+    assert [{**row, "score": None} for row in ours] == [{**row, "score": None} for row in theirs] and len(ours) == 3
+    np.testing.assert_allclose([row["score"] for row in ours], [row["score"] for row in theirs], atol=1e-5)
     shown = invoke("search", *ask, "--index", str(tmp_path / "d.index"), "--corpus", str(docs), "--id-field", "doc")
     rows = [json.loads(line) for line in shown.stdout.splitlines()]
     assert [r["id"] for r in rows] == [r["id"] for r in ours]
