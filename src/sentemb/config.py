@@ -81,6 +81,10 @@ class EncoderConfig:
         default=None,
         metadata={"help": "Folder of the ONNX/OpenVINO export cache (default: $SENTEMB_CACHE, else ~/.cache/sentemb)."},
     )
+    file_name: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Graph file the model folder ships to run (e.g. onnx/model_qint8_avx512_vnni.onnx)."},
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
