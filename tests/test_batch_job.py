@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sentemb.batch import BatchJob, run_batch
+from sentemb.batch.cluster import private_temp_dir
 from sentemb.config import EncoderConfig
 from sentemb.errors import ConfigError, InvalidInputError
 
@@ -29,12 +30,16 @@ KILL_ROWS = 50_000
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """One small local Ray instance for this module (the jobs below attach to it)."""
+    """One small private Ray instance for this module (the jobs below use it): like the job's own, it
+    never joins a Ray that runs on the machine already (address="local", its own temp dir)."""
     import ray
 
-    ray.init(num_cpus=2, object_store_memory=300_000_000, include_dashboard=False, logging_level=logging.WARNING)
+    temp_dir = private_temp_dir()
+    ray.init(address="local", _temp_dir=temp_dir, num_cpus=2, object_store_memory=300_000_000,
+             include_dashboard=False, logging_level=logging.WARNING)  # fmt: skip
     yield ray
     ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +81,7 @@ def test_vectors_equal_the_library_on_sts_sentences(ray_local, tmp_path, default
                    shard_bytes=20_000, num_actors=2)  # fmt: skip
     result = run_batch(job, EncoderConfig(device="cpu"))
     assert result.shards_planned > 1
-    assert result.rows_total == len(texts)
+    assert (result.rows_read, result.rows_written, result.rows_errored) == (len(texts), len(texts), 0)
     table = _read(tmp_path / "out")
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), default_encoder.dim)
     assert table.column("id").to_pylist() == list(range(len(texts)))
@@ -97,16 +102,18 @@ def test_bad_rows_are_reported_and_do_not_stop_the_job(ray_local, tmp_path, tiny
     records[17]["text"] = 12
     del records[25]["text"]
     records[31]["text"] = "far too long for sixteen tokens " * 4
+    records[8]["text"] = "a lone surrogate \ud800 from a broken decoder"  # JSON keeps it as \\ud800
     _write_jsonl(tmp_path / "in.jsonl", records)
     pq.write_table(pa.table({"id": ["p0", "p1"], "text": ["fine", None]}), tmp_path / "more.parquet")
     job = BatchJob(input=str(tmp_path), output_dir=str(tmp_path / "out"), shard_bytes=300, num_actors=2)
     result = run_batch(job, EncoderConfig(model=str(tiny_model), max_length=16, long_text="error"))
-    bad = {"r3", "r17", "r25", "r31", "p1"}
-    assert result.errors_total == len(bad)
+    bad = {"r3", "r8", "r17", "r25", "r31", "p1"}
+    assert (result.rows_read, result.rows_written, result.rows_errored) == (42, 42 - len(bad), len(bad))
     errors = [json.loads(line) for line in (tmp_path / "out" / "_errors.jsonl").read_text().splitlines()]
     assert {e["id"] for e in errors} == bad
     assert all(e["error"] for e in errors)
     assert "longer than max_length=16" in next(e["error"] for e in errors if e["id"] == "r31")
+    assert "not valid Unicode" in next(e["error"] for e in errors if e["id"] == "r8")
     ids = _read(tmp_path / "out").column("id").to_pylist()
     assert sorted(ids) == sorted(({r["id"] for r in records} | {"p0", "p1"}) - bad)
 
@@ -129,7 +136,8 @@ def test_cli_batch_reruns_skip_done_shards_and_refuse_other_options(ray_local, t
             "--carry", "lang", "--shard-rows", "10", "--model", str(tiny_model), "--max-length", "16"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output.strip().splitlines()[-1])["rows_total"] == 30
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert (summary["rows_read"], summary["rows_written"], summary["rows_errored"]) == (30, 30, 0)
     table = pq.read_table(out)
     assert table.column_names == ["doc", "embedding", "lang"]
     assert sorted(table.column("doc").to_pylist()) == list(range(30))
@@ -139,7 +147,7 @@ def test_cli_batch_reruns_skip_done_shards_and_refuse_other_options(ray_local, t
     again = CliRunner().invoke(main, args)  # nothing left to do: Ray is not even needed
     assert again.exit_code == 0, again.output
     summary = json.loads(again.output.strip().splitlines()[-1])
-    assert (summary["skipped"], summary["written"], summary["rows_total"]) == (3, 0, 30)
+    assert (summary["skipped"], summary["written"], summary["rows_written"]) == (3, 0, 30)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == before
 
     refused = CliRunner().invoke(main, [*args[:-1], "24"])
@@ -150,6 +158,18 @@ def test_cli_batch_reruns_skip_done_shards_and_refuse_other_options(ray_local, t
     with pytest.raises(ConfigError, match="sha256"):
         run_batch(job, EncoderConfig(model=str(default_model_dir), max_length=16))
     assert pq.read_table(out).num_rows == 30
+
+
+def _wait_for_shards(job: subprocess.Popen, count: int) -> str:
+    """Block on the job's stderr until its progress bar shows ``count`` shards done (or the job ends)."""
+    assert job.stderr is not None
+    seen = ""
+    while True:
+        chunk = os.read(job.stderr.fileno(), 4096).decode(errors="replace")
+        seen += chunk
+        done = [int(n) for n in re.findall(r"(\d+)/\d+ \[", seen)]
+        if not chunk or (done and max(done) >= count):
+            return seen
 
 
 def _descendants(pid: int) -> list:
@@ -174,19 +194,13 @@ def test_killed_job_resumes_with_nothing_lost_or_twice(ray_local, tmp_path, tiny
         pq.write_table(pa.table({"id": ids, "text": texts}), source / f"in-{f}.parquet", row_group_size=500)
     out, reference = tmp_path / "out", tmp_path / "reference"
     args = ["batch", str(source), str(out), "--model", str(tiny_model), "--max-length", "16", "--shard-rows", "500",
-            "--num-actors", "2", "--no-progress", "--quiet"]  # fmt: skip
+            "--num-actors", "2", "--progress", "--quiet"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("RAY_ADDRESS", None)
     job = subprocess.Popen([sys.executable, "-c", "from sentemb.cli import main; main()", *args], cwd=ROOT, env=env,
                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     total = KILL_ROWS // 500
-    committed: list[Path] = []
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline and job.poll() is None:
-        committed = list(out.glob("part-*.parquet"))
-        if len(committed) >= 5:
-            break
-        time.sleep(0.02)
+    seen = _wait_for_shards(job, 5)  # the progress bar on stderr says how many shards are committed
     family = _descendants(job.pid)
     os.killpg(job.pid, signal.SIGKILL)  # the driver and everything in its session (Ray's workers)
     job.wait(timeout=30)
@@ -194,8 +208,9 @@ def test_killed_job_resumes_with_nothing_lost_or_twice(ray_local, tmp_path, tiny
         if proc.is_running():
             proc.kill()
     psutil.wait_procs(family, timeout=30)
-    stderr = job.stderr.read().decode(errors="replace") if job.stderr else ""
+    stderr = seen + (job.stderr.read().decode(errors="replace") if job.stderr else "")
     job.stderr.close()
+    committed = list(out.glob("part-*.parquet"))
     assert 5 <= len(committed) < total, f"not killed midway ({len(committed)} of {total}): {stderr[-2000:]}"
 
     config = EncoderConfig(model=str(tiny_model), max_length=16)

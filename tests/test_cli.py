@@ -41,7 +41,7 @@ def test_every_command_help_shows_an_example_and_exit_codes(command):
 
 def test_a_missing_command_module_says_so_in_one_line(monkeypatch):
     monkeypatch.setitem(cli._COMMANDS, "ghost", cli._Entry("sentemb.cli.no_such_module", "ghost", "cli", "Ghost."))
-    result = invoke("ghost", "--anything", code=1)
+    result = invoke("ghost", "--anything", code=2)
     assert "not part of this installation" in result.stderr
 
 
@@ -49,7 +49,7 @@ def test_a_missing_extra_names_the_install_command(monkeypatch, tmp_path):
     (tmp_path / "needs_extra_cmd.py").write_text("import no_such_dependency_xyz  # noqa\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(cli._COMMANDS, "fancy", cli._Entry("needs_extra_cmd", "fancy", "server", "Fancy."))
-    result = invoke("fancy", code=1)
+    result = invoke("fancy", code=2)
     assert "pip install 'sentemb[server]'" in result.stderr
     assert "no_such_dependency_xyz" in result.stderr
 

@@ -23,6 +23,8 @@ MASK = np.array([[1, 1, 1], [1, 0, 0]])
         (Pooling.CLS, [[1.0, 2.0], [-1.0, 7.0]]),
         (Pooling.MAX, [[5.0, 2.0], [-1.0, 7.0]]),
         (Pooling.MEAN_SQRT_LEN, [[9.0 / np.sqrt(3), -2.0 / np.sqrt(3)], [-1.0, 7.0]]),
+        (Pooling.WEIGHTED_MEAN, [[22.0 / 6.0, -6.0 / 6.0], [-1.0, 7.0]]),  # weights 1, 2, 3
+        (Pooling.LAST_TOKEN, [[5.0, 0.0], [-1.0, 7.0]]),
     ],
 )
 def test_pooling_matches_hand_computed_values_and_ignores_padding(mode, expected):
@@ -64,6 +66,32 @@ def test_one_token_row_pools_to_that_token():
     emb = np.array([[[0.5, -0.5]]], dtype=np.float32)
     for mode in Pooling:
         np.testing.assert_allclose(pool(emb, np.array([[1]]), mode), [[0.5, -0.5]])
+
+
+def test_a_skipped_prompt_is_left_out_of_pooling_but_not_out_of_attention():
+    ids = [np.array([101, 7, 8, 9, 102]), np.array([101, 7, 102])]
+    batch = pad(ids, [np.zeros(5, np.int64), np.zeros(3, np.int64)], 0, False, skip=np.array([2, 3]))
+    np.testing.assert_array_equal(batch.attention_mask, [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(batch.pool_mask, [[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]])
+    emb = np.arange(20, dtype=np.float32).reshape(2, 5, 2)
+    np.testing.assert_array_equal(pool(emb, batch.pool_mask, Pooling.CLS)[0], emb[0, 2])  # first kept position
+    np.testing.assert_array_equal(pool(emb, batch.pool_mask, Pooling.MEAN)[1], [0.0, 0.0])  # nothing kept
+    np.testing.assert_array_equal(pool(emb, batch.pool_mask, Pooling.LAST_TOKEN)[1], [0.0, 0.0])
+    plain = pad(ids, [np.zeros(5, np.int64), np.zeros(3, np.int64)], 0, False)
+    assert plain.pool_mask is plain.attention_mask  # no prompt left out: no copy
+
+
+def test_truncate_dim_cuts_and_optionally_renormalises():
+    from sentemb.errors import ConfigError
+    from sentemb.pooling import truncate_dim
+
+    x = np.array([[3.0, 4.0, 12.0]], dtype=np.float32)
+    np.testing.assert_array_equal(truncate_dim(x, 2), [[3.0, 4.0]])
+    np.testing.assert_allclose(truncate_dim(x, 2, renormalize=True), [[0.6, 0.8]])
+    assert truncate_dim(x, None) is x
+    for bad in (0, 4):
+        with pytest.raises(ConfigError, match=f"truncate_dim={bad} is not between 1 and the model's width 3"):
+            truncate_dim(x, bad)
 
 
 def test_normalize_gives_unit_rows_and_keeps_zero_rows_finite():

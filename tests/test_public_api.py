@@ -6,8 +6,8 @@ import sentemb
 EXPECTED = {
     "DEFAULT_MODEL", "BackendError", "ConfigError", "EncodeResult", "Encoder", "EncoderConfig", "Hit", "Index",
     "IntegrityError", "InvalidInputError", "InvalidTextError", "LongText", "ModelNotFoundError", "Pooling", "Precision",
-    "SentembError", "StsResult", "TextInfo", "TextTooLongError", "UnsafeModelError", "__version__",
-    "cos_sim", "dot_score", "evaluate_sts", "load", "quantize", "read_sts", "semantic_search",
+    "SentembError", "StsResult", "TextInfo", "TextTooLongError", "UnsafeModelError", "UnsupportedModelError",
+    "__version__", "cos_sim", "dot_score", "evaluate_sts", "load", "quantize", "read_sts", "semantic_search",
 }  # fmt: skip
 
 

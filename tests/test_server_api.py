@@ -309,3 +309,78 @@ def test_request_texts_never_reach_the_logs(client, caplog, monkeypatch):
     assert "zebra-canary" not in caplog.text.replace(
         f"input={CANARY}".replace(" ", "%20"), ""
     )  # client-side URL logs aside
+
+
+def wait_until_ready(client: httpx.Client) -> None:
+    """Warm-up (and the int8 calibration) is done once /ready answers 200; bounded number of tries."""
+    for _ in range(600):
+        if client.get("/ready").status_code == 200:
+            return
+    raise AssertionError("the server never became ready")
+
+
+@pytest.mark.parametrize("dimensions", [None, 128])
+def test_embedding_type_quantises_as_the_library_does(client, default_encoder, dimensions):
+    import sentemb
+    from sentemb.export.recipe import CALIBRATION_FILE
+    from sentemb.pooling import truncate_dim
+    from sentemb.retrieval.quantize import quantization_ranges
+
+    wait_until_ready(client)
+    extra = {} if dimensions is None else {"dimensions": dimensions}
+    plain = client.post("/v1/embeddings", json={"input": SENTENCES, **extra}).json()["data"]
+    floats = np.array([d["embedding"] for d in plain], dtype=np.float32)
+    calibration = default_encoder.encode(CALIBRATION_FILE.read_text(encoding="utf-8").splitlines())
+    ranges = quantization_ranges(truncate_dim(calibration, dimensions, renormalize=dimensions is not None))
+    for kind, dtype in (("int8", np.int8), ("uint8", np.uint8), ("binary", np.int8), ("ubinary", np.uint8)):
+        expected = sentemb.quantize(floats, kind, ranges=ranges if kind.endswith("int8") else None)
+        listed = client.post("/v1/embeddings", json={"input": SENTENCES, "embedding_type": kind, **extra})
+        assert listed.status_code == 200, listed.text
+        np.testing.assert_array_equal([d["embedding"] for d in listed.json()["data"]], expected)
+        packed = client.post(
+            "/v1/embeddings",
+            json={"input": SENTENCES, "embedding_type": kind, "encoding_format": "base64", **extra},
+        ).json()["data"]
+        got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype=dtype) for d in packed])
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_embedding_type_with_the_openai_client(oai, client):
+    wait_until_ready(client)
+    response = oai.embeddings.create(
+        model="all-MiniLM-L6-v2", input=SENTENCES[:2], encoding_format="float", extra_body={"embedding_type": "binary"}
+    )
+    rows = [d.embedding for d in response.data]
+    assert all(len(row) == 384 // 8 and all(-128 <= v <= 127 and v == int(v) for v in row) for row in rows)
+
+
+def test_unknown_embedding_type_is_400(client):
+    assert_error(client.post("/v1/embeddings", json={"input": "x", "embedding_type": "int4"}), 400, "embedding_type")
+
+
+def test_prompt_name_puts_the_models_prompt_before_each_input(default_model_dir, tmp_path):
+    import json
+    import shutil
+
+    import sentemb
+
+    folder = tmp_path / "with-prompts"
+    shutil.copytree(default_model_dir, folder)
+    config = folder / "config_sentence_transformers.json"
+    data = json.loads(config.read_text()) if config.exists() else {}
+    data["prompts"] = {"query": "query: ", "document": "passage: "}
+    config.write_text(json.dumps(data))
+    encoder = sentemb.load(str(folder), device="cpu")
+    texts = SENTENCES[:2]
+    with serve_in_background(encoder, SETTINGS.replace(api_key=None)) as url, httpx.Client(base_url=url) as c:
+        for name in ("query", "document", None):
+            body = {"input": texts} if name is None else {"input": texts, "prompt_name": name}
+            response = c.post("/v1/embeddings", json=body)
+            assert response.status_code == 200, response.text
+            got = np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
+            np.testing.assert_allclose(got, encoder.encode(texts, prompt_name=name), atol=1e-5)
+            if name == "query":
+                query_vectors = got
+        assert not np.allclose(query_vectors, encoder.encode(texts), atol=1e-3)  # the prompt changed them
+        error = assert_error(c.post("/v1/embeddings", json={"input": "x", "prompt_name": "nope"}), 400, "prompt_name")
+        assert "query" in error["message"]  # lists the model's prompts

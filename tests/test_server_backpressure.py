@@ -204,7 +204,7 @@ def test_usage_counts_the_tokens_embedded_after_truncation(fake, encoder):
 
 
 def test_disconnected_client_has_its_queued_work_dropped(fake, encoder):
-    abandoned = token_id(encoder, "abandoned")
+    abandoned = token_id(encoder, "zebra")  # a word the calibration sentences lack
     with serve_in_background(encoder, SETTINGS) as url, httpx.Client(base_url=url) as client:
         wait_for(lambda: client.get("/ready").status_code == 200)
         fake.hold()
@@ -212,7 +212,7 @@ def test_disconnected_client_has_its_queued_work_dropped(fake, encoder):
         running = post_in_thread(url, ["in the model"], results, "running")
         assert fake.entered.wait(20)
         with socket.create_connection(_address(url)) as sock:
-            body = b'{"input": "abandoned text"}'
+            body = b'{"input": "zebra text"}'
             sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
             wait_for(lambda: queue_depth(client) == 1)

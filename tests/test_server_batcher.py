@@ -28,7 +28,7 @@ class Recorder:
         self.fail_on = fail_on
         self.too_long = too_long
 
-    def __call__(self, texts: list[str]) -> EncodeResult:
+    def __call__(self, texts: list[str], prompt: str = "") -> EncodeResult:
         self.calls.append(list(texts))
         if self.fail_on in texts:
             raise RuntimeError("boom")
@@ -182,7 +182,7 @@ def test_a_failing_merged_call_is_rerun_per_request_so_only_the_guilty_one_fails
 
 def test_an_invalid_text_fails_only_its_own_request():
     class Refusing(Recorder):
-        def __call__(self, texts):
+        def __call__(self, texts, prompt=""):
             self.calls.append(list(texts))
             if "\ud800" in texts:
                 raise InvalidTextError("not valid Unicode", texts.index("\ud800"), 0)
@@ -227,7 +227,7 @@ def test_concurrency_runs_micro_batches_side_by_side_and_close_waits_for_all():
             super().__init__()
             self.barrier = threading.Barrier(parties, timeout=20)
 
-        def __call__(self, texts):
+        def __call__(self, texts, prompt=""):
             self.barrier.wait()  # raises BrokenBarrierError if the calls never overlap
             return super().__call__(texts)
 
@@ -303,3 +303,29 @@ def test_admission_refuses_work_past_the_latency_budget_unless_the_server_is_idl
 def test_queue_delay_is_processor_sharing():
     assert queue_delay(10, [], 10.0) == 0.0  # nothing before it: no delay, whatever its own size
     assert queue_delay(10, [5, 100], 10.0) == (5 + 10) / 10.0
+
+
+def test_requests_with_different_prompts_never_share_a_micro_batch():
+    class Prompted(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prompts: list[str] = []
+
+        def __call__(self, texts, prompt=""):
+            self.prompts.append(prompt)
+            return super().__call__([prompt + t for t in texts])
+
+    async def main():
+        rec = Prompted()
+        batcher = make(rec)
+        futures = [batcher.submit(["a"], "q: "), batcher.submit(["b"]), batcher.submit(["c"], "q: ")]
+        batcher.start()
+        results = await asyncio.gather(*futures)
+        await batcher.close()
+        return rec, results
+
+    rec, (a, b, c) = run(main())
+    assert rec.calls == [["q: a", "q: c"], ["b"]] and rec.prompts == ["q: ", ""]
+    np.testing.assert_allclose(a.embeddings, [vector("q: a")])
+    np.testing.assert_allclose(b.embeddings, [vector("b")])
+    np.testing.assert_allclose(c.embeddings, [vector("q: c")])

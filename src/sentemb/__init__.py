@@ -21,6 +21,7 @@ from sentemb.errors import (
     SentembError,
     TextTooLongError,
     UnsafeModelError,
+    UnsupportedModelError,
 )
 from sentemb.similarity import Hit, cos_sim, dot_score, semantic_search
 
@@ -76,6 +77,7 @@ __all__ = [
     "TextInfo",
     "TextTooLongError",
     "UnsafeModelError",
+    "UnsupportedModelError",
     "__version__",
     "cos_sim",
     "dot_score",

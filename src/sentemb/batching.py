@@ -15,6 +15,16 @@ class TokenBatch:
     input_ids: np.ndarray  # (B, T) int64
     attention_mask: np.ndarray  # (B, T) int64
     token_type_ids: np.ndarray | None  # (B, T) int64, None for models whose tokenizer has none
+    # (B,) leading positions of each row that pooling leaves out (a prompt with include_prompt=False)
+    skip: np.ndarray | None = None
+
+    @property
+    def pool_mask(self) -> np.ndarray:
+        """The mask pooling uses: the attention mask without each row's first ``skip`` positions."""
+        if self.skip is None or not self.skip.any():
+            return self.attention_mask
+        positions = np.arange(self.attention_mask.shape[1])[None, :]
+        return np.where(positions < self.skip[:, None], 0, self.attention_mask)
 
     def feed(self, names: Iterable[str]) -> dict[str, np.ndarray]:
         """The arrays an exported graph takes, by input name (zeros for type ids the tokenizer lacks)."""
@@ -53,8 +63,14 @@ def plan_batches(lengths: Sequence[int], batch_size: int, token_budget: int) -> 
     return batches
 
 
-def pad(ids: Sequence[np.ndarray], type_ids: Sequence[np.ndarray], pad_id: int, with_types: bool) -> TokenBatch:
-    """Right-pad sequences to the longest one."""
+def pad(
+    ids: Sequence[np.ndarray],
+    type_ids: Sequence[np.ndarray],
+    pad_id: int,
+    with_types: bool,
+    skip: np.ndarray | None = None,
+) -> TokenBatch:
+    """Right-pad sequences to the longest one; ``skip`` goes to :attr:`TokenBatch.skip`."""
     width = max(len(x) for x in ids)
     input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(ids), width), dtype=np.int64)
@@ -63,4 +79,4 @@ def pad(ids: Sequence[np.ndarray], type_ids: Sequence[np.ndarray], pad_id: int, 
         input_ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
         types[row, : len(typ)] = typ
-    return TokenBatch(input_ids, mask, types if with_types else None)
+    return TokenBatch(input_ids, mask, types if with_types else None, skip)

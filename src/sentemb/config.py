@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass
 
 from sentemb.errors import ConfigError
+from sentemb.options import option
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("torch", "onnx", "openvino", "auto")
@@ -19,6 +20,8 @@ class Pooling(str, enum.Enum):
     CLS = "cls"
     MAX = "max"
     MEAN_SQRT_LEN = "mean_sqrt_len"
+    WEIGHTED_MEAN = "weightedmean"  # position-weighted mean (token i weighs i + 1), as sentence-transformers
+    LAST_TOKEN = "lasttoken"  # the last real token (decoder-style embedding models)
 
 
 class LongText(str, enum.Enum):
@@ -39,6 +42,8 @@ class Precision(str, enum.Enum):
 
 
 _PRECISION_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
+# sentence-transformers' names for the pooling modes, accepted as well.
+_POOLING_ALIASES = {"mean_sqrt_len_tokens": "mean_sqrt_len", "weighted_mean": "weightedmean", "last_token": "lasttoken"}
 
 
 def _enum(kind: type[enum.Enum], value: object, field: str) -> enum.Enum:
@@ -47,6 +52,8 @@ def _enum(kind: type[enum.Enum], value: object, field: str) -> enum.Enum:
     text = str(value).lower()
     if kind is Precision:
         text = _PRECISION_ALIASES.get(text, text)
+    if kind is Pooling:
+        text = _POOLING_ALIASES.get(text, text)
     try:
         return kind(text)
     except ValueError:
@@ -61,25 +68,44 @@ class EncoderConfig:
     ``None`` for pooling, normalize and max_length means: take it from the model folder.
     """
 
-    model: str = DEFAULT_MODEL
-    revision: str | None = None
-    device: str = "auto"
-    backend: str = "torch"
-    precision: Precision = Precision.FP32
-    pooling: Pooling | None = None
-    normalize: bool | None = None
-    max_length: int | None = None
-    long_text: LongText = LongText.TRUNCATE
-    chunk_overlap: int = 32  # tokens shared by neighbouring windows (at most half a window)
-    batch_size: int | None = None  # texts per batch; None: 64 on the CPU, 1024 on a GPU
-    token_budget: int = 16384
-    show_progress: bool | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-    cache_dir: str | None = None
-    export_dir: str | None = dataclasses.field(
-        default=None,
-        metadata={"help": "Folder of the ONNX/OpenVINO export cache (default: $SENTEMB_CACHE, else ~/.cache/sentemb)."},
+    model: str = option(
+        DEFAULT_MODEL, help="Model folder or hub id (all-MiniLM-L6-v2 is bundled: offline).", short="-m",
+        metavar="NAME|PATH",
+    )  # fmt: skip
+    revision: str | None = option(None, help="Hub revision (commit, tag or branch) to pin.")
+    device: str = option("auto", help="cpu, cuda, cuda:N or auto.")
+    backend: str = option(
+        "torch", help="Inference backend (auto: the fastest that meets the precision's fidelity here).",
+        choices=BACKENDS,
+    )  # fmt: skip
+    precision: Precision = option(
+        Precision.FP32, help="Numeric precision of the forward pass (vectors are always float32)."
+    )
+    pooling: Pooling | None = option(None, help="Pooling [default: the model's].")
+    normalize: bool | None = option(None, help="Unit-length vectors [default: the model's].")
+    max_length: int | None = option(None, help="Tokens per text [default: the model's].", min=4)
+    long_text: LongText = option(
+        LongText.TRUNCATE, help="Texts over --max-length: cut, fail, or embed in overlapping chunks."
+    )
+    # tokens shared by neighbouring windows (at most half a window)
+    chunk_overlap: int = option(32, help="Tokens shared by neighbouring chunks (--long-text chunk).", min=0)
+    batch_size: int | None = option(None, help="Texts per batch [default: 64 on the CPU, 1024 on a GPU].", min=1)
+    token_budget: int = option(16384, help="Most padded tokens per batch.", min=1)
+    show_progress: bool | None = None  # not a flag: each command draws its own progress
+    trust_remote_code: bool = option(False, help="Run the model repository's own code: only if you trust it.")
+    allow_pickle: bool = option(False, help="Allow pickle (.bin) weights: only for models you trust.")
+    cache_dir: str | None = option(
+        None, help="Hugging Face hub cache to look in [default: the hub's own].", metavar="DIR"
+    )
+    export_dir: str | None = option(
+        None, help="Folder of the ONNX/OpenVINO export cache [default: $SENTEMB_CACHE, else ~/.cache/sentemb].",
+        metavar="DIR",
+    )  # fmt: skip
+    default_prompt_name: str | None = option(
+        None, help="Prompt used when a call names none [default: the model's default_prompt_name; '' for none]."
+    )
+    truncate_dim: int | None = option(
+        None, help="Keep the first N dimensions (Matryoshka), as sentence-transformers' truncate_dim.", min=1
     )
     file_name: str | None = dataclasses.field(
         default=None,
@@ -101,6 +127,8 @@ class EncoderConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 4:
             raise ConfigError(f"max_length must be at least 4 tokens, got {self.max_length}")
+        if self.truncate_dim is not None and self.truncate_dim < 1:
+            raise ConfigError(f"truncate_dim must be at least 1, got {self.truncate_dim}")
         if self.chunk_overlap < 0:
             raise ConfigError(f"chunk_overlap must be >= 0, got {self.chunk_overlap}")
 

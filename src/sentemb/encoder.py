@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,12 @@ from sentemb.backends import Backend, create_backend, resolve_choice
 from sentemb.batching import pad, plan_batches
 from sentemb.config import EncoderConfig, Pooling
 from sentemb.errors import ConfigError, InvalidInputError, InvalidTextError
-from sentemb.models import ModelSpec, read_model_folder, resolve_model, write_st_folder
+from sentemb.models import ModelSpec, SavePlan, read_model_folder, resolve_model, write_st_folder
 from sentemb.models.resolve import Resolved, sha256_file
-from sentemb.pooling import normalize
-from sentemb.tokenize import LoadedTokenizer, TextInfo, TokenizerSpec, load_hf_tokenizer, tokenize
+from sentemb.pooling import normalize, truncate_dim
+from sentemb.prompts import DOCUMENT, QUERY, resolve_prompt, task_prompt_name
+from sentemb.similarity import similarity_matrix, similarity_pairwise
+from sentemb.tokenize import LoadedTokenizer, TextInfo, TokenizerSpec, load_hf_tokenizer, prompt_length, tokenize
 
 # Texts tokenised and planned together: bounds memory while keeping length sorting effective.
 SLAB = 8192
@@ -66,7 +68,29 @@ class Encoder:
 
     @property
     def dim(self) -> int:
-        return self._backend.dim
+        """The width of the vectors: after the model's Dense layers and ``truncate_dim``."""
+        return self.truncate_dim or self._backend.dim
+
+    @property
+    def truncate_dim(self) -> int | None:
+        """Matryoshka width: the config's, else the folder's (``truncate_dim`` in its config), else None."""
+        return self.config.truncate_dim or self.spec.st.truncate_dim
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The model's prompts by name ("query" and "document" are always there, "" unless set)."""
+        return self.spec.st.prompt_dict
+
+    @property
+    def default_prompt_name(self) -> str | None:
+        """The prompt used when a call names none: the config's, else the folder's ("" or None: none)."""
+        name = self.config.default_prompt_name
+        return self.spec.st.default_prompt_name if name is None else name
+
+    @property
+    def similarity_fn_name(self) -> str:
+        """How :meth:`similarity` scores: "cosine", "dot", "euclidean" or "manhattan" (the folder's)."""
+        return self.spec.st.similarity_fn_name
 
     @property
     def max_length(self) -> int:
@@ -109,6 +133,11 @@ class Encoder:
             "dim": self.dim,
             "pooling": self.pooling.value,
             "normalize": self.normalize,
+            "dense": [layer.out_features for layer in self.spec.dense],  # each Dense layer's width
+            "matryoshka": self.truncate_dim,
+            "similarity": self.similarity_fn_name,
+            "prompt": self.default_prompt_name,  # the default prompt's name
+            "prompts": self.prompts,
             "max_length": self.max_length,
             "batch_size": self.batch_size,
             "long_text": self.config.long_text.value,
@@ -125,29 +154,96 @@ class Encoder:
             f"device={self.device!r})"
         )
 
-    def encode(self, texts: str | Iterable[str], *, show_progress: bool | None = None) -> np.ndarray:
-        """Vectors for ``texts`` as a float32 array of shape (len(texts), dim); a str is one text."""
-        return self.encode_with_info(texts, show_progress=show_progress).embeddings
+    def encode(
+        self,
+        texts: str | Iterable[str],
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Vectors for ``texts`` as a float32 array of shape (len(texts), dim); a str is one text.
 
-    def encode_with_info(self, texts: str | Iterable[str], *, show_progress: bool | None = None) -> EncodeResult:
-        """Like :meth:`encode`, plus per text its token count and whether it was truncated or chunked."""
+        ``prompt`` (a text) or ``prompt_name`` (one of :attr:`prompts`) goes before each text; with
+        neither, the default prompt (:attr:`default_prompt_name`) does, as in sentence-transformers.
+        """
+        result = self.encode_with_info(texts, prompt_name=prompt_name, prompt=prompt, show_progress=show_progress)
+        return result.embeddings
+
+    def encode_query(
+        self,
+        texts: str | Iterable[str],
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """:meth:`encode` with the model's "query" prompt unless a prompt is given (sentence-transformers 5)."""
+        if prompt_name is None and prompt is None:
+            prompt_name = task_prompt_name(self.prompts, QUERY)
+        return self.encode(texts, prompt_name=prompt_name, prompt=prompt, show_progress=show_progress)
+
+    def encode_document(
+        self,
+        texts: str | Iterable[str],
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """:meth:`encode` with the model's "document" (else "passage", else "corpus") prompt unless one is given."""
+        if prompt_name is None and prompt is None:
+            prompt_name = task_prompt_name(self.prompts, DOCUMENT)
+        return self.encode(texts, prompt_name=prompt_name, prompt=prompt, show_progress=show_progress)
+
+    def resolve_prompt(self, *, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        """The prompt text a call with these arguments uses ("" for none); ConfigError for an unknown name."""
+        return resolve_prompt(self.prompts, self.default_prompt_name, prompt=prompt, prompt_name=prompt_name)
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Scores of every row of ``a`` with every row of ``b`` by :attr:`similarity_fn_name`."""
+        return similarity_matrix(a, b, self.similarity_fn_name)
+
+    def similarity_pairwise(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Scores of ``a[i]`` with ``b[i]`` by :attr:`similarity_fn_name`."""
+        return similarity_pairwise(a, b, self.similarity_fn_name)
+
+    def encode_with_info(
+        self,
+        texts: str | Iterable[str],
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        show_progress: bool | None = None,
+    ) -> EncodeResult:
+        """Like :meth:`encode`, plus per text its token count (prompt included) and whether it was
+        truncated or chunked."""
         items = as_texts(texts)
+        text = self.resolve_prompt(prompt_name=prompt_name, prompt=prompt)
+        skip = 0 if self.spec.include_prompt else prompt_length(self._token_spec, text)
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         info: list[TextInfo] = []
         progress = self._progress(len(items), show_progress)
         for start in range(0, len(items), SLAB):
             slab = items[start : start + SLAB]
-            vectors, slab_info = self._encode_slab(slab, start, progress)
+            vectors, slab_info = self._encode_slab(slab, start, progress, (text, skip))
             out[start : start + len(slab)] = vectors
             info.extend(slab_info)
         if progress is not None:
             progress.close()
         return EncodeResult(out, info)
 
-    def _encode_slab(self, texts: list[str], start: int, progress: Any) -> tuple[np.ndarray, list[TextInfo]]:
+    def _encode_slab(
+        self, texts: list[str], start: int, progress: Any, prompt: tuple[str, int]
+    ) -> tuple[np.ndarray, list[TextInfo]]:
         config = self.config
-        sequences, info = tokenize(self._token_spec, texts, config.long_text, config.chunk_overlap, start)
-        pooled = np.empty((len(sequences), self.dim), dtype=np.float32)
+        text, prompt_tokens = prompt
+        sequences, info = tokenize(self._token_spec, texts, config.long_text, config.chunk_overlap, start, prompt=text)
+        width = self._backend.dim
+        pooled = np.empty((len(sequences), width), dtype=np.float32)
+        # Positions pooling leaves out per input: the prompt's, in a text's first (or only) window.
+        first = [i == 0 or sequences[i - 1].text_index != s.text_index for i, s in enumerate(sequences)]
+        skip = np.array(first, dtype=np.int64) * prompt_tokens if prompt_tokens else None
 
         def run(rows: np.ndarray) -> None:
             chosen = [sequences[r] for r in rows]
@@ -156,6 +252,7 @@ class Encoder:
                 [s.type_ids for s in chosen],
                 self._tokenizer.pad_id,
                 self._tokenizer.uses_type_ids,
+                None if skip is None else skip[rows],
             )
             pooled[rows] = self._backend.embed(batch, self.pooling)
             if progress is not None:
@@ -178,12 +275,20 @@ class Encoder:
         else:  # chunked texts: token-weighted mean of their windows
             owners = np.array([s.text_index - start for s in sequences])
             weights = np.array([s.weight for s in sequences], dtype=np.float32)[:, None]
-            vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+            vectors = np.zeros((len(texts), width), dtype=np.float32)
             np.add.at(vectors, owners, pooled * weights)
             totals = np.zeros((len(texts), 1), dtype=np.float32)
             np.add.at(totals, owners, weights)
             vectors /= np.maximum(totals, 1.0)
-        return (normalize(vectors) if self.normalize else vectors), info
+        return self._finish(vectors), info
+
+    def _finish(self, vectors: np.ndarray) -> np.ndarray:
+        """The model's Normalize module, then ``truncate_dim`` (not re-normalised, as sentence-transformers),
+        then an explicit ``normalize=True`` (sentence-transformers' ``normalize_embeddings``)."""
+        explicit = self.config.normalize is True
+        if self.normalize and not explicit:
+            vectors = normalize(vectors)
+        return truncate_dim(vectors, self.truncate_dim, renormalize=explicit)
 
     def _progress(self, total: int, show: bool | None) -> Any:
         """A tqdm bar, or None when progress is off."""
@@ -197,15 +302,19 @@ class Encoder:
         return tqdm(total=total, unit="text", desc="encoding", dynamic_ncols=True)
 
     def save(self, folder: str | Path) -> Path:
-        """Write a sentence-transformers folder that sentemb and sentence-transformers both load."""
-        return write_st_folder(
-            self.spec,
-            Path(folder),
+        """Write a sentence-transformers folder that sentemb and sentence-transformers both load
+        (Dense layers, prompts, default prompt, similarity function and truncate_dim included)."""
+        st = replace(self.spec.st, default_prompt_name=self.default_prompt_name or None, truncate_dim=self.truncate_dim)
+        plan = SavePlan(
             pooling=self.pooling,
+            include_prompt=self.spec.include_prompt,
             normalize=self.normalize,
             max_length=self.max_length,
-            dim=self.dim,
+            width=self.spec.dense[0].in_features if self.spec.dense else self._backend.dim,
+            dense=self.spec.dense,
+            st=st,
         )
+        return write_st_folder(self.spec, Path(folder), plan)
 
 
 def as_texts(texts: str | Iterable[str]) -> list[str]:
@@ -281,4 +390,10 @@ def _build(config: EncoderConfig) -> Encoder:
     config = resolve_choice(config)
     backend = create_backend(spec, config)
     tokenizer = backend.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), config.trust_remote_code)
-    return Encoder(config, resolved, spec, tokenizer, backend)
+    encoder = Encoder(config, resolved, spec, tokenizer, backend)
+    if encoder.truncate_dim is not None and encoder.truncate_dim > backend.dim:
+        raise ConfigError(
+            f"truncate_dim={encoder.truncate_dim} is more than this model's width {backend.dim}; pass 1..{backend.dim}"
+        )
+    encoder.resolve_prompt()  # an unknown default_prompt_name fails at load, naming the model's prompts
+    return encoder

@@ -2,6 +2,7 @@
 
     SentembError
     ├── ModelNotFoundError      (also LookupError)  name or path resolves to nothing usable
+    │   └── UnsupportedModelError                   a module or setting sentemb does not implement
     ├── UnsafeModelError                            pickle weights or remote code without opt-in
     ├── IntegrityError                              a file's sha256 is not the one expected
     ├── ConfigError             (also ValueError)   an option value that cannot work
@@ -25,6 +26,10 @@ class SentembError(Exception):
 
 class ModelNotFoundError(SentembError, LookupError):
     """The model name or path does not resolve to a usable model folder."""
+
+
+class UnsupportedModelError(ModelNotFoundError):
+    """The folder holds a module (or module setting) sentemb does not implement; it is refused, never dropped."""
 
 
 class UnsafeModelError(SentembError):

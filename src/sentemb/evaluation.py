@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sentemb.errors import ConfigError
+
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder
 
@@ -30,7 +32,7 @@ class StsData:
 
 def read_sts(path: str | Path) -> StsData:
     """Read the STS benchmark layout: tab separated genre, file, year, id, score, sentence1,
-    sentence2 (extra trailing fields are ignored). Raises ValueError naming a bad line."""
+    sentence2 (extra trailing fields are ignored). Raises ConfigError (a ValueError) naming a bad line."""
     s1: list[str] = []
     s2: list[str] = []
     scores: list[float] = []
@@ -40,11 +42,11 @@ def read_sts(path: str | Path) -> StsData:
                 continue
             parts = line.rstrip("\n").split("\t")
             if len(parts) < 7:
-                raise ValueError(f"{path}:{number}: expected at least 7 tab-separated fields, got {len(parts)}")
+                raise ConfigError(f"{path}:{number}: expected at least 7 tab-separated fields, got {len(parts)}")
             try:
                 scores.append(float(parts[4]))
             except ValueError:
-                raise ValueError(f"{path}:{number}: score {parts[4]!r} is not a number") from None
+                raise ConfigError(f"{path}:{number}: score {parts[4]!r} is not a number") from None
             s1.append(parts[5])
             s2.append(parts[6])
     return StsData(s1, s2, scores)
@@ -80,7 +82,7 @@ def evaluate_sts(
 ) -> StsResult:
     """Spearman and Pearson (x100) between cosine(s1, s2) and the gold scores."""
     if not (len(sentences1) == len(sentences2) == len(gold_scores)) or len(gold_scores) < 2:
-        raise ValueError("sentences1, sentences2 and gold_scores need the same length, at least 2")
+        raise ConfigError("sentences1, sentences2 and gold_scores need the same length, at least 2")
     unique = list(dict.fromkeys([*sentences1, *sentences2]))
     vectors = encoder.encode(unique)
     row = {text: i for i, text in enumerate(unique)}

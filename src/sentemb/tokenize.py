@@ -72,11 +72,17 @@ def tokenize(
     long_text: LongText,
     overlap: int = 0,
     start_index: int = 0,
+    *,
+    prompt: str = "",
 ) -> tuple[list[Sequence_], list[TextInfo]]:
-    """Tokenise ``texts`` into model inputs; chunk mode may give several per text."""
+    """Tokenise ``texts`` into model inputs; chunk mode may give several per text.
+
+    ``prompt`` is put before each text, as sentence-transformers does; its tokens count in
+    ``num_tokens`` and in truncation (in chunk mode it is part of a text's first window only).
+    """
     room = spec.max_length - spec.num_special
     cap = spec.max_length * CHARS_PER_TOKEN_CAP if long_text is LongText.TRUNCATE else None
-    prepared = [t.lower() if spec.lowercase else t for t in texts]
+    prepared = [(prompt + t).lower() if spec.lowercase else prompt + t for t in texts]
     capped = [bool(cap and len(t) > cap) for t in prepared]
     if cap:
         prepared = [t[:cap] for t in prepared]
@@ -114,6 +120,22 @@ def tokenize(
         chunked = long_text is LongText.CHUNK
         infos.append(TextInfo(n, not chunked, len(windows), was_capped))
     return sequences, infos
+
+
+def prompt_length(spec: TokenizerSpec, prompt: str) -> int:
+    """Leading tokens of every input that belong to ``prompt``, as sentence-transformers counts them
+    for ``include_prompt=False``: the prompt tokenised alone with special tokens, less a trailing
+    special token (so [CLS] and the prompt's tokens, not [SEP])."""
+    if not prompt:
+        return 0
+    text = prompt.lower() if spec.lowercase else prompt
+    ids = spec.tokenizer.encode(text, add_special_tokens=True).ids
+    if len(ids) > spec.max_length:  # truncated as every input is: ends with its special tokens again
+        content = spec.tokenizer.encode(text, add_special_tokens=False)
+        content.truncate(spec.max_length - spec.num_special)
+        ids = spec.tokenizer.post_process(content).ids
+    special = {i for i, token in spec.tokenizer.get_added_tokens_decoder().items() if token.special}
+    return len(ids) - 1 if ids and ids[-1] in special else len(ids)
 
 
 def _sequence(index: int, enc: Encoding, content_tokens: int) -> Sequence_:

@@ -14,7 +14,8 @@ import numpy as np
 from sentemb.backends import cuda_fallback
 from sentemb.config import Pooling, Precision
 from sentemb.errors import BackendError, ConfigError, require
-from sentemb.pooling import pool
+from sentemb.models.modules import check_backbone_width
+from sentemb.pooling import apply_dense, pool
 
 if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
@@ -43,7 +44,9 @@ class OnnxBackend:
     parallel = 1
     tokenizer: LoadedTokenizer | None
 
-    def __init__(self, exported: Exported | Prebuilt, device: str, tokenizer: LoadedTokenizer) -> None:
+    def __init__(
+        self, exported: Exported | Prebuilt, device: str, tokenizer: LoadedTokenizer, spec: ModelSpec | None = None
+    ) -> None:
         ort = require("onnxruntime", "onnx", "the ONNX backend")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -63,11 +66,14 @@ class OnnxBackend:
         self.device = device
         self.tokenizer = tokenizer
         self._inputs = [item.name for item in self.session.get_inputs()]
-        self.dim = int(self.session.get_outputs()[0].shape[-1])
+        hidden = int(self.session.get_outputs()[0].shape[-1])
+        self._dense = spec.dense if spec is not None else ()  # the model's Dense layers, run in numpy
+        self.dim = check_backbone_width(spec.root, hidden, self._dense) if spec is not None else hidden
 
     def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
         (hidden,) = self.session.run(["last_hidden_state"], batch.feed(self._inputs))
-        return pool(hidden, batch.attention_mask, pooling)
+        pooled = pool(hidden, batch.pool_mask, pooling)
+        return apply_dense(pooled, self._dense) if self._dense else pooled
 
 
 def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:
@@ -88,4 +94,4 @@ def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:
     exported = find_prebuilt(spec, "onnx", config.file_name) or ensure_export(
         spec, precision, export_dir=config.export_dir, trust_remote_code=config.trust_remote_code
     )
-    return OnnxBackend(exported, device, exported.load_tokenizer())
+    return OnnxBackend(exported, device, exported.load_tokenizer(), spec)

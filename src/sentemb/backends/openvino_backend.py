@@ -15,7 +15,8 @@ import numpy as np
 
 from sentemb.config import Pooling, Precision
 from sentemb.errors import BackendError, ConfigError, require
-from sentemb.pooling import pool
+from sentemb.models.modules import check_backbone_width
+from sentemb.pooling import apply_dense, pool
 
 if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
@@ -36,7 +37,13 @@ class OpenVinoBackend:
     device = "cpu"
     tokenizer: LoadedTokenizer | None
 
-    def __init__(self, exported: Exported | Prebuilt, precision: Precision, tokenizer: LoadedTokenizer) -> None:
+    def __init__(
+        self,
+        exported: Exported | Prebuilt,
+        precision: Precision,
+        tokenizer: LoadedTokenizer,
+        spec: ModelSpec | None = None,
+    ) -> None:
         ov = require("openvino", "openvino", "the OpenVINO backend")
         core = ov.Core()
         native_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -59,14 +66,17 @@ class OpenVinoBackend:
             self._requests.put(self.compiled.create_infer_request())
         self._inputs = {item.get_any_name() for item in self.compiled.inputs}
         self.tokenizer = tokenizer
-        self.dim = int(self.compiled.outputs[0].get_partial_shape()[-1].get_length())
+        hidden = int(self.compiled.outputs[0].get_partial_shape()[-1].get_length())
+        self._dense = spec.dense if spec is not None else ()  # the model's Dense layers, run in numpy
+        self.dim = check_backbone_width(spec.root, hidden, self._dense) if spec is not None else hidden
 
     def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
         request = self._requests.get()
         try:  # pooled before the request (and its output buffer) is handed to the next batch
-            return pool(request.infer(batch.feed(self._inputs))[0], batch.attention_mask, pooling)
+            pooled = pool(request.infer(batch.feed(self._inputs))[0], batch.pool_mask, pooling)
         finally:
             self._requests.put(request)
+        return apply_dense(pooled, self._dense) if self._dense else pooled
 
 
 def create_openvino_backend(spec: ModelSpec, config: EncoderConfig) -> OpenVinoBackend:
@@ -83,4 +93,4 @@ def create_openvino_backend(spec: ModelSpec, config: EncoderConfig) -> OpenVinoB
     exported = find_prebuilt(spec, "openvino", config.file_name) or ensure_export(
         spec, ir, runtime="openvino", export_dir=config.export_dir, trust_remote_code=config.trust_remote_code
     )
-    return OpenVinoBackend(exported, config.precision, exported.load_tokenizer())
+    return OpenVinoBackend(exported, config.precision, exported.load_tokenizer(), spec)

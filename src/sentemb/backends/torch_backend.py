@@ -15,6 +15,7 @@ from transformers import AutoModel
 from sentemb.backends import cuda_fallback
 from sentemb.config import Pooling, Precision
 from sentemb.errors import ConfigError
+from sentemb.models.modules import DenseLayer, check_backbone_width
 from sentemb.scoped import no_progress_bars
 
 if TYPE_CHECKING:
@@ -50,11 +51,13 @@ class TorchBackend:
         if getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()
         self.model = model.to(device=self.device, dtype=_DTYPES[precision]).eval()
-        self.dim = int(model.config.hidden_size)
+        self.dim = check_backbone_width(spec.root, int(model.config.hidden_size), spec.dense)
+        self._head = torch_head(spec.dense, self.device)  # Dense layers, fp32, on the model's device
 
     def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
         with torch.inference_mode():
             mask = self._to_device(batch.attention_mask)
+            pool_mask = mask if batch.pool_mask is batch.attention_mask else self._to_device(batch.pool_mask)
             inputs = {
                 "input_ids": self._to_device(batch.input_ids),
                 # Without padding, no mask: transformers then neither builds one nor reads it back from
@@ -64,7 +67,10 @@ class TorchBackend:
             if batch.token_type_ids is not None:
                 inputs["token_type_ids"] = self._to_device(batch.token_type_ids)
             hidden = self.model(**inputs, return_dict=True).last_hidden_state
-            return pool_tensor(hidden, mask, pooling).cpu().numpy()
+            pooled = pool_tensor(hidden, pool_mask, pooling)
+            if self._head is not None:
+                pooled = self._head(pooled)
+            return pooled.cpu().numpy()
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -77,14 +83,62 @@ class TorchBackend:
 def pool_tensor(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: Pooling) -> torch.Tensor:
     """:func:`sentemb.pooling.pool` in torch, on the tensors' device: (B, T, H) -> float32 (B, H)."""
     hidden = hidden.float()
+    kept = attention_mask > 0
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
     if mode is Pooling.CLS:
-        first = torch.argmax((attention_mask > 0).to(torch.uint8), dim=1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
-    padding = (attention_mask == 0).unsqueeze(-1)
+        return hidden[rows, torch.argmax(kept.to(torch.uint8), dim=1)]
+    if mode is Pooling.LAST_TOKEN:
+        last = kept.shape[1] - 1 - torch.argmax(kept.flip(1).to(torch.uint8), dim=1)
+        return hidden[rows, last] * kept.any(dim=1, keepdim=True).float()
+    padding = (~kept).unsqueeze(-1)
     if mode is Pooling.MAX:
         return hidden.masked_fill(padding, float("-inf")).amax(dim=1)
-    summed = hidden.masked_fill(padding, 0.0).sum(dim=1)
-    counts = (attention_mask > 0).sum(dim=1, keepdim=True).float().clamp(min=1e-9)
+    weights = kept.float()
+    summed = hidden.masked_fill(padding, 0.0)
+    if mode is Pooling.WEIGHTED_MEAN:  # token at position i weighs i + 1
+        weights = weights * torch.arange(1, kept.shape[1] + 1, device=hidden.device, dtype=torch.float32)
+        summed = summed * weights.unsqueeze(-1)
+    summed = summed.sum(dim=1)
+    counts = weights.sum(dim=1, keepdim=True).clamp(min=1e-9)
     if mode is Pooling.MEAN_SQRT_LEN:
         counts = counts.sqrt()
     return summed / counts
+
+
+def torch_head(layers: tuple[DenseLayer, ...], device: str) -> torch.nn.Module | None:
+    """The model's Dense layers as one torch module on ``device`` (fp32), or None without any."""
+    if not layers:
+        return None
+    return torch.nn.Sequential(*(_TorchDense(layer) for layer in layers)).to(device).eval()
+
+
+class _TorchDense(torch.nn.Module):
+    """One sentence-transformers Dense layer: activation(x @ W.T + b) (+ x or x @ R.T)."""
+
+    def __init__(self, layer: DenseLayer) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.from_numpy(layer.weight), requires_grad=False)
+        self.bias = _frozen(layer.bias)
+        self.residual = _frozen(layer.residual)
+        self.use_residual = layer.use_residual
+        self.activation = _TORCH_ACTIVATIONS[layer.activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.activation(torch.nn.functional.linear(x, self.weight, self.bias))
+        if self.use_residual:
+            out = out + (x if self.residual is None else torch.nn.functional.linear(x, self.residual))
+        return out
+
+
+def _frozen(array: np.ndarray | None) -> torch.nn.Parameter | None:
+    return None if array is None else torch.nn.Parameter(torch.from_numpy(array), requires_grad=False)
+
+
+_TORCH_ACTIVATIONS = {
+    "Tanh": torch.nn.Tanh,
+    "Identity": torch.nn.Identity,
+    "ReLU": torch.nn.ReLU,
+    "GELU": torch.nn.GELU,
+    "Sigmoid": torch.nn.Sigmoid,
+    "SiLU": torch.nn.SiLU,
+}

@@ -8,6 +8,7 @@ Ray is imported when a job runs (``pip install 'sentemb[batch]'``), never by ``i
 
 from __future__ import annotations
 
-from sentemb.batch.job import BatchJob, BatchResult, run_batch
+from sentemb.batch.job import run_batch
+from sentemb.batch.spec import BatchJob, BatchResult
 
 __all__ = ["BatchJob", "BatchResult", "run_batch"]

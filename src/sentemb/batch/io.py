@@ -116,6 +116,15 @@ def _jsonl_lines(fs: pafs.FileSystem, shard: Shard) -> list[tuple[int, bytes]]:
     return lines
 
 
+def _not_unicode(text: str) -> str | None:
+    """Why ``text`` cannot reach the tokenizer (a lone surrogate), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"text is not valid Unicode: character {exc.start} is a lone surrogate (U+{ord(text[exc.start]):04X})"
+    return None
+
+
 def _read_jsonl(fs: pafs.FileSystem, shard: Shard, id_column: str, text_column: str, carry: list[str]) -> ShardRows:
     ids: list[object] = []
     texts: list[str] = []
@@ -139,6 +148,8 @@ def _read_jsonl(fs: pafs.FileSystem, shard: Shard, id_column: str, text_column: 
         elif not isinstance(text, str):
             reason = f"text is {type(text).__name__}, not a string"
             bad.append(BadRow(ident, shard.path, offset, reason, "byte_offset"))
+        elif (invalid := _not_unicode(text)) is not None:  # a JSON "\ud800" escape: no UTF-8 form
+            bad.append(BadRow(ident, shard.path, offset, invalid, "byte_offset"))
         else:
             ids.append(ident)
             texts.append(text)

@@ -24,7 +24,7 @@ from sentemb.errors import ConfigError
 MANIFEST = "_manifest.json"
 ERRORS = "_errors.jsonl"
 ERRORS_DIR = "_errors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the prompt and truncate_dim are part of the header
 # Header keys that must match between runs into one folder ("model" is informative: the sha256 decides).
 COMPARED = (
     "format_version",
@@ -35,6 +35,8 @@ COMPARED = (
     "max_length",
     "long_text",
     "chunk_overlap",
+    "truncate_dim",
+    "prompt",
     "precision",
     "backend",
     "id_column",
@@ -58,6 +60,8 @@ def make_header(
     header = {k: described[k] for k in ("model", "sha256", "dim", "pooling", "normalize", "max_length")}
     header.update({k: described[k] for k in ("long_text", "precision", "backend")})
     header["chunk_overlap"] = described.get("chunk_overlap")
+    header["truncate_dim"] = described.get("truncate_dim")
+    header["prompt"] = described.get("prompt_text")  # the text put before each input ("" for none)
     header.update(columns)
     header.update(format_version=FORMAT_VERSION, shard_rows=shard_rows, shard_bytes=shard_bytes)
     return header

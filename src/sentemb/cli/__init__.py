@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import click
 
-from sentemb.cli.options import EXIT_CODES_HELP, EXIT_INPUT, CliError, translate_errors
+from sentemb.cli.options import EXIT_CODES_HELP, EXIT_USAGE, CliError, translate_errors
 
 
 class _Entry(NamedTuple):
@@ -55,7 +55,7 @@ def _unavailable(name: str, message: str) -> click.Command:
     """A stand-in command that says in one line why ``name`` cannot run here."""
 
     def callback(**_: Any) -> None:
-        raise CliError(message, EXIT_INPUT)
+        raise CliError(message, EXIT_USAGE)
 
     return click.Command(
         name,

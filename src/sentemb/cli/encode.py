@@ -67,6 +67,8 @@ row has no id: skipping would shift every later row).
 @click.option("--force", "-f", is_flag=True, help="Overwrite an existing output.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress, summary or notes on stderr.")
+@click.option("--prompt-name", default=None, help="The model's prompt to put before each text [default: its default].")
+@click.option("--prompt", default=None, help="A prompt text to put before each text (instead of --prompt-name).")
 @encoder_options
 def encode(
     *,
@@ -82,6 +84,8 @@ def encode(
     force: bool,
     progress: bool | None,
     quiet: bool,
+    prompt_name: str | None,
+    prompt: str | None,
     **encoder_params: Any,
 ) -> None:
     """Embed texts into a vector file, streaming: INPUT may be larger than memory."""
@@ -95,6 +99,7 @@ def encode(
                            id_field=id_field, errors=errors)
     with _sigterm_as_exit():
         encoder = load_encoder(**encoder_params)
+        prompt = encoder.resolve_prompt(prompt_name=prompt_name, prompt=prompt)  # an unknown name fails now
         chunks = inline_chunks(list(texts), errors) if source is None else read_chunks(source, CHUNK_ROWS)
         show = (not quiet) and (sys.stderr.isatty() if progress is None else progress)
         total = None if source is None else source.size
@@ -107,7 +112,7 @@ def encode(
         with _output(output, force) as path:
             writer = open_writer(fmt, path, encoder.dim, metadata)
             try:
-                stats = _encode_all(encoder, chunks, writer, total, show, output=output)
+                stats = _encode_all(encoder, chunks, writer, total, show, output=output, prompt=prompt)
                 if stats.rows == 0:
                     raise InputError(f"{'--text' if source is None else source.label}: no texts in the input")
             except BaseException:
@@ -211,7 +216,7 @@ class _Stats:
 
 
 def _encode_all(
-    encoder: Encoder, chunks: Iterator[Chunk], writer: Any, total: int | None, show: bool, *, output: str
+    encoder: Encoder, chunks: Iterator[Chunk], writer: Any, total: int | None, show: bool, *, output: str, prompt: str
 ) -> _Stats:
     stats = _Stats()
     with _progress_bar(total, show) as advance:
@@ -219,7 +224,7 @@ def _encode_all(
             stats.skipped = chunk.skipped
             stats.skipped_ids += chunk.skipped_ids[: SKIPPED_SHOWN - len(stats.skipped_ids)]
             if chunk.texts:
-                result = encoder.encode_with_info(chunk.texts, show_progress=False)
+                result = encoder.encode_with_info(chunk.texts, prompt=prompt, show_progress=False)
                 try:
                     writer.write(chunk.ids, result.embeddings)
                 except OSError as exc:

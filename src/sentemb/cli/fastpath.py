@@ -28,9 +28,10 @@ def fastest_cached(params: dict[str, Any]) -> dict[str, Any]:
     context = click.get_current_context(silent=True)
     if context is None or context.get_parameter_source("backend") is not ParameterSource.DEFAULT:
         return params
-    if params.get("backend") != "torch" or str(params.get("precision", "fp32")).lower() != "fp32":
+    # a flag not given is None (the dataclass default applies: torch, fp32, auto)
+    if params.get("backend") not in (None, "torch") or str(params.get("precision") or "fp32").lower() != "fp32":
         return params
-    device = str(params.get("device", "auto"))
+    device = str(params.get("device") or "auto")
     if device.startswith("cuda") or (device == "auto" and _gpu_present()):
         return params  # torch on a GPU is the fast path there
     runtime = cached_runtime(params)

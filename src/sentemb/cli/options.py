@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from sentemb.config import BACKENDS, DEFAULT_MODEL, EncoderConfig, LongText, Pooling, Precision
+from sentemb.cli.flags import add_flags, build, params_of
+from sentemb.config import EncoderConfig
 from sentemb.errors import ConfigError, SentembError
 
 if TYPE_CHECKING:
@@ -74,6 +75,24 @@ class OutputError(CliError):
         super().__init__(message, EXIT_OUTPUT)
 
 
+# The extra that installs each optional dependency (pyproject.toml's optional-dependencies).
+EXTRAS = {
+    "fastapi": "server", "uvicorn": "server", "httptools": "server", "uvloop": "server",
+    "prometheus_client": "server", "ray": "batch", "onnxruntime": "onnx", "onnx": "onnx", "onnxscript": "onnx",
+    "openvino": "openvino", "nncf": "openvino", "rich": "cli", "pyarrow": "cli", "matplotlib": "cli",
+}  # fmt: skip
+
+
+def missing_dependency(exc: ImportError) -> str:
+    """One line naming what is missing and the extra that installs it."""
+    message = str(exc).splitlines()[0] if str(exc) else "a dependency is missing"
+    if "pip install" in message:  # the library already said which extra (sentemb.errors.require)
+        return message
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(top, "all")
+    return f"{top or 'a dependency'} is not installed ({message}): pip install 'sentemb[{extra}]'"
+
+
 def _os_message(exc: OSError) -> str:
     reason = exc.strerror or str(exc)
     return f"{exc.filename}: {reason}" if exc.filename else reason
@@ -102,6 +121,8 @@ def translate_errors() -> Iterator[None]:
 
         code = EXIT_INPUT if isinstance(exc, (InvalidInputError, TextTooLongError)) else EXIT_MODEL
         raise CliError(str(exc), code) from None
+    except ImportError as exc:  # an optional dependency of this command is not installed
+        raise CliError(missing_dependency(exc), EXIT_USAGE) from None
     except UnicodeDecodeError as exc:
         raise InputError(f"input is not valid UTF-8 ({exc.reason}); use --errors replace or --errors skip") from None
     except OSError as exc:
@@ -119,65 +140,12 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _choices(kind: type[Pooling] | type[LongText] | type[Precision]) -> click.Choice:
-    return click.Choice([member.value for member in kind], case_sensitive=False)
-
-
-_DEFAULTS = EncoderConfig()  # the library's defaults are the CLI's defaults
-
-_ENCODER_OPTIONS = [
-    click.option(
-        "--model", "-m", default=None, metavar="NAME|PATH",
-        help=f"Model folder or hub id [default: {DEFAULT_MODEL}, bundled, offline].",
-    ),
-    click.option("--revision", default=None, help="Hub revision (commit, tag or branch) to pin."),
-    click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
-    click.option(
-        "--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
-        help="Inference backend (auto: the fastest that meets the precision's fidelity here).",
-    ),
-    click.option(
-        "--precision", type=_choices(Precision), default="fp32", show_default=True,
-        help="Numeric precision of the forward pass (vectors are always float32).",
-    ),
-    click.option("--pooling", type=_choices(Pooling), default=None, help="Pooling [default: the model's]."),
-    click.option(
-        "--normalize/--no-normalize", default=None, help="Unit-length vectors [default: the model's].",
-    ),
-    click.option(
-        "--max-length", type=click.IntRange(min=4), default=None, help="Tokens per text [default: the model's].",
-    ),
-    click.option(
-        "--long-text", type=_choices(LongText), default="truncate", show_default=True,
-        help="Texts over --max-length: cut, fail, or embed in overlapping chunks.",
-    ),
-    click.option(
-        "--chunk-overlap", type=click.IntRange(min=0), default=_DEFAULTS.chunk_overlap, show_default=True,
-        help="Tokens shared by neighbouring chunks (--long-text chunk).",
-    ),
-    click.option(
-        "--batch-size", type=click.IntRange(min=1), default=None,
-        help="Texts per batch [default: 64 on the CPU, 1024 on a GPU].",
-    ),
-    click.option(
-        "--token-budget", type=click.IntRange(min=1), default=_DEFAULTS.token_budget, show_default=True,
-        help="Most padded tokens per batch.",
-    ),
-    click.option("--allow-pickle", is_flag=True, help="Allow pickle (.bin) weights: only for models you trust."),
-    click.option(
-        "--trust-remote-code", is_flag=True, help="Run the model repository's own code: only if you trust it."
-    ),
-]
-
-# The parameter names encoder_options adds, in the order load_encoder takes them.
-ENCODER_PARAMS = (
-    "model", "revision", "device", "backend", "precision", "pooling", "normalize", "max_length",
-    "long_text", "chunk_overlap", "batch_size", "token_budget", "allow_pickle", "trust_remote_code",
-)
+# The callback keywords that encoder_options adds: one per EncoderConfig field with a help text.
+ENCODER_PARAMS = params_of(EncoderConfig)
 
 
 def encoder_options(func: F | None = None, *, positional_model: bool = False) -> Any:
-    """Add the shared encoder options to a command.
+    """Add a flag for each :class:`EncoderConfig` field to a command (generated: :mod:`sentemb.cli.flags`).
 
     The callback receives them as the keyword arguments named in :data:`ENCODER_PARAMS`; pass them
     on with ``load_encoder(**params)``. With ``positional_model=True`` the command also takes an
@@ -185,8 +153,7 @@ def encoder_options(func: F | None = None, *, positional_model: bool = False) ->
     """
 
     def decorate(f: F) -> F:
-        for option in reversed(_ENCODER_OPTIONS):
-            f = option(f)
+        f = add_flags(EncoderConfig)(f)
         if positional_model:
             f = click.argument("model_arg", metavar="[MODEL]", required=False)(f)
         return f
@@ -200,44 +167,14 @@ def split_encoder_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     return {k: v for k, v in params.items() if k in names}, {k: v for k, v in params.items() if k not in names}
 
 
-def config_from_options(
-    *,
-    model: str | None = None,
-    revision: str | None = None,
-    device: str = "auto",
-    backend: str = "torch",
-    precision: str = "fp32",
-    pooling: str | None = None,
-    normalize: bool | None = None,
-    max_length: int | None = None,
-    long_text: str = "truncate",
-    chunk_overlap: int = _DEFAULTS.chunk_overlap,
-    batch_size: int | None = None,
-    token_budget: int = _DEFAULTS.token_budget,
-    allow_pickle: bool = False,
-    trust_remote_code: bool = False,
-    model_arg: str | None = None,
-) -> EncoderConfig:
-    """The :class:`EncoderConfig` the shared options describe (raises ConfigError on a bad value)."""
+def config_from_options(*, model_arg: str | None = None, **params: Any) -> EncoderConfig:
+    """The :class:`EncoderConfig` the encoder flags describe (raises ConfigError on a bad value);
+    flags not given keep EncoderConfig's defaults."""
+    model = params.get("model")
     if model and model_arg and model != model_arg:
         raise ConfigError(f"two models given: MODEL={model_arg!r} and --model={model!r}; give one")
-    return EncoderConfig(
-        model=model or model_arg or DEFAULT_MODEL,
-        revision=revision,
-        device=device,
-        backend=backend,
-        precision=precision,  # type: ignore[arg-type]  # validated into the enum by EncoderConfig
-        pooling=pooling,  # type: ignore[arg-type]
-        normalize=normalize,
-        max_length=max_length,
-        long_text=long_text,  # type: ignore[arg-type]
-        chunk_overlap=chunk_overlap,
-        batch_size=batch_size,
-        token_budget=token_budget,
-        show_progress=False,  # the CLI draws its own progress
-        allow_pickle=allow_pickle,
-        trust_remote_code=trust_remote_code,
-    )
+    params["model"] = model or model_arg
+    return build(EncoderConfig, params, show_progress=False)  # the CLI draws its own progress
 
 
 def load_encoder(**params: Any) -> Encoder:

@@ -42,7 +42,13 @@ the model is used when there is one (same vectors, faster start).
 @click.option("--field", "--column", "field", default="text", show_default=True, help="Field or column with the text.")
 @click.option("--id-field", default=None, help="Corpus field or column to report as the id.")
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=10, show_default=True, help="Hits per query.")
-@click.option("--score", type=click.Choice(["cosine", "dot"]), default="cosine", show_default=True)
+@click.option("--score", type=click.Choice(["cosine", "dot", "euclidean", "manhattan"]), default=None,
+              help="How to score [default: the model's similarity function, cosine unless it names another].")
+@click.option("--query-prompt-name", default=None, help="Prompt for the queries [default: the model's 'query'].")
+@click.option("--query-prompt", default=None, help="A prompt text for the queries (instead of --query-prompt-name).")
+@click.option("--corpus-prompt-name", default=None,
+              help="Prompt for the corpus [default: the model's 'document', else 'passage', else 'corpus'].")
+@click.option("--corpus-prompt", default=None, help="A prompt text for the corpus (instead of --corpus-prompt-name).")
 @click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True,
               help="Invalid UTF-8 or a row without text: stop, replace bad bytes, or skip the row.")
 @click.option("--format", "fmt", type=click.Choice(["table", "tsv", "jsonl"]), default=None,
@@ -51,7 +57,8 @@ the model is used when there is one (same vectors, faster start).
 def search(
     *,
     queries: tuple[str, ...], queries_file: str | None, corpus: str | None, embeddings: str | None, field: str,
-    id_field: str | None, top_k: int, score: str, errors: str, fmt: str | None, **encoder_params: Any,
+    id_field: str | None, top_k: int, score: str | None, errors: str, fmt: str | None, query_prompt_name: str | None,
+    query_prompt: str | None, corpus_prompt_name: str | None, corpus_prompt: str | None, **encoder_params: Any,
 ) -> None:
     """Find the corpus rows closest to each query."""
     if bool(queries) == bool(queries_file):
@@ -70,6 +77,10 @@ def search(
         from sentemb.cli.vectors import check_facts
 
         check_facts(facts, encoder, str(embeddings))
+    query_prompt = encoder.resolve_prompt(prompt_name=query_prompt_name or encoder_task("query", encoder),
+                                          prompt=query_prompt)  # fmt: skip
+    corpus_prompt = encoder.resolve_prompt(prompt_name=corpus_prompt_name or encoder_task("document", encoder),
+                                           prompt=corpus_prompt)  # fmt: skip
 
     ids: list[Any] = []
     texts: list[str] = []
@@ -77,7 +88,7 @@ def search(
     if saved is not None:
         ids, vectors = saved
     if corpus_source is not None:
-        corpus_ids, texts, parts = read_corpus(corpus_source, encoder if saved is None else None)
+        corpus_ids, texts, parts = read_corpus(corpus_source, encoder if saved is None else None, corpus_prompt)
         if saved is None:
             ids, vectors = corpus_ids, np.concatenate(parts)
         elif len(texts) != len(vectors):
@@ -90,7 +101,8 @@ def search(
 
     import sentemb
 
-    hits = sentemb.semantic_search(encoder.encode(query_texts), vectors, top_k, score=score)
+    score = score or encoder.similarity_fn_name
+    hits = sentemb.semantic_search(encoder.encode(query_texts, prompt=query_prompt), vectors, top_k, score=score)
     rows = []
     for query, found in zip(query_texts, hits, strict=True):
         for rank, hit in enumerate(found, start=1):
@@ -102,7 +114,16 @@ def search(
     print_rows(columns, rows, table_format(fmt, piped="jsonl"), title=f"top {top_k}")
 
 
-def read_corpus(source: Source, encoder: Encoder | None) -> tuple[list[Any], list[str], list[np.ndarray]]:
+def encoder_task(task: str, encoder: Encoder) -> str | None:
+    """The prompt name encode_query ("query") or encode_document ("document") would use."""
+    from sentemb.prompts import DOCUMENT, QUERY, task_prompt_name
+
+    return task_prompt_name(encoder.prompts, QUERY if task == "query" else DOCUMENT)
+
+
+def read_corpus(
+    source: Source, encoder: Encoder | None, prompt: str = ""
+) -> tuple[list[Any], list[str], list[np.ndarray]]:
     """Ids, texts and (when ``encoder`` is given) vectors, chunk by chunk, of a corpus file."""
     ids: list[Any] = []
     texts: list[str] = []
@@ -111,7 +132,7 @@ def read_corpus(source: Source, encoder: Encoder | None) -> tuple[list[Any], lis
         ids += chunk.ids
         texts += chunk.texts
         if encoder is not None and chunk.texts:
-            parts.append(encoder.encode(chunk.texts))
+            parts.append(encoder.encode(chunk.texts, prompt=prompt))
     if not texts:
         raise InputError(f"{source.label}: no texts in the corpus")
     return ids, texts, parts

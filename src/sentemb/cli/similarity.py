@@ -59,9 +59,9 @@ def similarity(
             raise InputError(f"a heatmap is readable for up to {HEATMAP_MAX} texts, got {len(items)}")
         check_output(heatmap, force)
     encoder = load_encoder(**fastest_cached(encoder_params))
-    import sentemb
-
-    scores = sentemb.cos_sim(*(2 * [encoder.encode(items)]))
+    vectors = encoder.encode(items)
+    scores = encoder.similarity(vectors, vectors)  # the model's similarity function (cosine unless it names another)
+    title = f"{encoder.similarity_fn_name} similarity"
     if len(items) == 2 and fmt is None and heatmap is None:
         click.echo(f"{scores[0, 1]:.4f}")
     else:
@@ -70,9 +70,9 @@ def similarity(
         style = table_format(fmt, piped="tsv")
         if style == "table":
             pairs.sort(key=lambda pair: -pair[4])
-        print_rows(["i", "j", "text_i", "text_j", "score"], pairs, style, title="cosine similarity")
+        print_rows(["i", "j", "text_i", "text_j", "score"], pairs, style, title=title)
     if heatmap is not None:
-        draw_heatmap(scores, items, heatmap, force, title=f"cosine similarity ({encoder.config.model})")
+        draw_heatmap(scores, items, heatmap, force, title=f"{title} ({encoder.config.model})")
         click.echo(f"wrote the heatmap to {heatmap}", err=True)
 
 

@@ -1,26 +1,47 @@
-"""Read and write model folders: sentence-transformers layout (modules.json,
-sentence_bert_config.json, 1_Pooling/config.json, 2_Normalize) or a plain transformers folder."""
+"""Read and write model folders: the sentence-transformers layout (modules.json with Transformer,
+Pooling, Dense and Normalize modules, sentence_bert_config.json, config_sentence_transformers.json)
+or a plain transformers folder."""
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentemb.config import Pooling
-from sentemb.errors import ModelNotFoundError, UnsafeModelError
+from sentemb.errors import ConfigError, ModelNotFoundError, UnsafeModelError
+from sentemb.models.modules import (
+    ACTIVATION_NAMES,
+    LEGACY_POOLING_KEYS,
+    ST_POOLING_NAMES,
+    DenseLayer,
+    read_json,
+    read_pipeline,
+)
 from sentemb.models.prebuilt import has_graph
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-_POOLING_KEYS = {
-    "pooling_mode_mean_tokens": Pooling.MEAN,
-    "pooling_mode_cls_token": Pooling.CLS,
-    "pooling_mode_max_tokens": Pooling.MAX,
-    "pooling_mode_mean_sqrt_len_tokens": Pooling.MEAN_SQRT_LEN,
-}
+SIMILARITY_FNS = ("cosine", "dot", "euclidean", "manhattan")
 # Files sentence-transformers writes around the transformer; never copied as model files.
 _ST_FILES = {"modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "README.md"}
+
+
+@dataclass(frozen=True)
+class StConfig:
+    """What config_sentence_transformers.json says: prompts, the default prompt, similarity, truncation.
+
+    As sentence-transformers 5+, ``prompts`` always holds "query" and "document" ("" unless set).
+    """
+
+    prompts: tuple[tuple[str, str], ...] = (("query", ""), ("document", ""))
+    default_prompt_name: str | None = None
+    similarity_fn_name: str = "cosine"
+    truncate_dim: int | None = None
+
+    @property
+    def prompt_dict(self) -> dict[str, str]:
+        return dict(self.prompts)
 
 
 @dataclass(frozen=True)
@@ -37,25 +58,21 @@ class ModelSpec:
     limit: int  # the longest input (tokens) the model's position embeddings allow
     weights: tuple[Path, ...]
     pickle_weights: bool
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(f"cannot read {path}: {exc}") from None
+    include_prompt: bool = True  # False: prompt tokens are left out of pooling
+    dense: tuple[DenseLayer, ...] = ()  # Dense modules after pooling, in order
+    st: StConfig = field(default_factory=StConfig)
 
 
 def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelSpec:
-    """Read a model folder and refuse what is unsafe without the matching opt-in."""
-    modules = _read_json(root / "modules.json") if (root / "modules.json").is_file() else []
-    types = {m.get("type", "").rsplit(".", 1)[-1]: m.get("path", "") for m in modules}
-    transformer_dir = root / types.get("Transformer", "")
+    """Read a model folder and refuse what is unsafe without the matching opt-in, or not implemented."""
+    modules = read_json(root / "modules.json") if (root / "modules.json").is_file() else []
+    pipeline = read_pipeline(root, modules if isinstance(modules, list) else [], allow_pickle=allow_pickle)
+    transformer_dir = root / pipeline.transformer_path
     if not (transformer_dir / "config.json").is_file():
         raise ModelNotFoundError(
             f"{transformer_dir} has no config.json: it is not a transformers or sentence-transformers model folder"
         )
-    config = _read_json(transformer_dir / "config.json")
+    config = read_json(transformer_dir / "config.json")
     if config.get("auto_map") and not trust_remote_code:
         raise UnsafeModelError(
             f"{root} needs custom code from the model repository (config.json has auto_map); "
@@ -75,43 +92,47 @@ def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_co
     st_config_path = transformer_dir / "sentence_bert_config.json"
     if not st_config_path.is_file():
         st_config_path = root / "sentence_bert_config.json"
-    st_config = _read_json(st_config_path) if st_config_path.is_file() else {}
-    pooling = Pooling.MEAN
-    if "Pooling" in types:
-        pool_config = _read_json(root / types["Pooling"] / "config.json")
-        pooling = _pooling_from_config(pool_config, root)
+    st_config = read_json(st_config_path) if st_config_path.is_file() else {}
     limit = _model_limit(transformer_dir, config)
     max_length = min(int(st_config.get("max_seq_length") or limit), limit)
     return ModelSpec(
         root=root,
         transformer_dir=transformer_dir,
         model_type=str(config.get("model_type", "unknown")),
-        pooling=pooling,
-        normalize="Normalize" in types,
+        pooling=pipeline.pooling or Pooling.MEAN,
+        normalize=pipeline.normalize,
         max_length=max_length,
         lowercase=bool(st_config.get("do_lower_case", False)),
         limit=limit,
         weights=safe or pickled,
         pickle_weights=bool(pickled) and not safe,
+        include_prompt=pipeline.include_prompt,
+        dense=pipeline.dense,
+        st=_read_st_config(root),
     )
 
 
-def _pooling_from_config(pool_config: dict, root: Path) -> Pooling:
-    if "pooling_mode" in pool_config:  # sentence-transformers >= 5 may write one string
-        names = {"mean": Pooling.MEAN, "cls": Pooling.CLS, "max": Pooling.MAX}
-        names["mean_sqrt_len_tokens"] = Pooling.MEAN_SQRT_LEN
-        mode = pool_config["pooling_mode"]
-        if mode in names:
-            return names[mode]
-        raise ModelNotFoundError(f"{root}: pooling mode {mode!r} is not supported (mean, cls, max, mean_sqrt_len)")
-    chosen = [mode for key, mode in _POOLING_KEYS.items() if pool_config.get(key)]
-    unsupported = [k for k, v in pool_config.items() if k.startswith("pooling_mode") and v and k not in _POOLING_KEYS]
-    if len(chosen) != 1 or unsupported:
-        raise ModelNotFoundError(
-            f"{root}: the pooling config asks for {chosen + unsupported}; sentemb supports exactly one of "
-            "mean, cls, max, mean_sqrt_len"
-        )
-    return chosen[0]
+def _read_st_config(root: Path) -> StConfig:
+    """config_sentence_transformers.json, read as sentence-transformers reads it."""
+    path = root / "config_sentence_transformers.json"
+    data = read_json(path) if path.is_file() else {}
+    prompts = {"query": "", "document": ""}
+    raw = data.get("prompts") or {}
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise ModelNotFoundError(f"{path}: 'prompts' must map names to strings, got {raw!r}")
+    prompts.update({str(k): v for k, v in raw.items()})
+    default = data.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise ConfigError(f"{path}: default_prompt_name {default!r} is not one of its prompts {sorted(prompts)}")
+    similarity = data.get("similarity_fn_name")
+    truncate = data.get("truncate_dim")
+    return StConfig(
+        prompts=tuple(prompts.items()),
+        default_prompt_name=default,
+        # Like sentence-transformers: a name it does not support (e.g. "maxsim") falls back to cosine.
+        similarity_fn_name=similarity if similarity in SIMILARITY_FNS else "cosine",
+        truncate_dim=int(truncate) if truncate else None,
+    )
 
 
 def _model_limit(transformer_dir: Path, config: dict) -> int:
@@ -119,7 +140,7 @@ def _model_limit(transformer_dir: Path, config: dict) -> int:
     limits = []
     tok_config = transformer_dir / "tokenizer_config.json"
     if tok_config.is_file():
-        value = _read_json(tok_config).get("model_max_length")
+        value = read_json(tok_config).get("model_max_length")
         if isinstance(value, int) and 0 < value < 1_000_000:
             limits.append(value)
     positions = config.get("max_position_embeddings")
@@ -130,10 +151,21 @@ def _model_limit(transformer_dir: Path, config: dict) -> int:
     return min(limits) if limits else 512
 
 
-def write_st_folder(
-    spec: ModelSpec, out: Path, *, pooling: Pooling, normalize: bool, max_length: int, dim: int
-) -> Path:
-    """Write a sentence-transformers folder: the transformer files of ``spec`` plus module configs."""
+@dataclass(frozen=True)
+class SavePlan:
+    """What :func:`write_st_folder` writes around the transformer's files."""
+
+    pooling: Pooling
+    include_prompt: bool
+    normalize: bool
+    max_length: int
+    width: int  # the transformer's output width (what Pooling takes)
+    dense: tuple[DenseLayer, ...]
+    st: StConfig
+
+
+def write_st_folder(spec: ModelSpec, out: Path, plan: SavePlan) -> Path:
+    """Write a sentence-transformers folder: the transformer files of ``spec`` plus every module."""
     out.mkdir(parents=True, exist_ok=True)
     for item in spec.transformer_dir.iterdir():
         skip = (
@@ -143,22 +175,60 @@ def write_st_folder(
         )
         if item.is_file() and not skip:
             shutil.copy2(item, out / item.name)
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]
-    if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
-        (out / "2_Normalize").mkdir(exist_ok=True)
-    elif (out / "2_Normalize").exists():
-        shutil.rmtree(out / "2_Normalize")
+    for stale in [*out.glob("[0-9]*_Dense"), *out.glob("[0-9]*_Normalize")]:
+        shutil.rmtree(stale)
+    modules = [_module(0, "", "Transformer"), _module(1, "1_Pooling", "Pooling")]
+    for layer in plan.dense:
+        path = f"{len(modules)}_Dense"
+        modules.append(_module(len(modules), path, "Dense"))
+        _write_dense(layer, out / path)
+    if plan.normalize:
+        path = f"{len(modules)}_Normalize"
+        modules.append(_module(len(modules), path, "Normalize"))
+        (out / path).mkdir()
     _write_json(out / "modules.json", modules)
-    _write_json(out / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": spec.lowercase})
-    pool_config: dict[str, object] = {key: mode is pooling for key, mode in _POOLING_KEYS.items()}
-    pool_config["word_embedding_dimension"] = dim
+    _write_json(out / "sentence_bert_config.json", {"max_seq_length": plan.max_length, "do_lower_case": spec.lowercase})
+    mode = ST_POOLING_NAMES[plan.pooling]
+    pool_config: dict[str, object] = {"word_embedding_dimension": plan.width}
+    pool_config |= {key: name == mode for key, name in LEGACY_POOLING_KEYS.items()}  # every ST release reads these
+    pool_config["include_prompt"] = plan.include_prompt
     (out / "1_Pooling").mkdir(exist_ok=True)
     _write_json(out / "1_Pooling" / "config.json", pool_config)
+    st_config: dict[str, object] = {
+        "model_type": "SentenceTransformer",
+        "prompts": plan.st.prompt_dict,
+        "default_prompt_name": plan.st.default_prompt_name,
+        "similarity_fn_name": plan.st.similarity_fn_name,
+    }
+    if plan.st.truncate_dim is not None:
+        st_config["truncate_dim"] = plan.st.truncate_dim
+    _write_json(out / "config_sentence_transformers.json", st_config)
     return out
+
+
+def _module(idx: int, path: str, kind: str) -> dict[str, object]:
+    return {"idx": idx, "name": str(idx), "path": path, "type": f"sentence_transformers.models.{kind}"}
+
+
+def _write_dense(layer: DenseLayer, folder: Path) -> None:
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    config: dict[str, object] = {
+        "in_features": layer.in_features,
+        "out_features": layer.out_features,
+        "bias": layer.bias is not None,
+        "activation_function": ACTIVATION_NAMES[layer.activation],
+    }
+    tensors = {"linear.weight": layer.weight}
+    if layer.bias is not None:
+        tensors["linear.bias"] = layer.bias
+    if layer.use_residual:
+        config["use_residual"] = True
+        if layer.residual is not None:
+            tensors["residual.weight"] = layer.residual
+    _write_json(folder / "config.json", config)
+    save_file(tensors, str(folder / "model.safetensors"))
 
 
 def _write_json(path: Path, data: object) -> None:

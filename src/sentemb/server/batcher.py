@@ -66,7 +66,7 @@ class BatchReport:
     seconds: float
 
 
-EncodeFn = Callable[[list[str]], EncodeResult]
+EncodeFn = Callable[[list[str], str], EncodeResult]  # (texts, prompt)
 
 
 @dataclass(eq=False)
@@ -74,6 +74,7 @@ class _Job:
     texts: list[str]
     costs: list[int]  # estimated tokens per text
     future: asyncio.Future[EncodeResult]
+    prompt: str = ""  # put before each text; only requests with the same prompt share a micro-batch
     cursor: int = 0  # texts before this one have been taken into a micro-batch
     done_tokens: int = 0
     received: int = 0
@@ -190,24 +191,25 @@ class MicroBatcher:
         """Run ``fn`` in the model thread, between micro-batches (used by /ready)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    async def encode(self, texts: Sequence[str]) -> EncodeResult:
+    async def encode(self, texts: Sequence[str], prompt: str = "") -> EncodeResult:
         """Vectors and facts for ``texts``; raises QueueFull, BatcherClosed or the encoder's error."""
-        return await self.submit(texts)  # cancelling the caller cancels the future: the job is dropped
+        return await self.submit(texts, prompt)  # cancelling the caller cancels the future: the job is dropped
 
     def projected_wait(self, tokens: int) -> float:
         """Seconds a new request of ``tokens`` estimated tokens would wait for the work admitted before it."""
         others = [job.remaining_tokens for job in self._active if job.live]
         return expected_wait(tokens, others, self.tokens_per_second)
 
-    def submit(self, texts: Sequence[str]) -> asyncio.Future[EncodeResult]:
-        """Queue ``texts`` and return the future of their rows (cancel it to drop the work)."""
+    def submit(self, texts: Sequence[str], prompt: str = "") -> asyncio.Future[EncodeResult]:
+        """Queue ``texts`` (to be encoded after ``prompt``) and return the future of their rows (cancel it
+        to drop the work)."""
         if self._closing:
             raise BatcherClosed("the server is shutting down")
         items = list(texts)
         costs = [self._estimate(t) for t in items]
         self._admit(len(items), sum(costs))
         future: asyncio.Future[EncodeResult] = asyncio.get_running_loop().create_future()
-        job = _Job(items, costs, future)
+        job = _Job(items, costs, future, prompt)
         self._active.add(job)
         future.add_done_callback(lambda _f: self._active.discard(job))
         self._turns.append(job)
@@ -241,14 +243,15 @@ class MicroBatcher:
 
     # -- the worker ------------------------------------------------------------------------------
 
-    def _head(self) -> _Job | None:
-        """The request whose turn it is (finished and dropped ones are discarded on the way)."""
+    def _head(self, prompt: str | None = None) -> _Job | None:
+        """The request whose turn it is (finished and dropped ones are discarded on the way); with
+        ``prompt``, the first in turn whose prompt is that one (others wait for a batch of their own)."""
         while self._turns:
             job = self._turns[0]
             if job.live and job.untaken:
-                return job
+                break
             self._turns.popleft()
-        return None
+        return next((job for job in self._turns if job.live and job.untaken and prompt in (None, job.prompt)), None)
 
     def _current_budget(self) -> int:
         if self._batch_seconds is None:
@@ -268,7 +271,7 @@ class MicroBatcher:
         tokens = 0
         deadline = loop.time() + self._max_wait
         while tokens < budget:
-            job = self._head()
+            job = self._head(next(iter(picked)).prompt if picked else None)
             if job is None:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self._closing:
@@ -290,7 +293,7 @@ class MicroBatcher:
                 picked[job].end = end
             else:
                 picked[job] = _Slice(job, start, end)
-            self._turns.popleft()
+            self._turns.remove(job)
             if job.untaken:
                 self._turns.append(job)  # back of the line: the others take their turn first
         return list(picked.values())
@@ -335,7 +338,7 @@ class MicroBatcher:
             texts = [text for piece in batch for text in piece.texts]
             started = time.perf_counter()
             try:
-                result = await loop.run_in_executor(self._executor, self._encode, texts)
+                result = await loop.run_in_executor(self._executor, self._encode, texts, batch[0].job.prompt)
             except (TextTooLongError, InvalidTextError) as exc:
                 owner, local = _owner(batch, exc.index)
                 if owner.job.live:

@@ -1,7 +1,7 @@
 """The request body and its texts: parse (JSON whatever the Content-Type, gzip bounded), check, render.
 
-The ``dimensions`` prefix and the character cap are encoding rules that move into the encoder with
-the Matryoshka work; until then each is one small function here.
+Rendering reuses the library's steps: the ``dimensions`` prefix is :func:`sentemb.pooling.truncate_dim`
+(re-normalised, as OpenAI's ``dimensions`` promises) and ``embedding_type`` is :func:`sentemb.quantize`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pydantic import ValidationError
 from sentemb.config import LongText
 from sentemb.encoder import check_unicode
 from sentemb.errors import InvalidTextError
+from sentemb.pooling import truncate_dim
+from sentemb.retrieval.quantize import quantization_ranges, quantize
 from sentemb.server.errors import ApiError, validation_message
 from sentemb.server.schemas import EmbeddingRequest
 from sentemb.tokenize import TextInfo
@@ -143,20 +145,30 @@ def check_dimensions(dimensions: int | None, dim: int) -> None:
         )
 
 
-def keep_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
-    """The first ``dimensions`` numbers of each row, re-normalised (a Matryoshka prefix)."""
-    if dimensions is None or dimensions >= vectors.shape[1]:
-        return vectors
-    vectors = vectors[:, :dimensions]
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+def format_vectors(
+    vectors: np.ndarray,
+    encoding: str,
+    dimensions: int | None,
+    embedding_type: str = "float",
+    calibration: np.ndarray | None = None,
+) -> list[Any]:
+    """Rows as number lists or base64 of their bytes (little-endian float32, or the quantised bytes).
 
-
-def format_vectors(vectors: np.ndarray, encoding: str, dimensions: int | None) -> list[Any]:
-    """Rows as float lists or base64 of little-endian float32; ``dimensions`` keeps a prefix, re-normalised."""
-    vectors = np.ascontiguousarray(keep_dimensions(vectors, dimensions), dtype="<f4")
+    ``dimensions`` keeps a re-normalised prefix; ``embedding_type`` quantises it, int8/uint8 with ranges
+    taken from ``calibration`` vectors cut the same way."""
+    vectors = truncate_dim(vectors, dimensions, renormalize=dimensions is not None)
+    if embedding_type == "float":
+        rows = np.ascontiguousarray(vectors, dtype="<f4")
+    else:
+        ranges = None
+        if embedding_type.endswith("int8"):
+            if calibration is None:
+                raise ApiError(503, "the server has not measured its int8 ranges yet; retry shortly", code="not_ready")
+            ranges = quantization_ranges(truncate_dim(calibration, dimensions, renormalize=dimensions is not None))
+        rows = quantize(vectors, embedding_type, ranges=ranges)
     if encoding == "base64":
-        return [base64.b64encode(row.tobytes()).decode("ascii") for row in vectors]
-    return vectors.tolist()
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in rows]
+    return rows.tolist()
 
 
 def embedded_tokens(info: list[TextInfo], room: int) -> int:

@@ -104,9 +104,10 @@ async def embeddings(request: Request) -> Response:
         raise _unknown_model(body.model)
     texts = texts_from_input(body.input, settings.max_inputs)
     check_dimensions(body.dimensions, service.encoder.dim)
+    prompt = service.prompt(body.prompt_name)
     texts, capped = cap_chars(texts, settings.max_chars, service.long_text)
     with service.metrics.in_flight.track_inprogress():
-        result = await service.encode(request, texts)
+        result = await service.encode(request, texts, prompt)
     truncated = sum(1 for item, cut in zip(result.info, capped, strict=True) if item.truncated or cut)
     tokens = embedded_tokens(result.info, service.content_room)
     service.metrics.inputs.inc(len(texts))
@@ -114,15 +115,16 @@ async def embeddings(request: Request) -> Response:
     service.metrics.truncated.inc(truncated)
     headers = {TRUNCATED_HEADER: str(truncated)}
     name = service.names[0]
+    calibration = service.calibration
     if len(texts) <= _RENDER_INLINE_ROWS:
-        return JSONResponse(render(result.embeddings, body, tokens, name), headers=headers)
+        return JSONResponse(render(result.embeddings, body, tokens, name, calibration), headers=headers)
     # thousands of float rows take a while to print: keep the event loop free meanwhile
-    payload = await asyncio.to_thread(render_bytes, result.embeddings, body, tokens, name)
+    payload = await asyncio.to_thread(render_bytes, result.embeddings, body, tokens, name, calibration)
     return Response(payload, media_type="application/json", headers=headers)
 
 
-def render(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str) -> dict[str, Any]:
-    vectors = format_vectors(embeddings, body.encoding_format, body.dimensions)
+def render(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str, calibration: Any) -> dict[str, Any]:
+    vectors = format_vectors(embeddings, body.encoding_format, body.dimensions, body.embedding_type, calibration)
     return {
         "object": "list",
         "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
@@ -131,8 +133,8 @@ def render(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str) -> d
     }
 
 
-def render_bytes(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str) -> bytes:
-    return json.dumps(render(embeddings, body, tokens, name), separators=(",", ":")).encode()
+def render_bytes(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str, calibration: Any) -> bytes:
+    return json.dumps(render(embeddings, body, tokens, name, calibration), separators=(",", ":")).encode()
 
 
 def _card(name: str, created: int) -> dict[str, Any]:

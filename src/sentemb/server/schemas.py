@@ -17,12 +17,23 @@ class EmbeddingRequest(BaseModel):
     model: str | None = Field(default=None, description="A served model name; the service's model when left out.")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: StrictInt | None = Field(default=None, description="Keep the first N numbers, then re-normalise.")
+    prompt_name: str | None = Field(
+        default=None,
+        description="One of the model's prompts to put before every input (e.g. 'query'); the server's default "
+        "prompt when left out. The openai client sends it with extra_body.",
+    )
+    embedding_type: Literal["float", "int8", "uint8", "binary", "ubinary"] = Field(
+        default="float",
+        description="The output type of each vector (not the model's compute precision): float, or quantised "
+        "as sentence-transformers' quantize_embeddings does: int8/uint8 scaled by ranges the server measured on "
+        "its calibration sentences, binary/ubinary one bit per dimension packed 8 per byte.",
+    )
     user: str | None = None
 
 
 class Embedding(BaseModel):
     object: Literal["embedding"] = "embedding"
-    embedding: list[float] | str
+    embedding: list[float] | list[int] | str
     index: int
 
 

@@ -13,9 +13,12 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from sentemb.config import LongText
 from sentemb.encoder import EncodeResult
-from sentemb.errors import InvalidTextError, TextTooLongError
+from sentemb.errors import ConfigError, InvalidTextError, TextTooLongError
+from sentemb.export.recipe import CALIBRATION_FILE
 from sentemb.server.batcher import BatcherClosed, MicroBatcher, QueueFull
 from sentemb.server.errors import SERVER, ApiError, log_unexpected
 from sentemb.server.inputs import invalid_text
@@ -81,7 +84,7 @@ class EmbeddingService:
         self.content_room = encoder.max_length - special_tokens(encoder)
         self.metrics = Metrics(lambda: self.batcher.queued_inputs, lambda: self.batcher.tokens_per_second)
         self.batcher = MicroBatcher(
-            lambda texts: encoder.encode_with_info(texts, show_progress=False),
+            lambda texts, prompt: encoder.encode_with_info(texts, prompt=prompt, show_progress=False),
             self.estimate_tokens,
             queue_size=settings.queue_size,
             token_budget=settings.token_budget,
@@ -92,6 +95,8 @@ class EmbeddingService:
             batch_seconds=settings.batch_seconds,
         )
         self._warming: asyncio.Task[None] | None = None
+        # The served model's vectors of the bundled calibration sentences: int8/uint8 output ranges.
+        self.calibration: np.ndarray | None = None
 
     def estimate_tokens(self, text: str) -> int:
         """Tokens a text will cost before it is tokenised (about 4 characters a token)."""
@@ -112,6 +117,10 @@ class EmbeddingService:
         try:
             await self.forward_pass("warm up")
             await self._calibrate()
+            texts = CALIBRATION_FILE.read_text(encoding="utf-8").splitlines()
+            self.calibration = await self.batcher.run_in_model_thread(  # type: ignore[assignment]
+                lambda: self.encoder.encode(texts, show_progress=False)
+            )
         except Exception as exc:  # stay not-ready; the log says why (type and frames, no text)
             log_unexpected(exc)
             return
@@ -144,9 +153,16 @@ class EmbeddingService:
             log_unexpected(exc)
             raise ApiError(503, "the model failed its forward pass", kind=SERVER, code="not_ready") from None
 
-    async def encode(self, request: Request, texts: list[str]) -> EncodeResult:
-        """Queue ``texts``; if the client goes away first, drop them from the queue."""
-        future = self._submit(texts)
+    def prompt(self, prompt_name: str | None) -> str:
+        """The prompt text of a request's ``prompt_name`` (the model's default when None), or a 400."""
+        try:
+            return self.encoder.resolve_prompt(prompt_name=prompt_name)
+        except ConfigError as exc:
+            raise ApiError(400, str(exc), param="prompt_name", code="invalid_value") from None
+
+    async def encode(self, request: Request, texts: list[str], prompt: str = "") -> EncodeResult:
+        """Queue ``texts`` (encoded after ``prompt``); if the client goes away first, drop them from the queue."""
+        future = self._submit(texts, prompt)
         watcher = asyncio.ensure_future(_until_disconnected(request))
         try:
             await asyncio.wait((future, watcher), return_when=asyncio.FIRST_COMPLETED)
@@ -172,9 +188,9 @@ class EmbeddingService:
                 code="context_length_exceeded",
             ) from None
 
-    def _submit(self, texts: list[str]) -> asyncio.Future[EncodeResult]:
+    def _submit(self, texts: list[str], prompt: str) -> asyncio.Future[EncodeResult]:
         try:
-            return self.batcher.submit(texts)
+            return self.batcher.submit(texts, prompt)
         except QueueFull as exc:
             self.metrics.rejected.labels(exc.reason).inc()
             raise ApiError(

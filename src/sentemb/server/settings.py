@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sentemb.errors import ConfigError
+from sentemb.options import option
 
 LOOPBACK = "127.0.0.1"
 
@@ -18,44 +19,58 @@ class ServerSettings:
     reports. Empty means: the encoder's model name and its last path segment.
     """
 
-    host: str = LOOPBACK
-    port: int = 8000
-    api_key: str | None = None
-    model_names: tuple[str, ...] = ()
-    max_inputs: int = 2048  # inputs per request
-    max_chars: int = 32_768  # characters per input, cut before tokenising
-    max_body_bytes: int = 16 * 1024 * 1024  # request body, 413 past it
-    queue_size: int = 8192  # inputs waiting for the model; 429 past it
-    max_wait_ms: float = 5.0  # how long a micro-batch waits to fill up
-    token_budget: int = 8192  # estimated tokens per micro-batch
-    cors_origins: tuple[str, ...] = ()
-    drain_seconds: float = 2.0  # after SIGTERM: /ready says 503 this long before the listener closes
-    shutdown_timeout: float = 30.0  # then in-flight requests get this long to finish
-    ready_timeout: float = 10.0  # /ready's forward pass must finish within this
+    host: str = option(LOOPBACK, help="Address to bind; 0.0.0.0 exposes it to the network.")
+    port: int = option(8000, help="TCP port.", min=0, max=65535)
+    api_key: str | None = option(
+        None, help="Require 'Authorization: Bearer KEY' on every route but /health.", metavar="KEY",
+        env="SENTEMB_API_KEY",
+    )  # fmt: skip
+    model_names: tuple[str, ...] = option(
+        (), help="Name(s) clients send as 'model' (repeatable) [default: the model's id and short name].",
+        flag="--served-model-name", metavar="NAME",
+    )  # fmt: skip
+    max_inputs: int = option(2048, help="Inputs per request.", min=1)
+    max_chars: int = option(
+        32_768, help="Characters per input, cut before tokenising (a 400 with --long-text error).", min=1
+    )
+    max_body_bytes: int = option(16 * 1024 * 1024, help="Largest request body; 413 past it.", min=1)
+    queue_size: int = option(8192, help="Inputs waiting for the model before requests get 429.", min=1)
+    max_wait_ms: float = option(5.0, help="How long a micro-batch waits for more requests.", min=0)
+    token_budget: int = option(8192, help="Estimated tokens per micro-batch.", flag="--batch-tokens", min=1)
+    cors_origins: tuple[str, ...] = option(
+        (), help="Allow browser calls from this origin (repeatable); CORS is off without it.",
+        flag="--cors-origin", metavar="ORIGIN",
+    )  # fmt: skip
+    drain_seconds: float = option(
+        2.0, help="After SIGTERM, answer /ready with 503 this long before closing the listener.", min=0
+    )
+    shutdown_timeout: float = option(
+        30.0, help="After the drain period, how long in-flight requests may take before they are cut.", min=0
+    )
+    ready_timeout: float = option(10.0, help="Seconds /ready's forward pass may take before it says 503.")
     # An idle keep-alive connection is closed after this long. Longer than clients keep idle connections
     # (httpx and the openai client: 5 s), or a client may reuse one just as the server closes it and get
     # a connection error (seen with uvicorn's default of 5 s: 2 of 9,301 load-test requests).
-    keep_alive_seconds: float = 75.0
-    access_log: bool = True
-    max_queue_seconds: float = field(
-        default=3.0,
-        metadata={"help": "refuse a request (429 + Retry-After) that would wait longer than this at the measured rate"},
+    keep_alive_seconds: float = option(
+        75.0, help="Seconds an idle keep-alive connection stays open (keep it above your clients' and proxies').",
+        flag="--keep-alive", min=0,
+    )  # fmt: skip
+    access_log: bool = option(True, help="One log line per request (no texts).")
+    max_queue_seconds: float = option(
+        3.0, help="Refuse a request (429 + Retry-After) that would wait longer than this at the measured rate.", min=0
     )
-    batch_seconds: float = field(
-        default=0.25,
-        metadata={"help": "model time per micro-batch; large requests are sliced so small ones wait about this long"},
+    batch_seconds: float = option(
+        0.25, help="Model time per micro-batch; large requests are sliced so small ones wait about this long.",
+        min=0.001,
+    )  # fmt: skip
+    max_connections: int = option(
+        512, help="Open connections at most; more are answered 503 and closed (keep it below ulimit -n).", min=1
     )
-    max_connections: int = field(
-        default=512,
-        metadata={"help": "open connections at most; more are answered 503 and closed (keep below ulimit -n)"},
+    read_timeout: float = option(
+        30.0, help="Seconds a client gets to send a request's headers, and again its body (408 past it).", min=0.001
     )
-    read_timeout: float = field(
-        default=30.0,
-        metadata={"help": "seconds a client gets to send a request's headers, and again its body (408 past it)"},
-    )
-    max_header_bytes: int = field(
-        default=32 * 1024,
-        metadata={"help": "request line and headers at most this many bytes (431 past it)"},
+    max_header_bytes: int = option(
+        32 * 1024, help="Request line and headers at most this many bytes (431 past it).", min=1024
     )
 
     def __post_init__(self) -> None:
