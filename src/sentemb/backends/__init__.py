@@ -94,8 +94,9 @@ def auto_choice(config: EncoderConfig) -> EncoderConfig:
     precision = config.precision
     gpu = config.device.startswith("cuda") or (config.device == "auto" and _gpu_present())
     if not torch_installed():  # the base install: its ONNX runtime, exact fp32 or int8
-        runtime = "openvino" if _installed("openvino") else "onnx"
         kept = precision if precision is Precision.INT8 else Precision.FP32
+        openvino = _installed("openvino") and (kept is not Precision.INT8 or _installed("nncf"))
+        runtime = "openvino" if openvino else "onnx"
         device = "cpu" if config.device == "auto" else config.device
         return config.replace(backend=runtime, precision=kept, device=device)
     if precision is not Precision.INT8 and (gpu or precision is Precision.FP16):
