@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sentemb.config import EncoderConfig
     from sentemb.export import Exported
     from sentemb.models import ModelSpec
+    from sentemb.models.prebuilt import Prebuilt
     from sentemb.tokenize import LoadedTokenizer
 
 # Streams (batches computed at once); default: OpenVINO's throughput choice for this CPU.
@@ -37,7 +38,11 @@ class OpenVinoBackend:
     tokenizer: LoadedTokenizer | None
 
     def __init__(
-        self, exported: Exported, precision: Precision, tokenizer: LoadedTokenizer, spec: ModelSpec | None = None
+        self,
+        exported: Exported | Prebuilt,
+        precision: Precision,
+        tokenizer: LoadedTokenizer,
+        spec: ModelSpec | None = None,
     ) -> None:
         ov = require("openvino", "openvino", "the OpenVINO backend")
         core = ov.Core()
@@ -82,13 +87,14 @@ def create_openvino_backend(spec: ModelSpec, config: EncoderConfig) -> OpenVinoB
     """Export (once, cached) to OpenVINO IR and compile ``spec`` at ``config.precision`` on the CPU."""
     require("openvino", "openvino", "the OpenVINO backend")
     from sentemb.export import ensure_export
+    from sentemb.models.prebuilt import find_prebuilt
 
     if config.device.startswith("cuda"):
         raise ConfigError("the OpenVINO backend runs on the CPU; for CUDA use backend='torch' or 'onnx'")
     if config.precision is Precision.FP16:
         raise ConfigError("fp16 is for CUDA; on the CPU use precision='bf16', 'fp32' or 'int8'")
     ir = Precision.INT8 if config.precision is Precision.INT8 else Precision.FP32  # bf16 compiles the fp32 IR
-    exported = ensure_export(
+    exported = find_prebuilt(spec, "openvino", config.file_name) or ensure_export(
         spec, ir, runtime="openvino", export_dir=config.export_dir, trust_remote_code=config.trust_remote_code
     )
     return OpenVinoBackend(exported, config.precision, exported.load_tokenizer(), spec)

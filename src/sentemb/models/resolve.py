@@ -160,7 +160,7 @@ def resolve_model(name_or_path: str, revision: str | None = None, cache_dir: str
 
 
 def _is_export(folder: Path) -> bool:
-    """A folder `sentemb export` wrote (manifest.json + model.onnx or model.xml, no config.json)."""
+    """A folder an older `sentemb export` wrote (manifest.json + model.onnx or model.xml, no config.json)."""
     return (folder / "manifest.json").is_file() and not (folder / "config.json").is_file() and (
         (folder / "model.onnx").is_file() or (folder / "model.xml").is_file()
     )
@@ -175,10 +175,8 @@ def _export_message(folder: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return (
-        f"{folder} is an export written by `sentemb export`{made_from}, not a model folder, and sentemb "
-        "cannot load an export as a model yet. Use the original model with --backend onnx or --backend "
-        "openvino (it reuses the cached export), or run the export's model file with onnxruntime or "
-        "OpenVINO directly"
+        f"{folder} is an export written by an older `sentemb export`{made_from}, without the model's configs "
+        "(pooling, normalise); export it again with `sentemb export MODEL OUT --force` to load it as a model"
     )
 
 

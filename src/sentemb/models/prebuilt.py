@@ -1,0 +1,106 @@
+"""Graphs a model folder already ships, used instead of exporting (so neither torch nor the source
+weights are needed):
+
+* a folder ``sentemb export`` wrote: ``manifest.json`` + ``model.onnx`` (or ``model.xml``/``model.bin``)
+  + ``tokenizer.json``, next to the source model's configs (pooling, Dense, normalise, prompts);
+* the hub layout sentence-transformers' ``save_pretrained`` writes with its ONNX / OpenVINO backends:
+  ``onnx/model.onnx`` (variants such as ``onnx/model_qint8_avx512_vnni.onnx``, picked with
+  ``file_name``) and ``openvino/openvino_model.xml``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sentemb.errors import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from sentemb.export import Exported
+    from sentemb.models.folder import ModelSpec
+    from sentemb.tokenize import LoadedTokenizer
+
+# Where each runtime looks, in order (OpenVINO also reads ONNX graphs).
+HUB_FILES = {"onnx": ("onnx/model.onnx",), "openvino": ("openvino/openvino_model.xml", "onnx/model.onnx")}
+
+
+@dataclass(frozen=True)
+class Prebuilt:
+    """A graph file shipped with the model folder and the folder whose tokenizer goes with it."""
+
+    model: Path
+    tokenizer_folder: Path
+
+    def load_tokenizer(self) -> LoadedTokenizer:
+        from sentemb.tokenize import load_hf_tokenizer
+
+        return load_hf_tokenizer(str(self.tokenizer_folder))
+
+
+def has_graph(folder: Path) -> bool:
+    """Whether ``folder`` ships a graph (export manifest, onnx/*.onnx or openvino/*.xml)."""
+    return (
+        (folder / "manifest.json").is_file()
+        or any((folder / "onnx").glob("*.onnx"))
+        or any((folder / "openvino").glob("*.xml"))
+    )
+
+
+def find_prebuilt(spec: ModelSpec, runtime: str, file_name: str | None = None) -> Exported | Prebuilt | None:
+    """The graph ``runtime`` should run for ``spec`` instead of exporting it, or None (export as usual)."""
+    from sentemb.export.manifest import check_export
+
+    folder = spec.transformer_dir
+    if file_name is not None:
+        for candidate in (folder / file_name, folder / "onnx" / file_name, folder / "openvino" / file_name):
+            if candidate.is_file():
+                return Prebuilt(candidate, folder)
+        shipped = (*folder.glob("onnx/*.onnx"), *folder.glob("openvino/*.xml"))
+        found = sorted(str(p.relative_to(folder)) for p in shipped)
+        raise ModelNotFoundError(f"{folder} has no graph file {file_name!r}; it has: {', '.join(found) or 'none'}")
+    if (folder / "manifest.json").is_file():
+        exported = check_export(folder)
+        if exported is None:
+            raise ModelNotFoundError(
+                f"{folder} is a sentemb export whose files do not match its manifest (damaged or partial); "
+                "export it again with `sentemb export`"
+            )
+        if runtime in (exported.runtime, "openvino"):
+            return exported
+        raise ModelNotFoundError(
+            f"{folder} is an OpenVINO export; load it with backend='openvino' (or export with --runtime onnx)"
+        )
+    for name in HUB_FILES[runtime]:
+        if (folder / name).is_file():
+            return Prebuilt(folder / name, folder)
+    return None
+
+
+# Small files of the transformer folder that say how to tokenise and how long inputs may be.
+_CONFIGS = ("config.json", "tokenizer_config.json", "special_tokens_map.json", "sentence_bert_config.json")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".ckpt", ".pkl")
+
+
+def write_heads(spec: ModelSpec, out: Path) -> None:
+    """Copy what turns ``spec``'s token embeddings into sentence vectors (modules.json, pooling, Dense,
+    normalise, prompts, configs) beside an export in ``out``, so the export loads as a model on its own."""
+    for name in _CONFIGS:
+        if (spec.transformer_dir / name).is_file():
+            shutil.copyfile(spec.transformer_dir / name, out / name)
+    modules_file = spec.root / "modules.json"
+    if not modules_file.is_file():
+        return
+    modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    for module in modules:
+        path = str(module.get("path", ""))
+        if str(module.get("type", "")).endswith("Transformer"):
+            module["path"] = ""
+        elif path and (spec.root / path).is_dir():
+            shutil.copytree(spec.root / path, out / path, dirs_exist_ok=True)
+    (out / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
+    for name in ("sentence_bert_config.json", "config_sentence_transformers.json"):
+        if (spec.root / name).is_file() and not (out / name).is_file():
+            shutil.copyfile(spec.root / name, out / name)
