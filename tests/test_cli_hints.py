@@ -162,8 +162,11 @@ def test_info_check_loads_the_backend(monkeypatch):
     assert seen == ["torch"]
 
 
-def test_similarity_starts_on_a_cached_exact_export_unless_a_backend_is_pinned(onnx_cache, tiny_dirs, monkeypatch):
+def test_similarity_starts_on_a_cached_exact_export_unless_a_backend_is_pinned(tiny_dirs, monkeypatch, tmp_path):
     pytest.importorskip("onnxruntime")
+    from sentemb.models.resolve import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # its own cache: other tests export the same model
     folder = str(tiny_dirs["bert"])
     seen = []
     real = sentemb.load

@@ -17,7 +17,7 @@ from sentemb.batching import pad, plan_batches
 from sentemb.config import EncoderConfig, LoadOptions, Pooling
 from sentemb.errors import ConfigError
 from sentemb.facts import EncoderFacts
-from sentemb.models import ModelSpec, SavePlan, read_model_folder, resolve_model, write_st_folder
+from sentemb.models import ModelSpec, SavePlan, open_model, write_st_folder
 from sentemb.models.resolve import Resolved, sha256_file
 from sentemb.pooling import normalize, truncate_dim
 from sentemb.prompts import DOCUMENT, QUERY, resolve_prompt, task_prompt_name
@@ -366,15 +366,7 @@ def load(
 
 
 def _build(config: EncoderConfig) -> Encoder:
-    resolved = resolve_model(config.model, config.revision, config.cache_dir)
-    spec = read_model_folder(
-        resolved.path, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
-    )
-    if config.max_length is not None and config.max_length > spec.limit:
-        raise ConfigError(
-            f"max_length={config.max_length} is more than this model takes ({spec.limit} tokens); "
-            f"use long_text='chunk' to embed longer texts"
-        )
+    resolved, spec = open_model(config)
 
     def sample_pass(chosen: EncoderConfig, candidate: Backend) -> None:  # one timed pass of auto's measurement
         loaded = candidate.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), chosen.trust_remote_code)

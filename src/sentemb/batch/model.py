@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sentemb.backends import resolve_choice
 from sentemb.config import EncoderConfig, LongText, Precision
 from sentemb.errors import ConfigError, IntegrityError, ModelNotFoundError
-from sentemb.models import read_model_folder, resolve_model
+from sentemb.models import open_model
 from sentemb.models.resolve import sha256_file
 from sentemb.prompts import resolve_prompt
 
@@ -47,15 +47,7 @@ def describe_model(
     worker = worker_config(config, num_gpus)
     if worker.precision is Precision.FP16 and not worker.device.startswith("cuda"):
         raise ConfigError("precision fp16 is for CUDA: give each actor a GPU (--num-gpus 1), or use bf16 or fp32")
-    resolved = resolve_model(config.model, config.revision, config.cache_dir)
-    spec = read_model_folder(
-        resolved.path, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
-    )
-    if config.max_length is not None and config.max_length > spec.limit:
-        raise ConfigError(
-            f"max_length={config.max_length} is more than this model takes ({spec.limit} tokens); "
-            "use long_text='chunk' to embed longer texts"
-        )
+    _, spec = open_model(config)
     dim = spec.dense[-1].out_features if spec.dense else _dim(spec.transformer_dir / "config.json")
     truncate = config.truncate_dim or spec.st.truncate_dim
     default_name = spec.st.default_prompt_name if config.default_prompt_name is None else config.default_prompt_name
