@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,3 +110,111 @@ def test_a_damaged_export_is_refused(st_folder, tmp_path):
         handle.write(b"\0")
     with pytest.raises(ModelNotFoundError, match="do not match its manifest"):
         sentemb.load(str(tmp_path / "out"), backend="onnx")
+
+
+# --- hub repositories: sentemb.load("org/name", backend="onnx" | "openvino") fetches the graph it runs ---
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="module")
+def hub_repo(hub_folder, st_folder, tmp_path_factory):
+    """What the hub holds for such a repository: the weights and the onnx/ and openvino/ graphs."""
+    repo = tmp_path_factory.mktemp("hub-repo") / "repo"
+    shutil.copytree(hub_folder, repo)
+    for weights in st_folder.glob("*.safetensors"):
+        shutil.copyfile(weights, repo / weights.name)
+    return repo
+
+
+class FakeHub:
+    """``huggingface_hub.snapshot_download`` over a local folder: it copies the files ``allow_patterns``
+    select into a hub cache laid out as the hub's (snapshots/<commit>), and records each call."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo, self.calls = repo, []
+
+    def __call__(self, repo_id, *, revision=None, cache_dir=None, allow_patterns=None, local_files_only=False):
+        from huggingface_hub.errors import LocalEntryNotFoundError
+        from huggingface_hub.utils import filter_repo_objects
+
+        self.calls.append((local_files_only, list(allow_patterns)))
+        snapshot = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / COMMIT
+        if local_files_only:
+            if not snapshot.is_dir():
+                raise LocalEntryNotFoundError(f"{repo_id} is not in the cache")
+            return str(snapshot)
+        files = [str(p.relative_to(self.repo)) for p in self.repo.rglob("*") if p.is_file()]
+        for name in filter_repo_objects(files, allow_patterns=allow_patterns):
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.repo / name, snapshot / name)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        refs = snapshot.parents[1] / "refs"
+        refs.mkdir(exist_ok=True)
+        (refs / "main").write_text(COMMIT)
+        return str(snapshot)
+
+    def fetched(self, cache: Path) -> set[str]:
+        (snapshot,) = cache.glob("models--*/snapshots/*")
+        return {str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def fake_hub(hub_repo, monkeypatch):
+    import huggingface_hub
+
+    hub = FakeHub(hub_repo)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # "online": the fake hub is the only one asked
+    return hub
+
+
+@pytest.mark.parametrize(
+    ("backend", "file_name", "graph", "side"),
+    [("onnx", None, "onnx/model.onnx", None),
+     ("openvino", None, "openvino/openvino_model.xml", "openvino/openvino_model.bin"),
+     ("onnx", VARIANT, f"onnx/{VARIANT}", None)],
+)  # fmt: skip
+def test_a_hub_repo_fetches_the_graph_it_runs_not_the_weights(backend, file_name, graph, side, fake_hub, tmp_path,
+                                                               reference):  # fmt: skip
+    encoder = sentemb.load("acme/tiny", backend=backend, file_name=file_name, cache_dir=str(tmp_path))
+    fetched = fake_hub.fetched(tmp_path)
+    assert {graph, side} - {None} <= fetched
+    assert not {n for n in fetched if n.endswith((".onnx", ".xml"))} - {graph}  # only the graph it runs
+    assert "model.safetensors" not in fetched
+    assert {"tokenizer.json", "modules.json", "1_Pooling/config.json", "2_Dense/model.safetensors"} <= fetched
+    got = encoder.encode(PARITY_TEXTS)
+    if file_name is None:
+        assert np.abs(got - reference.encode(PARITY_TEXTS)).max() <= 1e-5
+    else:
+        assert float(np.mean(np.sum(got * reference.encode(PARITY_TEXTS), axis=1))) > 0.9
+
+
+def test_a_cached_snapshot_without_the_graph_fetches_it(fake_hub, tmp_path):
+    sentemb.load("acme/tiny", backend="torch", cache_dir=str(tmp_path))  # the weights only, as before
+    assert not {n for n in fake_hub.fetched(tmp_path) if n.startswith("onnx/")}
+    sentemb.load("acme/tiny", backend="onnx", cache_dir=str(tmp_path))
+    assert "onnx/model.onnx" in fake_hub.fetched(tmp_path)
+    assert [local for local, _ in fake_hub.calls] == [True, False, True, False]
+
+
+def test_a_hub_repo_without_graphs_falls_back_to_the_weights(fake_hub, tmp_path, st_folder, reference):
+    fake_hub.repo = st_folder
+    encoder = sentemb.load("acme/tiny", backend="onnx", cache_dir=str(tmp_path))
+    assert "model.safetensors" in fake_hub.fetched(tmp_path)
+    assert np.abs(encoder.encode(PARITY_TEXTS) - reference.encode(PARITY_TEXTS)).max() <= 1e-5
+
+
+def test_the_base_install_runs_a_hub_repos_onnx_offline(hub_repo, tmp_path, reference):
+    """A hub cache holding what the base install fetches (no model.safetensors), HF_HUB_OFFLINE=1, no torch."""
+    from sentemb.models.prebuilt import hub_graphs
+    from sentemb.models.resolve import GRAPH_PATTERNS
+
+    FakeHub(hub_repo)("acme/tiny", cache_dir=str(tmp_path), allow_patterns=[*GRAPH_PATTERNS, *hub_graphs("onnx")[0]])
+    assert "model.safetensors" not in FakeHub(hub_repo).fetched(tmp_path)
+    args = [a for text in PARITY_TEXTS for a in ("--text", text)]
+    command = [*CLI, "encode", "-m", "acme/tiny", "--cache-dir", str(tmp_path), *args, "-o", "-"]
+    done = subprocess.run(command, env=base_env(), cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    got = np.array([json.loads(line)["embedding"] for line in done.stdout.splitlines()], dtype=np.float32)
+    assert np.abs(got - reference.encode(PARITY_TEXTS)).max() <= 1e-5

@@ -22,16 +22,16 @@ TEXTS = ["hello", "A man is playing a guitar.", "Ünïcödé, emoji 🙂 and pun
 CLI = [sys.executable, "-c", "import sys; from sentemb.cli import main; sys.exit(main())"]
 
 
-def base_env() -> dict[str, str]:
+def base_env(**extra: str) -> dict[str, str]:
     """This environment with torch and transformers hidden (and this checkout's sentemb first)."""
     paths = [str(BLOCKER), str(ROOT / "src"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "HF_HUB_OFFLINE": "1", **extra}
     env.pop("RAY_ADDRESS", None)
     return env
 
 
-def run_base(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], env=base_env(), cwd=cwd, capture_output=True, text=True, check=False)
+def run_base(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], env=base_env(**env), cwd=cwd, capture_output=True, text=True, check=False)
 
 
 def test_the_blocker_hides_torch_and_transformers():
@@ -50,6 +50,21 @@ def test_encode_on_the_base_install_matches_torch(default_encoder):
     assert done.returncode == 0, done.stderr
     got = np.array([json.loads(line)["embedding"] for line in done.stdout.splitlines()], dtype=np.float32)
     assert np.abs(got - default_encoder.encode(TEXTS)).max() <= 1e-5
+
+
+def test_auto_on_the_base_install_measures_only_the_installed_runtimes(tmp_path):
+    from sentemb.backends import installed
+
+    runtimes = {name for name, module in (("onnx", "onnxruntime"), ("openvino", "openvino")) if installed(module)}
+    done = run_base("encode", "--text", "hello", "-o", "-", "--backend", "auto", SENTEMB_CACHE=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    choices = [json.loads(p.read_text()) for p in (tmp_path / "choice").glob("*.json")]
+    if len(runtimes) < 2:  # one runtime: nothing to measure
+        assert choices == []
+        return
+    (choice,) = choices
+    assert set(choice["rates"]) == runtimes and not choice["errors"]
+    assert choice["backend"] in runtimes
 
 
 def test_a_model_that_needs_torch_fails_in_one_line(tiny_dirs):
@@ -101,8 +116,11 @@ def test_batch_on_the_base_install_matches_torch(default_encoder, tmp_path):
 
     texts = [f"{text} number {i}" for i in range(20) for text in TEXTS[:2]]
     pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), tmp_path / "in.parquet")
-    done = run_base("batch", str(tmp_path / "in.parquet"), str(tmp_path / "out"), "--num-actors", "1", "--quiet")
+    cache = tmp_path / "cache"
+    done = run_base("batch", str(tmp_path / "in.parquet"), str(tmp_path / "out"), "--num-actors", "1", "--quiet",
+                    "--backend", "auto", SENTEMB_CACHE=str(cache))  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert not (cache / "choice").exists()  # the actor ran what the driver's header names; it measured nothing
     table = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "out").glob("part-*.parquet"))])
     table = table.sort_by("id")
     got = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)

@@ -169,7 +169,10 @@ def choose_backend(
     if len(candidates) < 2:
         return ruled, create_backend(spec, ruled), None
     cpu = measured.cpu_facts()
-    weights = [sha256_file(p) for p in spec.weights]
+    from sentemb.models.prebuilt import graph_files
+
+    # a folder that ships only its graph (no weights) is told apart by the graph's bytes
+    weights = [sha256_file(p) for p in spec.weights or graph_files(spec.transformer_dir)]
     key = measured.choice_key(weights, precision, measured.runtime_versions(version), cpu)
     path = measured.choice_path(export_root(config.export_dir), key)
     cached = measured.read_cached(path, key, candidates)

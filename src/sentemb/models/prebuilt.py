@@ -25,6 +25,28 @@ if TYPE_CHECKING:
 
 # Where each runtime looks, in order (OpenVINO also reads ONNX graphs).
 HUB_FILES = {"onnx": ("onnx/model.onnx",), "openvino": ("openvino/openvino_model.xml", "onnx/model.onnx")}
+GRAPH_SUFFIXES = (".onnx", ".xml")
+
+
+def hub_graphs(runtime: str, file_name: str | None = None) -> tuple[tuple[str, ...], ...]:
+    """The files to fetch from a hub repository so that ``runtime`` runs the graph it ships: one group per
+    graph, best first, each the graph and its side files (ONNX external data, OpenVINO weights).
+    ``file_name`` is looked for where :func:`find_prebuilt` looks (top level, onnx/, openvino/)."""
+    if file_name is not None:
+        names = (file_name, f"onnx/{file_name}", f"openvino/{file_name}")
+        return (tuple(path for name in names for path in _with_side_files(name)),)
+    return tuple(_with_side_files(name) for name in HUB_FILES[runtime])
+
+
+def _with_side_files(name: str) -> tuple[str, ...]:
+    if name.endswith(".xml"):
+        return (name, f"{name[: -len('.xml')]}.bin")
+    return (name, f"{name}_data", f"{name}.data")  # optimum's and torch.onnx's external-data names
+
+
+def ships(folder: Path, groups: tuple[tuple[str, ...], ...]) -> bool:
+    """Whether ``folder`` holds the graph of one of :func:`hub_graphs`' groups."""
+    return any((folder / name).is_file() for group in groups for name in group if name.endswith(GRAPH_SUFFIXES))
 
 
 @dataclass(frozen=True)
@@ -40,13 +62,16 @@ class Prebuilt:
         return load_hf_tokenizer(str(self.tokenizer_folder))
 
 
+def graph_files(folder: Path) -> tuple[Path, ...]:
+    """The graphs ``folder`` ships (an export's manifest, onnx/*.onnx, openvino/*.xml), sorted."""
+    manifest = folder / "manifest.json"
+    shipped = (*folder.glob("onnx/*.onnx"), *folder.glob("openvino/*.xml"))
+    return tuple(sorted(shipped)) if not manifest.is_file() else (manifest, *sorted(shipped))
+
+
 def has_graph(folder: Path) -> bool:
     """Whether ``folder`` ships a graph (export manifest, onnx/*.onnx or openvino/*.xml)."""
-    return (
-        (folder / "manifest.json").is_file()
-        or any((folder / "onnx").glob("*.onnx"))
-        or any((folder / "openvino").glob("*.xml"))
-    )
+    return bool(graph_files(folder))
 
 
 def find_prebuilt(spec: ModelSpec, runtime: str, file_name: str | None = None) -> Exported | Prebuilt | None:
