@@ -20,18 +20,27 @@ ROOT = Path(__file__).resolve().parents[1]
 BLOCKER = Path(__file__).resolve().parent / "light_blocker"
 TEXTS = ["hello", "A man is playing a guitar.", "Ünïcödé, emoji 🙂 and punctuation!?"]
 CLI = [sys.executable, "-c", "import sys; from sentemb.cli import main; sys.exit(main())"]
+# Each base-install command finishes in well under a minute; one that runs on past HANG_S has hung, and
+# its processes (Ray actors included) will have dumped their stacks to stderr (see light_blocker).
+HANG_S = 600
+DUMP = {"SENTEMB_TEST_DUMP_AFTER": "180", "PYTHONFAULTHANDLER": "1"}
 
 
 def base_env(**extra: str) -> dict[str, str]:
     """This environment with torch and transformers hidden (and this checkout's sentemb first)."""
     paths = [str(BLOCKER), str(ROOT / "src"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "HF_HUB_OFFLINE": "1", **extra}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "HF_HUB_OFFLINE": "1", **DUMP, **extra}
     env.pop("RAY_ADDRESS", None)
     return env
 
 
 def run_base(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], env=base_env(**env), cwd=cwd, capture_output=True, text=True, check=False)
+    try:
+        return subprocess.run([*CLI, *args], env=base_env(**env), cwd=cwd, capture_output=True, text=True,
+                              check=False, timeout=HANG_S)  # fmt: skip
+    except subprocess.TimeoutExpired as exc:  # a hang becomes a failure that shows the stacks dumped so far
+        pytest.fail(f"sentemb {args[0]} hung for {HANG_S} s (Ray actors write their stacks to the log named "
+                    f"below); its stderr:\n{str(exc.stderr)[-20000:]}")
 
 
 def test_the_blocker_hides_torch_and_transformers():

@@ -69,10 +69,30 @@ class OpenVinoBackend:
         for _ in range(self.parallel):
             self._requests.put(self.compiled.create_infer_request())
         self._inputs = {item.get_any_name() for item in self.compiled.inputs}
+        self._warm_up()
         self.tokenizer = tokenizer
         hidden = int(self.compiled.outputs[0].get_partial_shape()[-1].get_length())
         self._dense = spec.dense if spec is not None else ()  # the model's Dense layers, run in numpy
         self.dim = check_backbone_width(spec.root, hidden, self._dense) if spec is not None else hidden
+
+    def _warm_up(self) -> None:
+        """One tiny inference on this thread before any concurrent use.
+
+        The first ``infer`` of a process initialises C++ function-local statics in OpenVINO's Python
+        binding (``Tensor.data``), one of which lets the GIL go while it runs: two threads making their
+        first ``infer`` at once then deadlock (one holds the GIL and waits for the static, the other
+        holds the static and waits for the GIL). Seen as a batch-job actor that never finished its first
+        shard (its forward threads both in ``data_dispatcher.update_tensor``). Done here, it runs once.
+        """
+        ones = np.ones((1, 2), dtype=np.int64)
+        feed = {name: ones if "mask" in name else np.zeros_like(ones) for name in self._inputs}
+        request = self._requests.get()
+        try:
+            request.infer(feed)
+        except RuntimeError as exc:
+            raise BackendError(f"OpenVINO could not run {self.compiled}: {exc}") from None
+        finally:
+            self._requests.put(request)
 
     def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
         request = self._requests.get()
