@@ -95,7 +95,10 @@ def test_export_command_writes_the_files(onnx_cache, tiny_dirs, tmp_path):
     out = tmp_path / "exported"
     result = CliRunner().invoke(main, ["export", str(tiny_dirs["mpnet"]), str(out), "--precision", "int8"])
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {*export.MODEL_FILES["onnx"], export.TOKENIZER_FILE, export.MANIFEST_FILE}
+    names = {p.name for p in out.iterdir()}  # the graph, its tokenizer and manifest, the model's configs and modules
+    graph = {*export.MODEL_FILES["onnx"], export.TOKENIZER_FILE, export.MANIFEST_FILE}
+    assert graph | {"config.json", "modules.json"} <= names
+    assert not {n for n in names if n.endswith((".safetensors", ".bin"))}
     assert export.check_export(out) is not None
     again = CliRunner().invoke(main, ["export", str(tiny_dirs["mpnet"]), str(out)])
     assert again.exit_code == 4 and "--force" in again.output

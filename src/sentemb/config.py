@@ -125,6 +125,10 @@ class EncoderConfig:
     truncate_dim: int | None = option(
         None, help="Keep the first N dimensions (Matryoshka), as sentence-transformers' truncate_dim.", min=1
     )
+    file_name: str | None = option(
+        None, help="Graph file the model folder ships, for --backend onnx/openvino (model_qint8_avx512_vnni.onnx).",
+        metavar="FILE",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

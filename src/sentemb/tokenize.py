@@ -226,7 +226,12 @@ class LoadedTokenizer:
 
 
 def load_hf_tokenizer(folder: str, trust_remote_code: bool = False) -> LoadedTokenizer:
-    """Load with ``AutoTokenizer`` (as sentence-transformers does) and keep its fast core."""
+    """Load with ``AutoTokenizer`` (as sentence-transformers does) and keep its fast core; without
+    transformers (the base install), read ``tokenizer.json`` itself (:func:`load_tokenizer_json`)."""
+    from sentemb.backends import installed
+
+    if not installed("transformers"):
+        return load_tokenizer_json(folder)
     from transformers import AutoTokenizer
 
     from sentemb.errors import ModelNotFoundError
@@ -236,3 +241,40 @@ def load_hf_tokenizer(folder: str, trust_remote_code: bool = False) -> LoadedTok
     if core is None:
         raise ModelNotFoundError(f"{folder} has no fast tokenizer (tokenizer.json); sentemb needs one")
     return LoadedTokenizer(prepare_tokenizer(core), "token_type_ids" in hf.model_input_names, hf.pad_token_id or 0)
+
+
+# Model types whose tokenizers feed token_type_ids (transformers' model_input_names).
+_TYPE_ID_MODELS = ("bert", "albert", "electra", "xlnet", "funnel", "layoutlm", "mobilebert", "squeezebert")
+
+
+def load_tokenizer_json(folder: str) -> LoadedTokenizer:
+    """A model folder's ``tokenizer.json`` read with the tokenizers library alone (no transformers):
+    type ids and the padding id as transformers would take them from the folder's configs."""
+    import json
+    from pathlib import Path
+
+    from sentemb.errors import ModelNotFoundError
+
+    root = Path(folder)
+    if not (root / "tokenizer.json").is_file():
+        raise ModelNotFoundError(
+            f"{folder} has no tokenizer.json; without transformers sentemb needs one: pip install 'sentemb[torch]'"
+        )
+
+    def read(name: str) -> dict:
+        try:
+            data = json.loads((root / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    core = Tokenizer.from_file(str(root / "tokenizer.json"))
+    tok_config = read("tokenizer_config.json")
+    names = tok_config.get("model_input_names")
+    model_type = str(read("config.json").get("model_type", ""))
+    uses_type_ids = "token_type_ids" in names if isinstance(names, list) else model_type in _TYPE_ID_MODELS
+    pad = tok_config.get("pad_token") or read("special_tokens_map.json").get("pad_token")
+    if isinstance(pad, dict):
+        pad = pad.get("content")
+    pad_id = core.token_to_id(pad) if isinstance(pad, str) else None
+    return LoadedTokenizer(prepare_tokenizer(core), uses_type_ids, pad_id or 0)

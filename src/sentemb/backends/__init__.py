@@ -72,8 +72,15 @@ def _cpu_has_bf16() -> bool:
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", "bf16"))  # type: ignore[operator]
 
 
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (a blocked or broken one counts as absent)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+_installed = installed
 
 
 def auto_choice(config: EncoderConfig) -> EncoderConfig:
@@ -88,6 +95,12 @@ def auto_choice(config: EncoderConfig) -> EncoderConfig:
 
     precision = config.precision
     gpu = config.device.startswith("cuda") or (config.device == "auto" and _gpu_present())
+    if not torch_installed():  # the base install: its ONNX runtime, exact fp32 or int8
+        kept = precision if precision is Precision.INT8 else Precision.FP32
+        openvino = _installed("openvino") and (kept is not Precision.INT8 or _installed("nncf"))
+        runtime = "openvino" if openvino else "onnx"
+        device = "cpu" if config.device == "auto" else config.device
+        return config.replace(backend=runtime, precision=kept, device=device)
     if precision is not Precision.INT8 and (gpu or precision is Precision.FP16):
         return config.replace(backend="torch")
     cpu = "cpu" if config.device == "auto" else config.device
@@ -103,10 +116,18 @@ def auto_choice(config: EncoderConfig) -> EncoderConfig:
     return config.replace(backend="torch", precision=precision)
 
 
+def torch_installed() -> bool:
+    """Whether the torch extra (torch and transformers) is installed."""
+    return installed("torch") and installed("transformers")
+
+
 def resolve_choice(config: EncoderConfig) -> EncoderConfig:
     """``config`` with ``backend='auto'`` replaced by what will run (:func:`auto_choice`), so that
-    the encoder's config, ``describe()`` and manifests name the real backend and precision."""
-    if config.backend != "auto":
+    the encoder's config, ``describe()`` and manifests name the real backend and precision.
+    The default backend (torch) on an install without torch resolves like 'auto' (the base install's runtime)."""
+    if config.backend == "torch" and not torch_installed():
+        log.info("sentemb: torch is not installed; running on the base install's runtime instead")
+    elif config.backend != "auto":
         return config
     chosen = auto_choice(config)
     log.info("sentemb: backend='auto' chose %s (%s)", chosen.backend, chosen.precision.value)
@@ -148,7 +169,10 @@ def choose_backend(
     if len(candidates) < 2:
         return ruled, create_backend(spec, ruled), None
     cpu = measured.cpu_facts()
-    weights = [sha256_file(p) for p in spec.weights]
+    from sentemb.models.prebuilt import graph_files
+
+    # a folder that ships only its graph (no weights) is told apart by the graph's bytes
+    weights = [sha256_file(p) for p in spec.weights or graph_files(spec.transformer_dir)]
     key = measured.choice_key(weights, precision, measured.runtime_versions(version), cpu)
     path = measured.choice_path(export_root(config.export_dir), key)
     cached = measured.read_cached(path, key, candidates)
@@ -183,6 +207,8 @@ def create_backend(spec: ModelSpec, config: EncoderConfig) -> Backend:
         except ImportError as exc:  # onnxruntime missing
             raise ConfigError(f"the ONNX backend needs onnxruntime: pip install 'sentemb[onnx]' ({exc})") from None
         return create_onnx_backend(spec, config)
+    if not torch_installed():
+        raise ConfigError("backend='torch' needs torch and transformers: pip install 'sentemb[torch]'")
     from sentemb.backends.torch_backend import TorchBackend
 
     return TorchBackend(spec, config)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sentemb.config import EncoderConfig
     from sentemb.export import Exported
     from sentemb.models import ModelSpec
+    from sentemb.models.prebuilt import Prebuilt
     from sentemb.tokenize import LoadedTokenizer
 
 # Threads per session; default: ONNX Runtime's choice (one per physical core).
@@ -44,7 +45,7 @@ class OnnxBackend:
     tokenizer: LoadedTokenizer | None
 
     def __init__(
-        self, exported: Exported, device: str, tokenizer: LoadedTokenizer, spec: ModelSpec | None = None
+        self, exported: Exported | Prebuilt, device: str, tokenizer: LoadedTokenizer, spec: ModelSpec | None = None
     ) -> None:
         ort = require("onnxruntime", "onnx", "the ONNX backend")
         options = ort.SessionOptions()
@@ -79,6 +80,7 @@ def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:
     """Export (once, cached) and load ``spec`` at ``config.precision`` (fp32 or int8)."""
     ort = require("onnxruntime", "onnx", "the ONNX backend")
     from sentemb.export import ensure_export
+    from sentemb.models.prebuilt import find_prebuilt
 
     precision = config.precision
     if precision not in (Precision.FP32, Precision.INT8):
@@ -89,7 +91,7 @@ def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:
     device = cuda_fallback(config.device, has_cuda)
     if precision is Precision.INT8 and device.startswith("cuda"):
         raise ConfigError("int8 runs on the CPU (ONNX Runtime's int8 kernels); pass device='cpu'")
-    exported = ensure_export(
+    exported = find_prebuilt(spec, "onnx", config.file_name) or ensure_export(
         spec, precision, export_dir=config.export_dir, trust_remote_code=config.trust_remote_code
     )
     return OnnxBackend(exported, device, exported.load_tokenizer(), spec)

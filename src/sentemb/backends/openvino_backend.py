@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sentemb.config import EncoderConfig
     from sentemb.export import Exported
     from sentemb.models import ModelSpec
+    from sentemb.models.prebuilt import Prebuilt
     from sentemb.tokenize import LoadedTokenizer
 
 # Streams (batches computed at once); default: OpenVINO's throughput choice for this CPU.
@@ -37,7 +38,11 @@ class OpenVinoBackend:
     tokenizer: LoadedTokenizer | None
 
     def __init__(
-        self, exported: Exported, precision: Precision, tokenizer: LoadedTokenizer, spec: ModelSpec | None = None
+        self,
+        exported: Exported | Prebuilt,
+        precision: Precision,
+        tokenizer: LoadedTokenizer,
+        spec: ModelSpec | None = None,
     ) -> None:
         ov = require("openvino", "openvino", "the OpenVINO backend")
         core = ov.Core()
@@ -64,10 +69,30 @@ class OpenVinoBackend:
         for _ in range(self.parallel):
             self._requests.put(self.compiled.create_infer_request())
         self._inputs = {item.get_any_name() for item in self.compiled.inputs}
+        self._warm_up()
         self.tokenizer = tokenizer
         hidden = int(self.compiled.outputs[0].get_partial_shape()[-1].get_length())
         self._dense = spec.dense if spec is not None else ()  # the model's Dense layers, run in numpy
         self.dim = check_backbone_width(spec.root, hidden, self._dense) if spec is not None else hidden
+
+    def _warm_up(self) -> None:
+        """One tiny inference on this thread before any concurrent use.
+
+        The first ``infer`` of a process initialises C++ function-local statics in OpenVINO's Python
+        binding (``Tensor.data``), one of which lets the GIL go while it runs: two threads making their
+        first ``infer`` at once then deadlock (one holds the GIL and waits for the static, the other
+        holds the static and waits for the GIL). Seen as a batch-job actor that never finished its first
+        shard (its forward threads both in ``data_dispatcher.update_tensor``). Done here, it runs once.
+        """
+        ones = np.ones((1, 2), dtype=np.int64)
+        feed = {name: ones if "mask" in name else np.zeros_like(ones) for name in self._inputs}
+        request = self._requests.get()
+        try:
+            request.infer(feed)
+        except RuntimeError as exc:
+            raise BackendError(f"OpenVINO could not run {self.compiled}: {exc}") from None
+        finally:
+            self._requests.put(request)
 
     def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
         request = self._requests.get()
@@ -82,13 +107,14 @@ def create_openvino_backend(spec: ModelSpec, config: EncoderConfig) -> OpenVinoB
     """Export (once, cached) to OpenVINO IR and compile ``spec`` at ``config.precision`` on the CPU."""
     require("openvino", "openvino", "the OpenVINO backend")
     from sentemb.export import ensure_export
+    from sentemb.models.prebuilt import find_prebuilt
 
     if config.device.startswith("cuda"):
         raise ConfigError("the OpenVINO backend runs on the CPU; for CUDA use backend='torch' or 'onnx'")
     if config.precision is Precision.FP16:
         raise ConfigError("fp16 is for CUDA; on the CPU use precision='bf16', 'fp32' or 'int8'")
     ir = Precision.INT8 if config.precision is Precision.INT8 else Precision.FP32  # bf16 compiles the fp32 IR
-    exported = ensure_export(
+    exported = find_prebuilt(spec, "openvino", config.file_name) or ensure_export(
         spec, ir, runtime="openvino", export_dir=config.export_dir, trust_remote_code=config.trust_remote_code
     )
     return OpenVinoBackend(exported, config.precision, exported.load_tokenizer(), spec)

@@ -78,6 +78,5 @@ def export_summary(out: Path, runtime: str, precision: str) -> str:
     from sentemb.export import MANIFEST_FILE, MODEL_FILES, TOKENIZER_FILE
 
     sizes = ", ".join(f"{name} ({(out / name).stat().st_size / 2**20:.1f} MB)" for name in MODEL_FILES[runtime])
-    return (f"wrote {runtime} {precision} export to {out}: {sizes}, {TOKENIZER_FILE}, {MANIFEST_FILE}. "
-            f"Run it with onnxruntime/OpenVINO directly, or use the original model with --backend {runtime} "
-            "(sentemb reuses its cached copy of this export)")
+    return (f"wrote {runtime} {precision} export to {out}: {sizes}, {TOKENIZER_FILE}, {MANIFEST_FILE} "
+            f"and the model's configs: `sentemb encode -m {out}` runs it without torch or the source model")

@@ -43,11 +43,11 @@ def cached_runtime(params: dict[str, Any]) -> str | None:
     from sentemb.cli.options import config_from_options
     from sentemb.config import Precision
     from sentemb.export import find_export
-    from sentemb.models import read_model_folder, resolve_model
+    from sentemb.models import read_model_folder, resolve_model, wanted_graphs
 
     try:
         config = config_from_options(**params)
-        resolved = resolve_model(config.model, config.revision, config.cache_dir)
+        resolved = resolve_model(config.model, config.revision, config.cache_dir, graphs=wanted_graphs(config))
         spec = read_model_folder(resolved.path, allow_pickle=config.allow_pickle,
                                  trust_remote_code=config.trust_remote_code)
     except SentembError:

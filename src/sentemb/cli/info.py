@@ -62,11 +62,11 @@ def folder_facts(**encoder_params: Any) -> tuple[dict[str, object], Path]:
     """The keys of ``Encoder.describe()`` from the model folder and the options alone (no backend)."""
     from sentemb.backends import _gpu_present, resolve_choice
     from sentemb.encoder import BATCH_SIZE
-    from sentemb.models import read_model_folder, resolve_model
+    from sentemb.models import read_model_folder, resolve_model, wanted_graphs
     from sentemb.models.resolve import sha256_file
 
     config = config_from_options(**encoder_params)
-    resolved = resolve_model(config.model, config.revision, config.cache_dir)
+    resolved = resolve_model(config.model, config.revision, config.cache_dir, graphs=wanted_graphs(config))
     spec = read_model_folder(
         resolved.path, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
     )

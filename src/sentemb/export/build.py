@@ -1,6 +1,7 @@
 """Build one export from its :class:`~sentemb.export.recipe.Recipe`: torch -> ONNX, then fusion,
 int8 quantisation or OpenVINO IR, then the tokenizer and (last) the manifest. Needs torch and
-transformers; the folder it writes into is private until :mod:`sentemb.export.cache` publishes it."""
+transformers (or, for the BERT family, neither: :mod:`sentemb.export.onnx_builder`); the folder
+it writes into is private until :mod:`sentemb.export.cache` publishes it."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ if TYPE_CHECKING:
 
 def build_export(spec: ModelSpec, recipe: Recipe, out: Path, *, trust_remote_code: bool = False) -> Exported:
     """Write the model file(s), tokenizer.json and (last) manifest.json that ``recipe`` describes into ``out``."""
-    from sentemb.export.torch_onnx import export_torch
+    from sentemb.export import onnx_builder
     from sentemb.tokenize import load_hf_tokenizer
 
-    if recipe.builder != BUILDER:
+    if recipe.builder not in (BUILDER, onnx_builder.NAME):
         raise ConfigError(f"no builder for recipes of {recipe.builder!r}; this sentemb builds with {BUILDER!r}")
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_hf_tokenizer(str(spec.transformer_dir), trust_remote_code)
@@ -28,7 +29,12 @@ def build_export(spec: ModelSpec, recipe: Recipe, out: Path, *, trust_remote_cod
     graph = out / "graph.onnx"
     target = out / MODEL_FILES[recipe.runtime][0]
     try:
-        export_torch(spec, recipe, graph, loaded.uses_type_ids, trust_remote_code)
+        if recipe.builder == onnx_builder.NAME:
+            onnx_builder.build_onnx(spec, recipe, graph, loaded.uses_type_ids)
+        else:
+            from sentemb.export.torch_onnx import export_torch
+
+            export_torch(spec, recipe, graph, loaded.uses_type_ids, trust_remote_code)
         if recipe.runtime == "openvino":
             from sentemb.export.openvino_ir import to_openvino
 

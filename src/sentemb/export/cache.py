@@ -188,13 +188,17 @@ def export_to(
     export_dir: str | None = None,
     trust_remote_code: bool = False,
 ) -> Exported:
-    """Copy the (cached, built if needed) export of ``spec`` into the folder ``out``."""
+    """Copy the (cached, built if needed) export of ``spec`` into the folder ``out``, with the model's
+    configs and modules beside it, so that ``sentemb.load(out)`` runs it without the source model."""
     exported = ensure_export(
         spec, precision, runtime=runtime, export_dir=export_dir, trust_remote_code=trust_remote_code
     )
     out.mkdir(parents=True, exist_ok=True)
     for name in exported.files:
         shutil.copyfile(exported.folder / name, out / name)
+    from sentemb.models.prebuilt import write_heads
+
+    write_heads(spec, out)  # pooling, Dense, normalise, prompts and configs: the folder loads on its own
     copied = check_export(out)
     if copied is None:
         label = RUNTIME_LABELS[exported.runtime]

@@ -48,7 +48,7 @@ PACKED_TYPES = ("bert", "roberta")
 # weights, uint8 activations measured per batch); NNCF's static quantisation on OpenVINO (ranges
 # calibrated once, mixed preset, no smooth-quant).
 QUANTIZATION = {"onnx": "dynamic-qint8-per-channel", "openvino": "static-nncf-mixed"}
-# What writes the graph (a torch-free builder for the BERT family would be another value).
+# What writes the graph: torch.onnx where torch is installed, else (BERT family) onnx.helper.
 BUILDER = "torch.onnx"
 
 
@@ -129,14 +129,31 @@ def recipe_for(spec: ModelSpec, precision: Precision, runtime: str = "onnx") -> 
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _KEY_SUFFIXES)
     int8 = precision is Precision.INT8
     openvino = runtime == "openvino"
+    builder = choose_builder(spec)
+    helper = builder != BUILDER
+    versioned = [name for name in _VERSIONED[runtime] if not (helper and name in ("torch", "transformers"))]
     return Recipe(
         model_type=spec.model_type,
         files=tuple((p.name, sha256_file(p)) for p in files),
         runtime=runtime,
         precision=precision,
-        graph="packed" if openvino and _packs(spec) else "padded",
-        fusion=None if int8 or openvino else FUSION_TYPES.get(spec.model_type),
+        graph="packed" if openvino and not helper and _packs(spec) else "padded",
+        fusion=None if int8 or openvino or helper else FUSION_TYPES.get(spec.model_type),
         quantization=QUANTIZATION[runtime] if int8 else None,
         calibration=sha256_file(CALIBRATION_FILE) if int8 and openvino else None,
-        versions=tuple((name, version(name)) for name in _VERSIONED[runtime]),
+        versions=tuple((name, version(name)) for name in versioned),
+        builder=builder,
     )
+
+
+def choose_builder(spec: ModelSpec) -> str:
+    """torch.onnx where torch is installed; else the torch-free builder, or a one-line refusal naming the extra."""
+    from sentemb.backends import torch_installed
+
+    if torch_installed():
+        return BUILDER
+    from sentemb.export import onnx_builder
+
+    if not onnx_builder.covers(spec):
+        raise ConfigError(onnx_builder.needs_torch(spec))
+    return onnx_builder.NAME

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def open_model(config: EncoderConfig) -> tuple[Resolved, ModelSpec]:
     """Resolve ``config.model`` and read its folder with the config's safety opt-ins; refuse a
     ``max_length`` the model cannot take. Loads no backend."""
-    resolved = resolve_model(config.model, config.revision, config.cache_dir)
+    resolved = resolve_model(config.model, config.revision, config.cache_dir, graphs=wanted_graphs(config))
     spec = read_model_folder(
         resolved.path, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
     )
@@ -27,6 +27,21 @@ def open_model(config: EncoderConfig) -> tuple[Resolved, ModelSpec]:
     return resolved, spec
 
 
+def wanted_graphs(config: EncoderConfig) -> tuple[tuple[str, ...], ...]:
+    """The hub graph files (:func:`~sentemb.models.prebuilt.hub_graphs`) the backend ``config`` resolves to
+    would run: for ONNX / OpenVINO (asked for, or the base install's runtime) or a ``file_name``; else none."""
+    from sentemb.backends import auto_choice, torch_installed
+    from sentemb.models.prebuilt import hub_graphs
+
+    backend = str(config.backend.value)
+    if backend in ("torch", "auto") and not torch_installed():
+        backend = str(auto_choice(config).backend.value)  # the base install runs its ONNX runtime
+    if backend in ("onnx", "openvino"):
+        return hub_graphs(backend, config.file_name)
+    return hub_graphs("onnx", config.file_name) if config.file_name else ()
+
+
 __all__ = [
-    "ModelSpec", "SavePlan", "StConfig", "open_model", "read_model_folder", "resolve_model", "write_st_folder",
+    "ModelSpec", "SavePlan", "StConfig", "open_model", "read_model_folder", "resolve_model", "wanted_graphs",
+    "write_st_folder",
 ]  # fmt: skip

@@ -19,6 +19,7 @@ from sentemb.models.modules import (
     read_json,
     read_pipeline,
 )
+from sentemb.models.prebuilt import has_graph
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SIMILARITY_FNS = ("cosine", "dot", "euclidean", "manhattan")
@@ -79,9 +80,9 @@ def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_co
         )
     safe = tuple(sorted(transformer_dir.glob("*.safetensors")))
     pickled = tuple(p for p in sorted(transformer_dir.iterdir()) if p.suffix in PICKLE_SUFFIXES)
-    if not safe and not pickled:
+    if not safe and not pickled and not has_graph(transformer_dir):
         raise ModelNotFoundError(f"{transformer_dir} holds no weights (*.safetensors)")
-    if not safe and not allow_pickle:
+    if pickled and not safe and not allow_pickle:
         raise UnsafeModelError(
             f"{transformer_dir} has only pickle weights ({', '.join(p.name for p in pickled)}), which can run "
             "arbitrary code when loaded; convert them to safetensors, or pass allow_pickle=True "
@@ -104,7 +105,7 @@ def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_co
         lowercase=bool(st_config.get("do_lower_case", False)),
         limit=limit,
         weights=safe or pickled,
-        pickle_weights=not safe,
+        pickle_weights=bool(pickled) and not safe,
         include_prompt=pipeline.include_prompt,
         dense=pipeline.dense,
         st=_read_st_config(root),

@@ -24,6 +24,9 @@ DEFAULT_SHA256 = {
 DEFAULT_REVISION = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
 # What a sentence embedding model needs from a hub repository (no pickle, ONNX or framework dumps).
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "2_Normalize/*", "0_*/*"]
+# ... and beside a graph it ships: configs, tokenizer and the modules after the transformer (Dense weights
+# in 2_Dense/), but not the transformer's weights
+GRAPH_PATTERNS = [*(pattern for pattern in HUB_PATTERNS if pattern != "*.safetensors"), "[1-9]_*/*"]
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,19 @@ def bundled_default() -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
-def resolve_model(name_or_path: str, revision: str | None = None, cache_dir: str | None = None) -> Resolved:
-    """Find ``name_or_path`` on disk, in the bundled package, or on the hub (its cache first)."""
+def resolve_model(
+    name_or_path: str,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    *,
+    graphs: tuple[tuple[str, ...], ...] = (),
+) -> Resolved:
+    """Find ``name_or_path`` on disk, in the bundled package, or on the hub (its cache first).
+
+    ``graphs`` (:func:`sentemb.models.prebuilt.hub_graphs`) are graph files the ONNX / OpenVINO runtime
+    would run instead of the weights: from the hub they are fetched (the first the repository ships,
+    with the configs and tokenizer but no weights) before falling back to the weights.
+    """
     local = Path(name_or_path).expanduser()
     if local.is_dir():
         if _is_export(local):
@@ -156,11 +170,11 @@ def resolve_model(name_or_path: str, revision: str | None = None, cache_dir: str
         name_or_path = DEFAULT_MODEL
     if _looks_like_path(name_or_path):
         raise ModelNotFoundError(f"model folder {name_or_path!r} does not exist")
-    return _from_hub(name_or_path, revision, cache_dir)
+    return _from_hub(name_or_path, revision, cache_dir, graphs)
 
 
 def _is_export(folder: Path) -> bool:
-    """A folder `sentemb export` wrote (manifest.json + model.onnx or model.xml, no config.json)."""
+    """A folder an older `sentemb export` wrote (manifest.json + model.onnx or model.xml, no config.json)."""
     return (folder / "manifest.json").is_file() and not (folder / "config.json").is_file() and (
         (folder / "model.onnx").is_file() or (folder / "model.xml").is_file()
     )
@@ -175,10 +189,8 @@ def _export_message(folder: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return (
-        f"{folder} is an export written by `sentemb export`{made_from}, not a model folder, and sentemb "
-        "cannot load an export as a model yet. Use the original model with --backend onnx or --backend "
-        "openvino (it reuses the cached export), or run the export's model file with onnxruntime or "
-        "OpenVINO directly"
+        f"{folder} is an export written by an older `sentemb export`{made_from}, without the model's configs "
+        "(pooling, normalise); export it again with `sentemb export MODEL OUT --force` to load it as a model"
     )
 
 
@@ -186,25 +198,36 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "")
 
 
-def _from_hub(repo_id: str, revision: str | None, cache_dir: str | None) -> Resolved:
+def _from_hub(
+    repo_id: str, revision: str | None, cache_dir: str | None, graphs: tuple[tuple[str, ...], ...]
+) -> Resolved:
+    """The hub cache's snapshot if it holds what is needed (a shipped graph when ``graphs`` are asked for),
+    else each graph group in turn from the hub, else the weights; offline, whatever the cache holds."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    from sentemb.models.prebuilt import ships
+
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    attempts = [True] if offline else [True, False]
+    # (local only, patterns, graphs the snapshot must ship to be taken)
+    plan: list[tuple[bool, list[str], tuple[tuple[str, ...], ...]]] = [(True, HUB_PATTERNS, graphs)]
+    if not offline:
+        plan += [(False, [*GRAPH_PATTERNS, *group], (group,)) for group in graphs]
+        plan.append((False, HUB_PATTERNS, ()))
+    cached: Path | None = None
     last: Exception | None = None
-    for local_only in attempts:
+    for local_only, patterns, needs in plan:
         try:
-            path = snapshot_download(
-                repo_id,
-                revision=revision,
-                cache_dir=cache_dir,
-                allow_patterns=HUB_PATTERNS,
-                local_files_only=local_only,
-            )
-            return Resolved(Path(path), "hub", revision or Path(path).name)
+            path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns,
+                                          local_files_only=local_only))  # fmt: skip
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
             last = exc
+            continue
+        cached = cached or path
+        if offline or not needs or ships(path, needs):
+            return Resolved(path, "hub", revision or path.name)
+    if cached is not None:  # the hub could not be reached: run what the cache holds
+        return Resolved(cached, "hub", revision or cached.name)
     raise ModelNotFoundError(_not_found(repo_id, revision, offline, last)) from None
 
 

@@ -1,0 +1,87 @@
+"""The torch-free ONNX builder (onnx.helper from safetensors + config.json): the same vectors as torch
+for every family it covers, and a one-line refusal naming ``sentemb[torch]`` for the others."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import sentemb
+import sentemb.backends
+from sentemb.errors import ConfigError
+from tiny_models import PARITY_TEXTS
+
+
+@pytest.fixture
+def without_torch(monkeypatch):
+    """Recipes choose the builder a base install would (torch is still importable here, but unused)."""
+    monkeypatch.setattr(sentemb.backends, "torch_installed", lambda: False)
+
+
+@pytest.fixture(scope="module")
+def xlmr_dir(tiny_dirs, tmp_path_factory):
+    """The tiny RoBERTa, declared as XLM-RoBERTa (the same layer stack under another model type)."""
+    folder = tmp_path_factory.mktemp("xlmr") / "xlm-roberta"
+    shutil.copytree(tiny_dirs["roberta"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "xlm-roberta"
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _builder_vs_torch(folder, tmp_path, monkeypatch) -> tuple[np.ndarray, np.ndarray, str]:
+    want = sentemb.load(str(folder), backend="torch", device="cpu").encode(PARITY_TEXTS)
+    monkeypatch.setattr(sentemb.backends, "torch_installed", lambda: False)
+    encoder = sentemb.load(str(folder), backend="onnx", export_dir=str(tmp_path))
+    (manifest,) = tmp_path.glob("onnx/*/manifest.json")
+    builder = json.loads(manifest.read_text())["recipe"]["builder"]
+    return encoder.encode(PARITY_TEXTS), want, builder
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_builder_matches_torch_on_tiny_models(family, tiny_dirs, tmp_path, monkeypatch):
+    got, want, builder = _builder_vs_torch(tiny_dirs[family], tmp_path, monkeypatch)
+    assert builder == "onnx.helper"
+    assert np.abs(got - want).max() <= 1e-5
+
+
+def test_builder_matches_torch_on_xlm_roberta(xlmr_dir, tmp_path, monkeypatch):
+    got, want, builder = _builder_vs_torch(xlmr_dir, tmp_path, monkeypatch)
+    assert builder == "onnx.helper"
+    assert np.abs(got - want).max() <= 1e-5
+
+
+@pytest.mark.parametrize("family", ["distilbert", "mpnet", "albert", "bart"])
+@pytest.mark.usefixtures("without_torch")
+def test_uncovered_family_names_the_torch_extra(family, tiny_dirs, tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        sentemb.load(str(tiny_dirs[family]), backend="onnx", export_dir=str(tmp_path))
+    message = str(caught.value)
+    assert "pip install 'sentemb[torch]'" in message
+    assert family in message
+    assert "\n" not in message
+
+
+@pytest.mark.usefixtures("without_torch")
+def test_default_backend_without_torch_runs_the_installed_runtime(tiny_dirs, tmp_path):
+    encoder = sentemb.load(str(tiny_dirs["bert"]), export_dir=str(tmp_path))  # backend: the default (torch)
+    assert encoder.backend in ("onnx", "openvino")
+    assert encoder.encode(["hello"]).shape == (1, encoder.dim)
+
+
+@pytest.mark.usefixtures("without_torch")
+def test_default_backend_without_torch_refuses_an_uncovered_model_in_one_line(tiny_dirs, tmp_path):
+    with pytest.raises(ConfigError, match=r"pip install 'sentemb\[torch\]'$"):
+        sentemb.load(str(tiny_dirs["mpnet"]), export_dir=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_builder_matches_torch_on_the_default_model_over_sts_dev(sts_reference, tmp_path, monkeypatch):
+    monkeypatch.setattr(sentemb.backends, "torch_installed", lambda: False)
+    encoder = sentemb.load(backend="onnx", export_dir=str(tmp_path))
+    (manifest,) = tmp_path.glob("onnx/*/manifest.json")
+    assert json.loads(manifest.read_text())["recipe"]["builder"] == "onnx.helper"
+    assert np.abs(encoder.encode(sts_reference.unique) - sts_reference.vectors).max() <= 1e-5
