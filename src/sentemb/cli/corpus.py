@@ -76,7 +76,7 @@ def read_vector_corpus(path: str) -> Corpus:
         raise InputError(str(exc)) from None
     if found.output != "float32":
         raise InputError(f"{path}: holds {found.output} vectors; index, dedup and cluster need float32 vectors "
-                         "(write them without --output or keep a float copy)")
+                         "(write them with --output-type float32, the default, or keep a float copy)")
     if len(found.vectors) == 0:
         raise InputError(f"{path}: no vectors in the input")
     return Corpus(found.ids, found.vectors, None, dict(found.model))
