@@ -146,3 +146,33 @@ def test_cluster_plot_puts_the_sizes_beside_a_map_coloured_by_cluster(monkeypatc
     assert len(points.get_offsets()) == len(VECTORS)
     colours = {tuple(c) for c in points.get_facecolors().round(3)}
     assert len(colours) == min(10, len(sizes)) + (labels < 0).any()  # 10 largest coloured, unclustered grey
+
+
+@pytest.mark.usefixtures(cached_loads.__name__)
+@pytest.mark.parametrize(
+    ("case", "args", "code", "needle"),
+    [
+        ("ok", ["--threshold", "1.5"], 2, "outside [-1, 1]"),
+        ("ok", ["--method", "kmeans", "--clusters", "500"], 2, "n_clusters=500 but there are 175 vectors"),
+        ("empty", [], 1, "no vectors"),
+        ("damaged", [], 1, "not a readable .npy"),
+        ("int8", [], 1, "need float32 vectors"),
+        ("nan", [], 1, "NaN"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, case, args, code, needle):
+    source = tmp_path / ("v.parquet" if case == "int8" else "v.npy")
+    if case == "int8":
+        from sentemb.retrieval.vectors import write_vectors_parquet
+
+        write_vectors_parquet(source, list(range(len(VECTORS))), sentemb.quantize(VECTORS, "int8"), "int8",
+                              ranges=np.stack([VECTORS.min(0), VECTORS.max(0)]))  # fmt: skip
+    elif case == "damaged":
+        source.write_bytes(b"\x93NUMPY\x01\x00garbage")
+    else:
+        vectors = {"ok": VECTORS, "empty": VECTORS[:0], "nan": np.where(VECTORS > 0.3, np.nan, VECTORS)}[case]
+        np.save(source, vectors)
+    result = invoke("cluster", str(source), "-o", str(tmp_path / "c.jsonl"), "--plot", str(tmp_path / "c.png"),
+                    *args, code=code)  # fmt: skip
+    assert needle in result.stderr
+    assert not (tmp_path / "c.jsonl").exists() and not (tmp_path / "c.png").exists()

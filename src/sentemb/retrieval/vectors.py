@@ -94,7 +94,7 @@ def _read_jsonl(path: Path, id_column: str, column: str) -> VectorFile:
         raise VectorsError(f"{path}: not readable JSON lines of vectors ({exc})") from None
     if not rows:
         raise VectorsError(f"{path}: holds no vectors")
-    output = check_output_type(str(meta.get("output", "float32")))
+    output = _recorded_output(path, meta)
     try:
         vectors = np.asarray(rows, dtype=NUMPY_DTYPES.get(output, np.float32))
     except (ValueError, OverflowError) as exc:
@@ -141,9 +141,17 @@ def _read_parquet(paths: list[Path], id_column: str, column: str) -> VectorFile:
         has_ids = id_column in table.column_names
         ids += table.column(id_column).to_pylist() if has_ids else list(range(start, start + len(table)))
     vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    output = check_output_type(str(meta["output"]))
+    output = _recorded_output(paths[-1], meta)
     ranges = np.asarray(meta["ranges"], dtype=np.float32) if meta.get("ranges") is not None else None
     return VectorFile(ids, vectors, output, int(meta.get("dim") or vectors.shape[1]), ranges)
+
+
+def _recorded_output(path: Path, meta: dict[str, Any]) -> str:
+    output = str(meta.get("output", "float32"))
+    if output not in NUMPY_DTYPES:
+        raise VectorsError(f"{path}: records output type {output!r}, which this sentemb cannot read; "
+                           f"expected one of {', '.join(NUMPY_DTYPES)}")  # fmt: skip
+    return output
 
 
 def _embedding_array(path: Path, column: Any, output: str) -> np.ndarray:
