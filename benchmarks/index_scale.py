@@ -104,21 +104,25 @@ def measure(corpus: np.ndarray, queries: np.ndarray, args: argparse.Namespace, k
         ("binary hnsw, rescore float x10", lambda: graph_index(corpus, "binary", "float", 10, args), None),
     ]  # fmt: skip
     skip = set(args.skip)
-    truth, float_ram = None, None
+    configs = [c for c in configs if not any(word in c[0] for word in skip)]
+    truth = None if configs and configs[0][0] == "float32 exact" else exact_top(queries, corpus, k)
+    float_ram = corpus.nbytes + 8 * len(corpus)  # what a flat float32 index holds: vectors and int64 ids
     print(f"{'index':34} {'recall@10':>9} {'QPS':>8} {'build s':>8} {'RAM MB':>8} {'mapped MB':>9} {'x less':>7}")
     for name, make, multiplier in configs:
-        if any(word in name for word in skip):
-            continue
         print(f"building {name} ...", file=sys.stderr, flush=True)
         index, build = timed(make)
-        index.search_rows(queries[:5], k, rescore_multiplier=multiplier)  # warm up
-        (rows, _), seconds = timed(index.search_rows, queries, k, rescore_multiplier=multiplier)
-        truth = rows if truth is None else truth  # the first row is exact float search
-        memory = index.memory()
-        float_ram = float_ram or memory["index"]
-        print(f"{name:34} {recall(rows, truth):9.3f} {len(queries) / seconds:8,.0f} {build:8.1f} "
-              f"{memory['index'] / 1e6:8.1f} {memory['rescore'] / 1e6:9.1f} {float_ram / memory['index']:7.1f}",
-              flush=True)  # fmt: skip
+        graph = getattr(index.store, "graph", None)
+        for beam in args.expansion_search if graph is not None else [None]:
+            label = name if beam is None else f"{name}, ef {beam}"
+            if graph is not None:
+                graph.expansion_search = beam
+            index.search_rows(queries[:5], k, rescore_multiplier=multiplier)  # warm up
+            (rows, _), seconds = timed(index.search_rows, queries, k, rescore_multiplier=multiplier)
+            truth = rows if truth is None else truth  # exact float search
+            memory = index.memory()
+            print(f"{label:34} {recall(rows, truth):9.3f} {len(queries) / seconds:8,.0f} {build:8.1f} "
+                  f"{memory['index'] / 1e6:8.1f} {memory['rescore'] / 1e6:9.1f} {float_ram / memory['index']:7.1f}",
+                  flush=True)  # fmt: skip
         del index
 
 
@@ -128,13 +132,15 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1_000)
     parser.add_argument("--connectivity", type=int, default=8, help="HNSW links per node (library default 16)")
     parser.add_argument("--expansion-add", type=int, default=40, help="HNSW build beam (library default 128)")
+    parser.add_argument("--expansion-search", type=int, nargs="+", default=[64],
+                        help="HNSW search beams to measure each graph at (library default 64)")
     parser.add_argument("--skip", nargs="*", default=[], help="skip configs whose name contains a word, e.g. hnsw")
     args = parser.parse_args()
     print(cpu_banner())
     (corpus, queries), seconds = timed(grow, args.rows, args.queries)
     print(f"synthetic: {len(corpus):,} x {corpus.shape[1]} unit vectors grown from STS in {seconds:.0f} s, "
           f"{len(queries):,} queries; HNSW connectivity {args.connectivity}, expansion_add {args.expansion_add}, "
-          f"expansion_search 64")  # fmt: skip
+          f"expansion_search {args.expansion_search}")  # fmt: skip
     real_corpus, real_queries = sts_split()
     print(shape_line("  STS (real)", real_queries, real_corpus))
     print(shape_line("  synthetic", queries, corpus), flush=True)
