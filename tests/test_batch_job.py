@@ -265,3 +265,54 @@ def test_output_type_packs_every_shard_with_the_same_ranges(ray_local, tmp_path,
     expected = quantize(encoder.encode([r["text"] for r in records]), output_type, ranges=saved.ranges)
     assert saved.vectors.dtype == expected.dtype
     assert np.abs(saved.vectors[order].astype(int) - expected.astype(int)).max() <= (1 if ranges is not None else 0)
+
+
+def test_calibration_file_sets_the_ranges_of_every_actor(ray_local, tmp_path, tiny_model):
+    from sentemb.encoder import load
+    from sentemb.retrieval.calibrate import calibration_ranges
+    from sentemb.retrieval.quantize import quantize
+    from sentemb.retrieval.vectors import QUANTIZE_META_KEY, read_vectors
+
+    records = [{"id": i, "text": f"row {i}: {'a cat naps' if i % 3 else 'markets rally'} today"} for i in range(30)]
+    _write_jsonl(tmp_path / "in.jsonl", records)
+    calibration = tmp_path / "cal.txt"
+    calibration.write_text("Stocks fell.\nA cat sleeps on the sofa.\nRain is expected tomorrow.\n")
+    config = EncoderConfig(model=str(tiny_model))
+
+    def job(out: str, **options: object) -> BatchJob:
+        return BatchJob(input=str(tmp_path / "in.jsonl"), output_dir=str(tmp_path / out), shard_bytes=300,
+                        num_actors=2, **options)  # fmt: skip
+
+    run_batch(job("floats"), config)
+    result = run_batch(job("codes", output_type="int8", calibration=str(calibration)), config)
+    assert result.shards_planned > 1 and result.rows_written == 30
+    floats, codes = read_vectors(tmp_path / "floats"), read_vectors(tmp_path / "codes")
+    shards = sorted((tmp_path / "codes").glob("*.parquet"))
+    metas = [json.loads(pq.read_schema(p).metadata[QUANTIZE_META_KEY]) for p in shards]
+    assert len(shards) > 1 and all(m == metas[0] for m in metas)  # every actor: the same ranges
+    assert metas[0]["calibration"] == str(calibration) and metas[0]["calibration_texts"] == 3
+    encoder = load(str(tiny_model), config=config)
+    np.testing.assert_allclose(codes.ranges, calibration_ranges(encoder, calibration)[0], atol=1e-5)
+    assert not np.allclose(codes.ranges, calibration_ranges(encoder)[0])  # not the bundled sentences'
+    by_id = {i: row for i, row in zip(floats.ids, floats.vectors, strict=True)}
+    float_rows = np.stack([by_id[i] for i in codes.ids])
+    assert np.array_equal(codes.vectors, quantize(float_rows, "int8", ranges=codes.ranges))
+    calibration.write_text("Other texts.\nGive other ranges.\n")
+    with pytest.raises(ConfigError, match="calibration_sha256"):  # never two sets of ranges in one folder
+        run_batch(job("codes", output_type="int8", calibration=str(calibration)), config)
+    with pytest.raises(ConfigError, match="output_type"):
+        run_batch(job("codes"), config)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--calibration", "cal.txt"), "only applies to output_type int8"),
+    (("--output-type", "int8", "--calibration", "missing.txt"), "cannot read the calibration file"),
+])  # fmt: skip
+def test_cli_calibration_mistakes_are_one_line_before_ray_starts(tmp_path, monkeypatch, args, needle):
+    from cli_helpers import invoke
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cal.txt").write_text("one\ntwo\n")
+    _write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "text": "hello"}])
+    result = invoke("batch", "in.jsonl", "out", *args, code=2)
+    assert needle in result.stderr and not (tmp_path / "out").exists()

@@ -53,8 +53,31 @@ def test_npy_and_jsonl_hold_packed_bits(tmp_path, floats, output_type):
     expected = sentemb.quantize(vectors, output_type)
     packed = np.load(tmp_path / "q.npy")
     assert packed.dtype == expected.dtype and packed.shape == (6, 48) and np.array_equal(packed, expected)
-    rows = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
+    header, *rows = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert header == {"sentemb.quantize": {"output": output_type, "dim": 384, "ranges": None}}
     assert [r["embedding"] for r in rows] == expected.tolist()
+    saved = read_vectors(tmp_path / "q.jsonl")
+    assert (saved.output, saved.dim, saved.ids) == (output_type, 384, list(range(6)))
+    assert saved.vectors.dtype == expected.dtype and np.array_equal(saved.vectors, expected)
+
+
+@pytest.mark.parametrize("output_type", ["int8", "uint8"])
+@pytest.mark.parametrize("stdout", [False, True])
+def test_jsonl_carries_the_ranges_the_rows_were_quantised_with(tmp_path, floats, output_type, stdout):
+    source, vectors = floats
+    target = tmp_path / "q.jsonl"
+    result = invoke("encode", str(source), "-o", "-" if stdout else str(target), "--output-type", output_type, "-q")
+    if stdout:
+        target.write_text(result.stdout)
+    header = json.loads(target.read_text().splitlines()[0])["sentemb.quantize"]
+    assert (header["output"], header["dim"], header["calibration"]) == (output_type, 384, "bundled")
+    assert header["calibration_texts"] > 100 and len(header["calibration_sha256"]) == 64
+    saved = read_vectors(target)
+    assert saved.ranges is not None and saved.ranges.shape == (2, 384) and saved.ids == list(range(6))
+    expected = sentemb.quantize(vectors, output_type, ranges=saved.ranges)
+    assert saved.vectors.dtype == expected.dtype and np.array_equal(saved.vectors, expected)
+    invoke("encode", str(source), "-o", str(tmp_path / "q.parquet"), "--output-type", output_type, "-q")
+    np.testing.assert_array_equal(saved.ranges, read_vectors(tmp_path / "q.parquet").ranges)  # the same ranges
 
 
 def test_calibration_file_sets_the_int8_ranges(tmp_path, floats, default_encoder):
@@ -66,13 +89,13 @@ def test_calibration_file_sets_the_int8_ranges(tmp_path, floats, default_encoder
     ranges = calibration_ranges(default_encoder, calibration)[0]
     np.testing.assert_allclose(ranges, quantization_ranges(default_encoder.encode(TEXTS[:4])))
     assert not np.allclose(ranges, calibration_ranges(default_encoder)[0])  # not the bundled sentences'
-    rows = [json.loads(line)["embedding"] for line in (tmp_path / "q.jsonl").read_text().splitlines()]
-    got, expected = np.array(rows), sentemb.quantize(vectors, "int8", ranges=ranges)
-    assert np.abs(got - expected.astype(int)).max() <= 1  # ranges from another encoder instance: float noise
+    saved = read_vectors(tmp_path / "q.jsonl")
+    np.testing.assert_allclose(saved.ranges, ranges, atol=2e-5)  # another encoder instance: float noise
+    assert np.array_equal(saved.vectors, sentemb.quantize(vectors, "int8", ranges=saved.ranges))
 
 
 @pytest.mark.parametrize(("args", "code", "needle"), [
-    (("-o", "q.npy", "--output-type", "int8"), 2, "write .parquet"),
+    (("-o", "q.npy", "--output-type", "int8"), 2, "write .parquet or .jsonl"),
     (("-o", "q.parquet", "--calibration", "cal.txt"), 2, "only applies to --output-type int8"),
     (("-o", "q.parquet", "--output-type", "int8", "--calibration", "missing.txt"), 2, "cannot read the calibration"),
 ])  # fmt: skip

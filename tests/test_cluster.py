@@ -111,3 +111,68 @@ def test_cli_kmeans_needs_k(tmp_path):
     np.save(tmp_path / "v.npy", VECTORS)
     result = invoke("cluster", str(tmp_path / "v.npy"), "-o", str(tmp_path / "c.jsonl"), "--method", "kmeans", code=2)
     assert "--clusters" in result.stderr
+
+
+def test_projection_2d_separates_planted_groups_and_samples_big_inputs():
+    rng = np.random.default_rng(0)
+    base = _unit(rng.standard_normal((2, 32)))
+    two = _unit(np.concatenate([base[0] + 0.05 * rng.standard_normal((30, 32)),
+                                base[1] + 0.05 * rng.standard_normal((30, 32))]))  # fmt: skip
+    rows, points = cluster.projection_2d(two)
+    assert rows.tolist() == list(range(60)) and points.shape == (60, 2)
+    first = np.sign(points[:, 0])
+    assert len(set(first[:30])) == 1 and len(set(first[30:])) == 1 and first[0] != first[30]  # PC1 splits them
+    rows, points = cluster.projection_2d(VECTORS, max_rows=50, seed=3)
+    assert len(rows) == 50 == len(set(rows.tolist())) and np.all(np.diff(rows) > 0) and points.shape == (50, 2)
+    assert np.array_equal(rows, cluster.projection_2d(VECTORS, max_rows=50, seed=3)[0])  # seeded
+    with pytest.raises(VectorsError, match="empty"):
+        cluster.projection_2d(np.zeros((0, 8), np.float32))
+
+
+def test_cluster_plot_puts_the_sizes_beside_a_map_coloured_by_cluster(monkeypatch):
+    import sentemb.cli.output as output
+    from sentemb.cli.corpus import cluster_plot
+
+    figures = []
+    monkeypatch.setattr(output, "save_figure", lambda figure, path, force: figures.append((figure, path, force)))
+    labels = cluster.labels_from_communities(cluster.community_detection(VECTORS, 0.75, 10), len(VECTORS))
+    sizes = np.bincount(labels[labels >= 0]).tolist()
+    cluster_plot(sizes, labels, VECTORS, title="community: cluster sizes", path="c.png", force=True)
+    (figure, path, force), = figures
+    bars, scatter = figure.axes
+    assert (path, force) == ("c.png", True) and bars.get_title() == "community: cluster sizes"
+    assert sum(p.get_height() for p in bars.patches) == len(sizes)  # one count per cluster
+    points = scatter.collections[0]
+    assert len(points.get_offsets()) == len(VECTORS)
+    colours = {tuple(c) for c in points.get_facecolors().round(3)}
+    assert len(colours) == min(10, len(sizes)) + (labels < 0).any()  # 10 largest coloured, unclustered grey
+
+
+@pytest.mark.usefixtures(cached_loads.__name__)
+@pytest.mark.parametrize(
+    ("case", "args", "code", "needle"),
+    [
+        ("ok", ["--threshold", "1.5"], 2, "outside [-1, 1]"),
+        ("ok", ["--method", "kmeans", "--clusters", "500"], 2, "n_clusters=500 but there are 175 vectors"),
+        ("empty", [], 1, "no vectors"),
+        ("damaged", [], 1, "not a readable .npy"),
+        ("int8", [], 1, "need float32 vectors"),
+        ("nan", [], 1, "NaN"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, case, args, code, needle):
+    source = tmp_path / ("v.parquet" if case == "int8" else "v.npy")
+    if case == "int8":
+        from sentemb.retrieval.vectors import write_vectors_parquet
+
+        write_vectors_parquet(source, list(range(len(VECTORS))), sentemb.quantize(VECTORS, "int8"), "int8",
+                              ranges=np.stack([VECTORS.min(0), VECTORS.max(0)]))  # fmt: skip
+    elif case == "damaged":
+        source.write_bytes(b"\x93NUMPY\x01\x00garbage")
+    else:
+        vectors = {"ok": VECTORS, "empty": VECTORS[:0], "nan": np.where(VECTORS > 0.3, np.nan, VECTORS)}[case]
+        np.save(source, vectors)
+    result = invoke("cluster", str(source), "-o", str(tmp_path / "c.jsonl"), "--plot", str(tmp_path / "c.png"),
+                    *args, code=code)  # fmt: skip
+    assert needle in result.stderr
+    assert not (tmp_path / "c.jsonl").exists() and not (tmp_path / "c.png").exists()

@@ -111,3 +111,17 @@ def test_cli_bad_input(tmp_path, args, code, needle):
     paths = {"t": tmp_path / "t.txt", "g": tmp_path / "g.jsonl", "d": tmp_path}
     result = invoke("dedup", *(a.format(**paths) for a in args), code=code)
     assert needle in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [(b"\x93NUMPY\x01\x00garbage", "not a readable .npy"), (None, "no vectors")],
+)
+def test_cli_damaged_or_empty_vectors_are_one_clear_line(tmp_path, content, needle):
+    source = tmp_path / "v.npy"
+    if content is None:
+        np.save(source, np.zeros((0, 16), np.float32))
+    else:
+        source.write_bytes(content)
+    result = invoke("dedup", str(source), "-o", str(tmp_path / "g.jsonl"), code=1)
+    assert needle in result.stderr and not (tmp_path / "g.jsonl").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from sentence_transformers.quantization import quantize_embeddings
@@ -116,3 +118,21 @@ def test_parquet_keeps_packed_codes_and_ranges(tmp_path, output):
 
 def _arrow(output):
     return {"float32": "float", "int8": "int8", "uint8": "uint8", "binary": "int8", "ubinary": "uint8"}[output]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('{"id": 0, "embedding": [1, 2]}\n{"id": 1, "embedding": [1]}\n', "differ in length"),
+        ('{"id": 0, "embedding": [1, 2]}\n{"id": 1, "embedding": [1, 2\n', "not readable JSON lines"),
+        ('{"id": 0, "vector": [1, 2]}\n', "expected an object with a 'embedding' list"),
+        ('{"sentemb.quantize": {"output": "int8", "dim": 2, "ranges": null}}\n', "holds no vectors"),
+        ('{"sentemb.quantize": {"output": "int4", "dim": 2}}\n{"id": 0, "embedding": [1, 2]}\n', "int4"),
+    ],
+)
+def test_damaged_jsonl_vectors_are_refused(tmp_path, text, needle):
+    from sentemb.retrieval.vectors import read_vectors
+
+    (tmp_path / "v.jsonl").write_text(text)
+    with pytest.raises(sentemb.VectorsError, match=re.escape(needle)):
+        read_vectors(tmp_path / "v.jsonl")

@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
 import pyarrow.fs as pafs
@@ -44,7 +45,7 @@ class EmbedShards:
 
     def __init__(
         self, config: EncoderConfig, job: BatchJob, header: dict, *,
-        in_fs: pafs.FileSystem, out_fs: pafs.FileSystem, out_dir: str,
+        in_fs: pafs.FileSystem, out_fs: pafs.FileSystem, out_dir: str, calibration: Calibration | None = None,
     ) -> None:  # fmt: skip
         import sentemb
 
@@ -57,11 +58,12 @@ class EmbedShards:
         except SentembError as exc:
             self.failed = exc
         self.job, self.header, self.fingerprint = job, header, fingerprint(header)
-        self.ranges = None
-        if self.failed is None and job.output_type in ("int8", "uint8"):
-            from sentemb.retrieval.calibrate import calibration_ranges
+        self.ranges, self.calibration = None, calibration
+        if self.failed is None and calibration is not None:  # int8/uint8: the driver's texts, this encoder
+            from sentemb.retrieval.calibrate import ranges_from_texts
 
-            self.ranges = calibration_ranges(self.encoder)[0]
+            prompt = self.encoder.resolve_prompt(prompt_name=job.prompt_name, prompt=job.prompt)
+            self.ranges = ranges_from_texts(self.encoder, calibration.texts, prompt)
         self.error_on_long = config.long_text is LongText.ERROR
         self.in_fs, self.out_fs, self.out_dir = in_fs, out_fs, out_dir  # resolved on the driver
 
@@ -97,7 +99,7 @@ class EmbedShards:
         entry = shard_entry(shard, len(rows.texts), len(bad))
         table = output_table(rows, vectors, job.id_column, job.embedding_column)
         if job.output_type != "float32":
-            table = quantized_table(table, vectors, job, self.ranges)
+            table = quantized_table(table, vectors, job, self.ranges, self.calibration)
         meta = {"fingerprint": self.fingerprint, "rows": len(rows.texts), "entry": entry}
         commit_parquet(self.out_fs, self.out_dir, shard.name, table, meta)
         return len(rows.texts), len(bad), ""
@@ -115,19 +117,34 @@ class EmbedShards:
             return rows, result.embeddings, result.truncated
 
 
-def output_facts(output_type: str) -> dict[str, object]:
-    """What the header records of the output type: int8/uint8 ranges come from the calibration file named by hash."""
+@dataclass(frozen=True)
+class Calibration:
+    """The int8/uint8 calibration texts, read once on the driver and sent to every actor, and their source."""
+
+    texts: list[str]
+    facts: dict[str, Any]
+
+
+def read_job_calibration(job: BatchJob) -> Calibration | None:
+    """``job.calibration`` (or the bundled sentences) for int8/uint8 output; None for other output types."""
+    if job.output_type not in ("int8", "uint8"):
+        return None
+    from sentemb.retrieval.calibrate import read_calibration
+
+    return Calibration(*read_calibration(job.calibration))
+
+
+def output_facts(output_type: str, calibration: Calibration | None) -> dict[str, object]:
+    """What the header records of the output type: int8/uint8 ranges come from calibration texts named by hash
+    (the texts, not their path: the same file elsewhere resumes the job, an edited one is refused)."""
     if output_type == "float32":
         return {}
-    if output_type not in ("int8", "uint8"):
+    if calibration is None:
         return {"output_type": output_type}
-    from sentemb.export.recipe import CALIBRATION_FILE
-    from sentemb.models.resolve import sha256_file
-
-    return {"output_type": output_type, "calibration_sha256": sha256_file(CALIBRATION_FILE)}
+    return {"output_type": output_type, "calibration_sha256": calibration.facts["calibration_sha256"]}
 
 
-def quantized_table(table: Any, vectors: Any, job: BatchJob, ranges: Any) -> Any:
+def quantized_table(table: Any, vectors: Any, job: BatchJob, ranges: Any, calibration: Calibration | None) -> Any:
     """``table`` with its embedding column replaced by the packed codes, the ranges in the schema metadata."""
     import pyarrow as pa
 
@@ -138,7 +155,7 @@ def quantized_table(table: Any, vectors: Any, job: BatchJob, ranges: Any) -> Any
     column = pa.FixedSizeListArray.from_arrays(pa.array(codes.reshape(-1)), codes.shape[1])
     where = table.column_names.index(job.embedding_column)
     table = table.set_column(where, job.embedding_column, column)
-    extra = {"calibration": "bundled"} if ranges is not None else None
+    extra = calibration.facts if calibration is not None else None
     return table.replace_schema_metadata(quantize_metadata(job.output_type, vectors.shape[1], ranges, extra))
 
 
@@ -204,6 +221,7 @@ def run_batch(
     config = config or EncoderConfig()
     ray = import_ray()
     columns = [job.id_column, job.text_column, *job.carry_columns]
+    calibration = read_job_calibration(job)  # before any work: a missing file fails at once
     out_fs, out_dir = resolve_filesystem(job.output_dir)
     in_fs, planned = plan(
         job.input, input_format=job.input_format, shard_rows=job.shard_rows, shard_bytes=job.shard_bytes,
@@ -211,7 +229,7 @@ def run_batch(
     )  # fmt: skip
     names = {"id_column": job.id_column, "text_column": job.text_column,
              "embedding_column": job.embedding_column, "carry_columns": list(job.carry_columns),
-             **output_facts(job.output_type)}  # fmt: skip
+             **output_facts(job.output_type, calibration)}  # fmt: skip
     header = make_header(
         describe_model(config, job.num_gpus_per_actor, prompt_name=job.prompt_name, prompt=job.prompt),
         names, job.shard_rows, job.shard_bytes,
@@ -223,7 +241,8 @@ def run_batch(
     written = embedded = 0
     if todo:
         with ray_session(ray, job.ray_address):
-            run = _Run(ray, job, config=config, header=header, manifest=manifest, out_fs=out_fs, planned=len(planned))
+            run = _Run(ray, job, config=config, header=header, manifest=manifest, out_fs=out_fs, planned=len(planned),
+                       calibration=calibration)  # fmt: skip
             written, embedded = run.execute(todo, in_fs, _progress_bar(job, len(todo), progress_file))
     manifest.save(out_fs, out_dir, len(planned))
     _merge_errors(out_fs, out_dir, manifest)
@@ -248,9 +267,10 @@ class _Run:
 
     def __init__(
         self, ray: Any, job: BatchJob, *, config: EncoderConfig, header: dict, manifest: Manifest,
-        out_fs: pafs.FileSystem, planned: int,
+        out_fs: pafs.FileSystem, planned: int, calibration: Calibration | None,
     ) -> None:  # fmt: skip
         self.ray, self.job, self.config, self.header, self.manifest = ray, job, config, header, manifest
+        self.calibration = calibration
         self.out_fs, self.out_dir, self.planned = out_fs, resolve_filesystem(job.output_dir)[1], planned
 
     def execute(self, todo: list[Shard], in_fs: pafs.FileSystem, bar: Any) -> tuple[int, int]:
@@ -283,7 +303,7 @@ class _Run:
         if isinstance(self.out_fs, pafs.LocalFileSystem) and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
             log.warning("sentemb batch: %s is a local path on a multi-node cluster; every node must see the same "
                         "folder (shared filesystem), else use s3://, gs:// or hdfs://", self.out_dir)  # fmt: skip
-        actor_kwargs = {"config": self.config, "job": job, "header": self.header}
+        actor_kwargs = {"config": self.config, "job": job, "header": self.header, "calibration": self.calibration}
         actor_kwargs.update(in_fs=in_fs, out_fs=self.out_fs, out_dir=self.out_dir)
         ds = ray.data.from_items([s.to_dict() for s in todo], override_num_blocks=len(todo))
         return ds.map_batches(

@@ -45,6 +45,8 @@ COMPARED = (
     "carry_columns",
     "shard_rows",
     "shard_bytes",
+    "output_type",  # float32 shards and int8 shards (or int8 from other calibration texts) must not mix
+    "calibration_sha256",
 )
 
 

@@ -30,7 +30,12 @@ class BatchJob:
     output_type: str = option(
         "float32", choices=("float32", "int8", "uint8", "binary", "ubinary"),
         help="Stored vector type (output quantisation, not the compute --precision); int8/uint8 ranges come "
-             "from the bundled calibration sentences, measured by each actor's encoder (same model: same ranges).",
+             "from the calibration sentences, measured by each actor's encoder (same model: same ranges).",
+    )  # fmt: skip
+    calibration: str | None = option(
+        None, metavar="FILE",
+        help="int8/uint8: texts (one a line, read on the driver) to measure the ranges on [default: the bundled "
+             "sentences].",
     )  # fmt: skip
     input_format: str = option(
         "auto", help="Input format; auto goes by each file's extension.", choices=INPUT_FORMATS
@@ -63,6 +68,8 @@ class BatchJob:
             )
         if self.embedding_column in (self.id_column, *carry):
             raise ConfigError(f"embedding column {self.embedding_column!r} clashes with an input column")
+        if self.calibration is not None and self.output_type not in ("int8", "uint8"):
+            raise ConfigError("calibration only applies to output_type int8 or uint8 (--output-type int8)")
         if self.input_format not in INPUT_FORMATS:
             raise ConfigError(f"input_format={self.input_format!r} is not valid; choose one of {INPUT_FORMATS}")
         if self.num_actors is not None and self.num_actors < 1:

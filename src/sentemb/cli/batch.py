@@ -27,6 +27,7 @@ Examples:
   sentemb batch passages/ vectors/ --column text --id-column id
   sentemb batch 's3://bucket/corpus/*.parquet' s3://bucket/vectors --carry title --ray-address auto
   ray job submit --address http://head:8265 -- sentemb batch s3://b/corpus.jsonl s3://b/out --num-gpus 1
+  sentemb batch corpus.jsonl codes/ --output-type int8 --calibration domain-sample.txt
 
 \b
 INPUT is a Parquet or JSONL file, folder or glob (local, s3://, gs://, hdfs:// or any fsspec URL).
@@ -34,7 +35,9 @@ OUTPUT_DIR gets one Parquet file per input shard (id, embedding as fixed_size_li
 --carry columns), _manifest.json (model sha256, options, rows per shard) and _errors.jsonl (bad
 rows with their ids and why; with --long-text error, texts over --max-length are bad rows too).
 Rerunning the same command finishes a killed job; different model or options into the same folder
-are refused. Without --ray-address or RAY_ADDRESS a private local Ray instance runs (it never joins
+are refused. --output-type int8/uint8 stores per-dimension codes whose ranges every actor measures on
+the same calibration texts (read here, on the driver); each shard's metadata records them.
+Without --ray-address or RAY_ADDRESS a private local Ray instance runs (it never joins
 a Ray that is already running here); Ray's own messages go to a log file, named if the job fails.
 
 """

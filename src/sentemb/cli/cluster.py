@@ -9,12 +9,12 @@ import numpy as np
 
 from sentemb.cli.corpus import (
     check_table_output,
+    cluster_plot,
     counting,
     progress_bar,
     read_corpus,
     retrieval_errors,
     show_progress,
-    size_histogram,
     write_table,
 )
 from sentemb.cli.io import ERROR_POLICIES
@@ -45,7 +45,8 @@ at cosine >= --threshold of a centre, communities of at least --min-size rows, l
               help="Smallest community (community) or cluster (hdbscan).")
 @click.option("--clusters", "n_clusters", type=click.IntRange(min=1), default=None, help="k (kmeans).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (kmeans).")
-@click.option("--plot", default=None, metavar="PNG", help="Also save a histogram of cluster sizes (.png, .svg, .pdf).")
+@click.option("--plot", default=None, metavar="PNG",
+              help="Also save cluster sizes beside a 2-D PCA map of the rows (.png, .svg, .pdf).")
 @click.option("--field", "--column", "field", default="text", show_default=True, help="Field or column with the text.")
 @click.option("--id-field", default=None, help="Field or column carried as the id.")
 @click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True)
@@ -90,7 +91,7 @@ def cluster(
     write_table(output, columns, force)
     sizes = np.bincount(labels[labels >= 0]).tolist() if (labels >= 0).any() else []
     if plot:
-        size_histogram(sizes, f"{method}: cluster sizes", plot, force)
+        cluster_plot(sizes, labels, corpus.vectors, title=f"{method}: cluster sizes", path=plot, force=force)
     if not quiet:
         clustered = int((labels >= 0).sum())
         click.echo(f"{len(labels):,} rows: {len(sizes):,} clusters (largest {max(sizes, default=0):,}), "

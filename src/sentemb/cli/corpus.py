@@ -76,7 +76,7 @@ def read_vector_corpus(path: str) -> Corpus:
         raise InputError(str(exc)) from None
     if found.output != "float32":
         raise InputError(f"{path}: holds {found.output} vectors; index, dedup and cluster need float32 vectors "
-                         "(write them without --output or keep a float copy)")
+                         "(write them with --output-type float32, the default, or keep a float copy)")
     if len(found.vectors) == 0:
         raise InputError(f"{path}: no vectors in the input")
     return Corpus(found.ids, found.vectors, None, dict(found.model))
@@ -184,13 +184,44 @@ def size_histogram(sizes: list[int], title: str, path: str, force: bool) -> None
 
     from sentemb.cli.output import save_figure
 
-    values, counts = np.unique(np.asarray(sizes, dtype=np.int64), return_counts=True)
     figure = Figure(figsize=(7, 4))
-    axes = figure.subplots()
+    _draw_sizes(figure.subplots(), sizes, title)
+    save_figure(figure, path, force)
+
+
+def cluster_plot(
+    sizes: list[int], labels: np.ndarray, vectors: np.ndarray, *, title: str, path: str, force: bool
+) -> None:
+    """The size histogram beside a 2-D PCA map of the rows (a sample of 20,000 at most), coloured by
+    cluster: the 10 largest in colours, the others grey, rows in no cluster light grey; saved atomically."""
+    from matplotlib.figure import Figure
+
+    from sentemb.cli.output import save_figure
+    from sentemb.retrieval.cluster import projection_2d
+
+    figure = Figure(figsize=(13, 4.8))
+    left, right = figure.subplots(1, 2, width_ratios=(1, 1.2))
+    _draw_sizes(left, sizes, title)
+    rows, points = projection_2d(vectors)
+    shown = labels[rows]
+    palette = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C",
+               "#CCB974", "#64B5CD"]  # fmt: skip
+    colours = np.where(shown < 0, "#E5E5E5", "#A0A0A0").astype(object)
+    for label, colour in enumerate(palette):
+        colours[shown == label] = colour
+    order = np.argsort(shown >= 0, kind="stable")  # unclustered rows underneath
+    right.scatter(points[order, 0], points[order, 1], c=colours[order].tolist(), s=4, linewidths=0)
+    right.set_title(f"PCA of {len(rows):,} of {len(labels):,} rows: 10 largest clusters coloured")
+    right.set_xlabel("principal component 1")
+    right.set_ylabel("principal component 2")
+    save_figure(figure, path, force)
+
+
+def _draw_sizes(axes: Any, sizes: list[int], title: str) -> None:
+    values, counts = np.unique(np.asarray(sizes, dtype=np.int64), return_counts=True)
     axes.bar([str(v) for v in values.tolist()], counts.tolist(), color="#4C72B0")
     axes.set_xlabel("size (rows)")
     axes.set_ylabel("how many")
     axes.set_title(title)
     if len(values) > 30:
         axes.set_xticks(axes.get_xticks()[:: max(1, len(values) // 15)])
-    save_figure(figure, path, force)

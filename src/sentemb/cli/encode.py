@@ -59,7 +59,8 @@ row has no id: skipping would shift every later row).
 quantize_embeddings); it is not --precision, the compute precision. binary/ubinary pack 8 dimensions
 per byte. int8/uint8 scale each dimension by ranges measured on the bundled calibration sentences
 encoded by the same model (or on --calibration FILE, one text per line); they need .parquet or .jsonl
-output (a .parquet records the ranges and their source in its metadata; .npy is refused for them).
+output: a .parquet records the output type, dim, ranges and their source in its metadata, a .jsonl
+in a first line {"sentemb.quantize": {...}} before the {"id", "embedding"} rows (.npy cannot).
 
 """
 
@@ -154,7 +155,7 @@ def _check_output_options(fmt: str, *, errors: str, output_type: str, calibratio
         )
     if output_type in ("int8", "uint8") and fmt == "npy":
         raise UsageError(f"--output-type {output_type} needs its ranges to be read back, which a .npy cannot hold; "
-                         "write .parquet (ranges in its metadata) or use --output-type binary")
+                         "write .parquet or .jsonl (they record the ranges) or use --output-type binary")
     if calibration is not None and output_type not in ("int8", "uint8"):
         raise UsageError("--calibration only applies to --output-type int8 or uint8")
 

@@ -230,6 +230,10 @@ class JsonlWriter:
         ]
         self._handle.write("\n".join(lines) + "\n")
 
+    def write_line(self, line: str) -> None:
+        """One line of its own before the rows (a quantised file's header)."""
+        self._handle.write(line + "\n")
+
     def close(self) -> None:
         if self._owned:
             self._handle.close()
@@ -300,7 +304,7 @@ def open_quantized_writer(
 ) -> Writer:  # fmt: skip
     """A writer of ``output`` codes: packed int8/uint8 .npy, integer JSON lists, or Parquet with ranges + ``facts``."""
     from sentemb.retrieval.quantize import NUMPY_DTYPES
-    from sentemb.retrieval.vectors import QuantizedParquetWriter
+    from sentemb.retrieval.vectors import QuantizedParquetWriter, jsonl_header, quantize_facts
 
     width = dim if output.endswith("int8") else (dim + 7) // 8
     inner: Writer
@@ -308,6 +312,8 @@ def open_quantized_writer(
         inner = QuantizedParquetWriter(path, output, dim, ranges, metadata=metadata, extra=facts)
     elif path is not None and fmt == "npy":
         inner = NpyWriter(path, width, np.dtype(NUMPY_DTYPES[output]).str)
-    else:
-        inner = open_writer(fmt, path, width)
+    else:  # JSON lines: a first line with the output type, dim and ranges, so the integer rows can be read
+        lines = JsonlWriter(sys.stdout) if path is None else JsonlWriter(path.open("w", encoding="utf-8"), owned=True)
+        lines.write_line(jsonl_header(quantize_facts(output, dim, ranges, facts)))
+        inner = lines
     return QuantizingWriter(inner, output, ranges)

@@ -7,6 +7,7 @@ taken largest first (ties: lower centre first), dropping rows already taken, and
 least ``min_community_size`` large; the kept ones are sorted by their final size (stable), the
 centre first in each. Rows in no community get -1.
 ``kmeans`` and ``hdbscan`` use scikit-learn (``pip install 'sentemb[cluster]'``) on unit vectors.
+``projection_2d`` is the PCA map the cluster plot draws (numpy only).
 """
 
 from __future__ import annotations
@@ -99,6 +100,22 @@ def hdbscan(vectors: np.ndarray, *, min_cluster_size: int = 5) -> np.ndarray:
     cluster = require("sklearn.cluster", "cluster", "HDBSCAN clustering")
     model = cluster.HDBSCAN(min_cluster_size=min_cluster_size, copy=True)
     return _largest_first(model.fit_predict(_unit(floats)))
+
+
+def projection_2d(vectors: np.ndarray, *, max_rows: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, points): a seeded sample of at most ``max_rows`` rows and their first two principal
+    components (PCA of the unit vectors, by SVD), shape (len(rows), 2), for a scatter plot."""
+    floats = _checked(vectors)
+    rows = np.arange(len(floats))
+    if len(rows) > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(len(floats), max_rows, replace=False))
+    sample = _unit(floats[rows]).astype(np.float64)
+    sample -= sample.mean(axis=0)
+    _, _, axes = np.linalg.svd(sample, full_matrices=False)
+    points = sample @ axes[:2].T
+    if points.shape[1] < 2:  # one-dimensional vectors: a flat second axis
+        points = np.hstack([points, np.zeros((len(points), 2 - points.shape[1]))])
+    return rows, points
 
 
 def _largest_first(labels: np.ndarray) -> np.ndarray:

@@ -3,7 +3,9 @@
 Parquet holds an ``id`` column and an ``embedding`` column of ``fixed_size_list<float32|int8|uint8>``;
 quantised files record their output type and int8/uint8 ranges in the schema metadata under
 ``sentemb.quantize`` (JSON: ``{"output": ..., "dim": ..., "ranges": [[min...], [max...]]}``), so a
-reader can rescore or quantise queries the same way. A batch output folder is read through its
+reader can rescore or quantise queries the same way. JSON lines hold ``{"id": ..., "embedding": [...]}``
+per line; a quantised file starts with one ``{"sentemb.quantize": {...}}`` line of the same facts
+(:func:`jsonl_header`), since an integer list alone cannot say how to read it. A batch output folder is read through its
 ``_manifest.json`` (column names, model facts) and its committed ``*.parquet`` shards.
 """
 
@@ -49,7 +51,11 @@ def read_vectors(path: str | os.PathLike[str], *, id_column: str = "id", column:
         return _read_npy(where)
     if suffix in (".parquet", ".pq"):
         return _read_parquet([where], id_column, column)
-    raise VectorsError(f"{where}: vectors must be a .npy file, a .parquet file or a `sentemb batch` output folder")
+    if suffix == ".jsonl":
+        return _read_jsonl(where, id_column, column)
+    raise VectorsError(
+        f"{where}: vectors must be a .npy, .parquet or .jsonl file or a `sentemb batch` output folder"
+    )
 
 
 def _read_npy(path: Path) -> VectorFile:
@@ -63,6 +69,38 @@ def _read_npy(path: Path) -> VectorFile:
         raise VectorsError(f"{path}: holds {array.dtype}; a .npy input must be float vectors (quantised: Parquet)")
     vectors = np.asarray(array, dtype=np.float32)
     return VectorFile(list(range(len(vectors))), vectors, "float32", vectors.shape[1])
+
+
+def _read_jsonl(path: Path, id_column: str, column: str) -> VectorFile:
+    """JSON lines as ``sentemb encode`` writes them; a quantised file's first line holds its facts."""
+    ids: list[Any] = []
+    rows: list[Any] = []
+    meta: dict[str, Any] = {"output": "float32"}
+    key = QUANTIZE_META_KEY.decode()
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if number == 1 and isinstance(record, dict) and key in record:
+                    meta = record[key]
+                    continue
+                if not isinstance(record, dict) or not isinstance(record.get(column), list):
+                    raise VectorsError(f"{path}:{number}: expected an object with a {column!r} list")
+                ids.append(record.get(id_column, len(ids)))
+                rows.append(record[column])
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise VectorsError(f"{path}: not readable JSON lines of vectors ({exc})") from None
+    if not rows:
+        raise VectorsError(f"{path}: holds no vectors")
+    output = _recorded_output(path, meta)
+    try:
+        vectors = np.asarray(rows, dtype=NUMPY_DTYPES.get(output, np.float32))
+    except (ValueError, OverflowError) as exc:
+        raise VectorsError(f"{path}: rows differ in length or hold non-numbers ({exc})") from None
+    ranges = np.asarray(meta["ranges"], dtype=np.float32) if meta.get("ranges") is not None else None
+    return VectorFile(ids, vectors, output, int(meta.get("dim") or vectors.shape[1]), ranges)
 
 
 def _read_batch_folder(folder: Path) -> VectorFile:
@@ -103,9 +141,17 @@ def _read_parquet(paths: list[Path], id_column: str, column: str) -> VectorFile:
         has_ids = id_column in table.column_names
         ids += table.column(id_column).to_pylist() if has_ids else list(range(start, start + len(table)))
     vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    output = check_output_type(str(meta["output"]))
+    output = _recorded_output(paths[-1], meta)
     ranges = np.asarray(meta["ranges"], dtype=np.float32) if meta.get("ranges") is not None else None
     return VectorFile(ids, vectors, output, int(meta.get("dim") or vectors.shape[1]), ranges)
+
+
+def _recorded_output(path: Path, meta: dict[str, Any]) -> str:
+    output = str(meta.get("output", "float32"))
+    if output not in NUMPY_DTYPES:
+        raise VectorsError(f"{path}: records output type {output!r}, which this sentemb cannot read; "
+                           f"expected one of {', '.join(NUMPY_DTYPES)}")  # fmt: skip
+    return output
 
 
 def _embedding_array(path: Path, column: Any, output: str) -> np.ndarray:
@@ -116,15 +162,25 @@ def _embedding_array(path: Path, column: Any, output: str) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(-1, dim)
 
 
+def quantize_facts(
+    output: str, dim: int, ranges: np.ndarray | None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The output type, float dimension and int8/uint8 ranges as JSON-able facts; ``extra`` (JSON-able) is
+    recorded beside them, e.g. where the ranges came from."""
+    return {**(extra or {}), "output": check_output_type(output), "dim": int(dim),
+            "ranges": None if ranges is None else np.asarray(ranges, dtype=np.float32).tolist()}  # fmt: skip
+
+
 def quantize_metadata(
     output: str, dim: int, ranges: np.ndarray | None, extra: dict[str, Any] | None = None
 ) -> dict[bytes, bytes]:
-    """The Parquet schema metadata that records the output type, float dimension and int8/uint8 ranges.
+    """The Parquet schema metadata that records :func:`quantize_facts` under ``sentemb.quantize``."""
+    return {QUANTIZE_META_KEY: json.dumps(quantize_facts(output, dim, ranges, extra)).encode()}
 
-    ``extra`` (JSON-able) is recorded beside them, e.g. where the ranges came from."""
-    meta = {**(extra or {}), "output": check_output_type(output), "dim": int(dim),
-            "ranges": None if ranges is None else np.asarray(ranges, dtype=np.float32).tolist()}  # fmt: skip
-    return {QUANTIZE_META_KEY: json.dumps(meta).encode()}
+
+def jsonl_header(facts: dict[str, Any]) -> str:
+    """The first line of a quantised .jsonl vector file: ``{"sentemb.quantize": facts}`` (no id, no embedding)."""
+    return json.dumps({QUANTIZE_META_KEY.decode(): facts})
 
 
 class QuantizedParquetWriter:
