@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench.py                      # all 10,566 unique STS train sentences
     .venv/bin/python benchmarks/bench.py --limit 3000 --rounds 3 --plot bench.png
+    .venv-peers/bin/python benchmarks/bench.py --held-out --limit 3000   # with the peers' rows
     python benchmarks/bench.py --device cuda                   # GPU: fp32, fp16, bf16
 
 Each method is warmed up, then the rounds are interleaved (round 1 of every method, then round 2,
@@ -94,6 +95,17 @@ def unique_sentences(path: Path, limit: int | None) -> list[str]:
 
     data = sentemb.read_sts(path)
     texts = list(dict.fromkeys(data.sentences1 + data.sentences2))
+    return texts[:limit] if limit else texts
+
+
+def held_out_sentences(path: Path, limit: int | None) -> list[str]:
+    """Unique STS train sentences that no test reads (tests take sentence 1 of the first 3,000 pairs
+    and both sentences of the first 600): sentence 1 of the later pairs, then sentence 2 of the rest."""
+    import sentemb
+
+    data = sentemb.read_sts(path)
+    used = set(data.sentences1[:3000]) | set(data.sentences2[:600])
+    texts = [t for t in dict.fromkeys(data.sentences1[3000:] + data.sentences2[600:]) if t not in used]
     return texts[:limit] if limit else texts
 
 
@@ -216,18 +228,33 @@ def cpu_header() -> str:
     flags = list(facts["flags"])  # type: ignore[call-overload]
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "asimddp", "bf16", "i8mm")
     shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    capped = f"; ONEDNN_MAX_CPU_ISA={isa} (caps OpenVINO's oneDNN; ONNX Runtime's MLAS has no cap)" if isa else ""
-    return f"CPU: {facts['model']} ({facts['machine']}, {os.cpu_count()} cores); {shown}{capped}"
+    return f"CPU: {facts['model']} ({facts['machine']}, {os.cpu_count()} cores); {shown}{isa_caps()}"
 
 
-def peer_methods(model: str, texts: list[str], st_batch_size: int) -> list[Method]:
-    """The peers' fast paths (benchmarks/peers.py); rows that cannot run are recorded in SKIPPED."""
+# Environment variables that make this CPU run like an older one, and the kernels each one reaches.
+ISA_CAPS = (
+    ("ONEDNN_MAX_CPU_ISA", "oneDNN: OpenVINO's kernels, torch bf16 linear layers"),
+    ("ATEN_CPU_CAPABILITY", "torch's own vectorised kernels"),
+    ("MKL_ENABLE_INSTRUCTIONS", "MKL: torch fp32 matmuls"),
+)
+
+
+def isa_caps() -> str:
+    """The ISA caps in force and what they leave alone (ONNX Runtime's MLAS reads CPUID, with no cap)."""
+    caps = [f"{name}={os.environ[name]} ({what})" for name, what in ISA_CAPS if os.environ.get(name)]
+    if not caps:
+        return ""
+    return "\nISA caps: " + "; ".join(caps) + "; not capped: ONNX Runtime (MLAS picks kernels by CPUID)"
+
+
+def peer_methods(model: str, calibration: list[str], st_batch_size: int) -> list[Method]:
+    """The peers' fast paths (benchmarks/peers.py), static int8 calibrated on ``calibration``; rows that
+    cannot run are recorded in SKIPPED."""
     from peers import Peers, load_peers
 
     from sentemb.backends.choice import cpu_facts
 
-    peers = Peers(model, texts[:300], st_batch_size, cpu_facts())
+    peers = Peers(model, calibration, st_batch_size, cpu_facts())
     methods = []
     for label, loaded in load_peers(peers):
         if isinstance(loaded, str):
@@ -248,6 +275,7 @@ def hardware() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="first N unique STS train sentences [all]")
+    parser.add_argument("--held-out", action="store_true", help="only sentences that no test reads")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
     parser.add_argument("--model", default=None, help="model folder [the bundled all-MiniLM-L6-v2]")
@@ -270,12 +298,15 @@ def main() -> None:
     from sentemb.models.resolve import bundled_default
 
     model = args.model or str(bundled_default())
-    texts = unique_sentences(args.data / "sts-train.csv", args.limit)
+    pick = held_out_sentences if args.held_out else unique_sentences
+    texts = pick(args.data / "sts-train.csv", args.limit)
     names = set(args.only) if args.only else None
     print(cpu_header(), flush=True)
     methods = load_methods(names, model, args.device, args.batch_size, args.st_batch_size)
     if args.device == "cpu" and not args.no_peers:
-        methods += peer_methods(model, texts, args.st_batch_size)
+        # calibration: the first 300 unique train sentences (with --held-out, none of them is timed)
+        calibration = unique_sentences(args.data / "sts-train.csv", 300)
+        methods += peer_methods(model, calibration, args.st_batch_size)
     for method in methods:  # warm-up (and the one-off ONNX export, if not cached)
         method.encode(texts[:512], 0)
     for _ in range(args.rounds):
