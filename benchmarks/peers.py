@@ -82,20 +82,28 @@ class Peers:
         st, folder = self._saved("onnx")
         config = ort_quantization_config(list(self.cpu["flags"]), str(self.cpu["machine"]))  # type: ignore[call-overload]
         export_dynamic_quantized_onnx_model(st, config, str(folder))
-        name = f"onnx/model_qint8_{config}.onnx" if config != "avx2" else "onnx/model_quint8_avx2.onnx"
+        # the helper names the file <weights dtype>_<config>: qint8_avx512_vnni, quint8_avx2, ...
+        (made,) = (folder / "onnx").glob(f"model_*int8_{config}.onnx")
+        name = f"onnx/{made.name}"
         quantized = SentenceTransformer(str(folder), device="cpu", backend="onnx", model_kwargs={"file_name": name})
         return self._encode(quantized)
 
     def st_openvino_int8(self) -> Encode:
-        from datasets import Dataset
+        """The helper's own recipe (optimum-intel's OVQuantizer, default OVQuantizationConfig, its
+        tokenisation), pointed at a local data folder instead of the GLUE set it would download."""
+        import json
+
         from sentence_transformers import SentenceTransformer, export_static_quantized_openvino_model
-        from sentence_transformers.backend import OVQuantizationConfig
 
         st, folder = self._saved("openvino")
-        data = Dataset.from_dict({"sentence": self.calibration})  # local sentences, no download
+        data = self.work / "calibration"
+        data.mkdir(exist_ok=True)
+        lines = (json.dumps({"sentence": text}) for text in self.calibration)
+        (data / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         export_static_quantized_openvino_model(
-            st, OVQuantizationConfig(), str(folder), dataset_name=None, dataset=data, column_name="sentence"
-        ) if _takes_dataset() else _static_ov_local(st, folder, data)
+            st, None, str(folder), dataset_name=str(data), dataset_config_name="default", dataset_split="train",
+            column_name="sentence",
+        )  # fmt: skip
         name = "openvino/openvino_model_qint8_quantized.xml"
         quantized = SentenceTransformer(str(folder), device="cpu", backend="openvino", model_kwargs={"file_name": name})
         return self._encode(quantized)
@@ -116,39 +124,6 @@ class Peers:
             return np.stack(list(model.embed(texts, batch_size=bs or self.batch)))
 
         return run
-
-
-def _takes_dataset() -> bool:
-    """Whether this sentence-transformers' static OpenVINO helper accepts an in-memory data set."""
-    import inspect
-
-    from sentence_transformers import export_static_quantized_openvino_model
-
-    return "dataset" in inspect.signature(export_static_quantized_openvino_model).parameters
-
-
-def _static_ov_local(st: object, folder: Path, data: object) -> None:
-    """The helper's own recipe (optimum-intel's OVQuantizer, default OVQuantizationConfig), fed the
-    local sentences instead of the data set it would download."""
-    from optimum.intel import OVConfig, OVQuantizationConfig, OVQuantizer
-
-    model = st[0].auto_model  # type: ignore[index]
-    tokenizer = st.tokenizer  # type: ignore[attr-defined]
-    quantizer = OVQuantizer.from_pretrained(model)
-
-    def preprocess(examples: dict) -> dict:
-        return tokenizer(examples["sentence"], padding="max_length", max_length=384, truncation=True)
-
-    calibration = data.map(preprocess, remove_columns=["sentence"])  # type: ignore[attr-defined]
-    quantizer.quantize(
-        ov_config=OVConfig(quantization_config=OVQuantizationConfig()),
-        calibration_dataset=calibration,
-        save_directory=str(folder / "openvino_int8_tmp"),
-    )
-    target = folder / "openvino"
-    for suffix in (".xml", ".bin"):
-        made = folder / "openvino_int8_tmp" / f"openvino_model{suffix}"
-        shutil.copyfile(made, target / f"openvino_model_qint8_quantized{suffix}")
 
 
 def load_peers(peers: Peers) -> list[tuple[str, Encode | str]]:
