@@ -247,14 +247,14 @@ def isa_caps() -> str:
     return "\nISA caps: " + "; ".join(caps) + "; not capped: ONNX Runtime (MLAS picks kernels by CPUID)"
 
 
-def peer_methods(model: str, calibration: list[str], st_batch_size: int) -> list[Method]:
+def peer_methods(model: str, calibration: list[str], st_batch_size: int, keep: Path | None) -> list[Method]:
     """The peers' fast paths (benchmarks/peers.py), static int8 calibrated on ``calibration``; rows that
     cannot run are recorded in SKIPPED."""
     from peers import Peers, load_peers
 
     from sentemb.backends.choice import cpu_facts
 
-    peers = Peers(model, calibration, st_batch_size, cpu_facts())
+    peers = Peers(model, calibration, st_batch_size, cpu_facts(), keep)
     methods = []
     for label, loaded in load_peers(peers):
         if isinstance(loaded, str):
@@ -285,6 +285,7 @@ def main() -> None:
     parser.add_argument("--only", action="append", help="sentemb methods, e.g. 'onnx int8' (repeatable)")
     parser.add_argument("--no-sts", action="store_true", help="skip STS dev Spearman")
     parser.add_argument("--no-peers", action="store_true", help="skip the peers' ONNX/OpenVINO/fastembed rows")
+    parser.add_argument("--peer-exports", type=Path, default=None, help="keep the peers' exports here, for reuse")
     parser.add_argument("--no-startup", action="store_true", help="skip the startup timings")
     parser.add_argument("--plot", type=Path, default=None, help="write throughput vs batch size (png)")
     parser.add_argument("--plot-sizes", default="8,16,32,64,128,256")
@@ -306,7 +307,7 @@ def main() -> None:
     if args.device == "cpu" and not args.no_peers:
         # calibration: the first 300 unique train sentences (with --held-out, none of them is timed)
         calibration = unique_sentences(args.data / "sts-train.csv", 300)
-        methods += peer_methods(model, calibration, args.st_batch_size)
+        methods += peer_methods(model, calibration, args.st_batch_size, args.peer_exports)
     for method in methods:  # warm-up (and the one-off ONNX export, if not cached)
         method.encode(texts[:512], 0)
     for _ in range(args.rounds):
