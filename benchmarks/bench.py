@@ -177,6 +177,12 @@ def fidelity(vectors: np.ndarray, reference: np.ndarray) -> tuple[float, float, 
     return float(np.abs(vectors - reference).max()), float(cosine.mean()), float(cosine.min())
 
 
+def round_ratios(method: Method, base: Method) -> str:
+    """The spread: each round's speed against the reference's speed in the same round, lowest-highest."""
+    ratios = [b / m for m, b in zip(method.times, base.times, strict=True)]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}x"
+
+
 def startup_seconds(code: list[str], repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
@@ -325,20 +331,21 @@ def main() -> None:
         f"\n{len(texts)} unique STS train sentences, {args.rounds} interleaved rounds (median), "
         f"{hardware()}, sentemb batch {args.batch_size}; 1.00x = {base.label}\n"
     )
-    print("| method | sentences/s | vs ST | max abs diff | mean cos | min cos | STS dev | load MB | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| method | sentences/s | vs ST | rounds vs ST | max abs diff | mean cos | min cos | STS dev | load MB "
+          "| peak MB |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for method in methods:
         rate = len(texts) / statistics.median(method.times)
         assert method.vectors is not None and reference.vectors is not None
         diff, mean_cos, min_cos = fidelity(method.vectors, reference.vectors)
         sts = "" if args.no_sts else f"{sts_spearman(method, args.data / 'sts-dev.csv'):.2f}"
         print(
-            f"| {method.label} | {rate:.0f} | {rate / ref_rate:.2f}x | {diff:.1e} | {mean_cos:.5f} | "
-            f"{min_cos:.4f} | {sts} | {method.load_mb:.0f} | {method.peak_mb:.0f} |",
+            f"| {method.label} | {rate:.0f} | {rate / ref_rate:.2f}x | {round_ratios(method, base)} | {diff:.1e} | "
+            f"{mean_cos:.5f} | {min_cos:.4f} | {sts} | {method.load_mb:.0f} | {method.peak_mb:.0f} |",
             flush=True,
         )
     for label, why in SKIPPED:
-        print(f"| {label} | skipped: {why} |||||||")
+        print(f"| {label} | skipped: {why} ||||||||")
     if not args.no_startup and args.device == "cpu":
         python = [sys.executable]
         cli = str(Path(sys.executable).with_name("sentemb"))
