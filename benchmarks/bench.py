@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench.py                      # all 10,566 unique STS train sentences
     .venv/bin/python benchmarks/bench.py --limit 3000 --rounds 3 --plot bench.png
+    .venv-peers/bin/python benchmarks/bench.py --held-out --limit 3000   # with the peers' rows
     python benchmarks/bench.py --device cuda                   # GPU: fp32, fp16, bf16
 
 Each method is warmed up, then the rounds are interleaved (round 1 of every method, then round 2,
@@ -97,6 +98,17 @@ def unique_sentences(path: Path, limit: int | None) -> list[str]:
     return texts[:limit] if limit else texts
 
 
+def held_out_sentences(path: Path, limit: int | None) -> list[str]:
+    """Unique STS train sentences that no test reads (tests take sentence 1 of the first 3,000 pairs
+    and both sentences of the first 600): sentence 1 of the later pairs, then sentence 2 of the rest."""
+    import sentemb
+
+    data = sentemb.read_sts(path)
+    used = set(data.sentences1[:3000]) | set(data.sentences2[:600])
+    texts = [t for t in dict.fromkeys(data.sentences1[3000:] + data.sentences2[600:]) if t not in used]
+    return texts[:limit] if limit else texts
+
+
 def st_methods(model: str, device: str, batch_size: int, st_batch_size: int) -> list[Method]:
     """sentence-transformers fp32 at its default batch (the fidelity reference); on a GPU also fp16,
     at its default batch (the speed reference there) and at sentemb's batch size."""
@@ -165,6 +177,12 @@ def fidelity(vectors: np.ndarray, reference: np.ndarray) -> tuple[float, float, 
     return float(np.abs(vectors - reference).max()), float(cosine.mean()), float(cosine.min())
 
 
+def round_ratios(method: Method, base: Method) -> str:
+    """The spread: each round's speed against the reference's speed in the same round, lowest-highest."""
+    ratios = [b / m for m, b in zip(method.times, base.times, strict=True)]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}x"
+
+
 def startup_seconds(code: list[str], repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
@@ -216,18 +234,33 @@ def cpu_header() -> str:
     flags = list(facts["flags"])  # type: ignore[call-overload]
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "asimddp", "bf16", "i8mm")
     shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    capped = f"; ONEDNN_MAX_CPU_ISA={isa} (caps OpenVINO's oneDNN; ONNX Runtime's MLAS has no cap)" if isa else ""
-    return f"CPU: {facts['model']} ({facts['machine']}, {os.cpu_count()} cores); {shown}{capped}"
+    return f"CPU: {facts['model']} ({facts['machine']}, {os.cpu_count()} cores); {shown}{isa_caps()}"
 
 
-def peer_methods(model: str, texts: list[str], st_batch_size: int) -> list[Method]:
-    """The peers' fast paths (benchmarks/peers.py); rows that cannot run are recorded in SKIPPED."""
+# Environment variables that make this CPU run like an older one, and the kernels each one reaches.
+ISA_CAPS = (
+    ("ONEDNN_MAX_CPU_ISA", "oneDNN: OpenVINO's kernels, torch bf16 linear layers"),
+    ("ATEN_CPU_CAPABILITY", "torch's own vectorised kernels"),
+    ("MKL_ENABLE_INSTRUCTIONS", "MKL: torch fp32 matmuls"),
+)
+
+
+def isa_caps() -> str:
+    """The ISA caps in force and what they leave alone (ONNX Runtime's MLAS reads CPUID, with no cap)."""
+    caps = [f"{name}={os.environ[name]} ({what})" for name, what in ISA_CAPS if os.environ.get(name)]
+    if not caps:
+        return ""
+    return "\nISA caps: " + "; ".join(caps) + "; not capped: ONNX Runtime (MLAS picks kernels by CPUID)"
+
+
+def peer_methods(model: str, calibration: list[str], st_batch_size: int, keep: Path | None) -> list[Method]:
+    """The peers' fast paths (benchmarks/peers.py), static int8 calibrated on ``calibration``; rows that
+    cannot run are recorded in SKIPPED."""
     from peers import Peers, load_peers
 
     from sentemb.backends.choice import cpu_facts
 
-    peers = Peers(model, texts[:300], st_batch_size, cpu_facts())
+    peers = Peers(model, calibration, st_batch_size, cpu_facts(), keep)
     methods = []
     for label, loaded in load_peers(peers):
         if isinstance(loaded, str):
@@ -248,6 +281,7 @@ def hardware() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="first N unique STS train sentences [all]")
+    parser.add_argument("--held-out", action="store_true", help="only sentences that no test reads")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
     parser.add_argument("--model", default=None, help="model folder [the bundled all-MiniLM-L6-v2]")
@@ -257,6 +291,7 @@ def main() -> None:
     parser.add_argument("--only", action="append", help="sentemb methods, e.g. 'onnx int8' (repeatable)")
     parser.add_argument("--no-sts", action="store_true", help="skip STS dev Spearman")
     parser.add_argument("--no-peers", action="store_true", help="skip the peers' ONNX/OpenVINO/fastembed rows")
+    parser.add_argument("--peer-exports", type=Path, default=None, help="keep the peers' exports here, for reuse")
     parser.add_argument("--no-startup", action="store_true", help="skip the startup timings")
     parser.add_argument("--plot", type=Path, default=None, help="write throughput vs batch size (png)")
     parser.add_argument("--plot-sizes", default="8,16,32,64,128,256")
@@ -270,12 +305,15 @@ def main() -> None:
     from sentemb.models.resolve import bundled_default
 
     model = args.model or str(bundled_default())
-    texts = unique_sentences(args.data / "sts-train.csv", args.limit)
+    pick = held_out_sentences if args.held_out else unique_sentences
+    texts = pick(args.data / "sts-train.csv", args.limit)
     names = set(args.only) if args.only else None
     print(cpu_header(), flush=True)
     methods = load_methods(names, model, args.device, args.batch_size, args.st_batch_size)
     if args.device == "cpu" and not args.no_peers:
-        methods += peer_methods(model, texts, args.st_batch_size)
+        # calibration: the first 300 unique train sentences (with --held-out, none of them is timed)
+        calibration = unique_sentences(args.data / "sts-train.csv", 300)
+        methods += peer_methods(model, calibration, args.st_batch_size, args.peer_exports)
     for method in methods:  # warm-up (and the one-off ONNX export, if not cached)
         method.encode(texts[:512], 0)
     for _ in range(args.rounds):
@@ -293,20 +331,21 @@ def main() -> None:
         f"\n{len(texts)} unique STS train sentences, {args.rounds} interleaved rounds (median), "
         f"{hardware()}, sentemb batch {args.batch_size}; 1.00x = {base.label}\n"
     )
-    print("| method | sentences/s | vs ST | max abs diff | mean cos | min cos | STS dev | load MB | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| method | sentences/s | vs ST | rounds vs ST | max abs diff | mean cos | min cos | STS dev | load MB "
+          "| peak MB |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for method in methods:
         rate = len(texts) / statistics.median(method.times)
         assert method.vectors is not None and reference.vectors is not None
         diff, mean_cos, min_cos = fidelity(method.vectors, reference.vectors)
         sts = "" if args.no_sts else f"{sts_spearman(method, args.data / 'sts-dev.csv'):.2f}"
         print(
-            f"| {method.label} | {rate:.0f} | {rate / ref_rate:.2f}x | {diff:.1e} | {mean_cos:.5f} | "
-            f"{min_cos:.4f} | {sts} | {method.load_mb:.0f} | {method.peak_mb:.0f} |",
+            f"| {method.label} | {rate:.0f} | {rate / ref_rate:.2f}x | {round_ratios(method, base)} | {diff:.1e} | "
+            f"{mean_cos:.5f} | {min_cos:.4f} | {sts} | {method.load_mb:.0f} | {method.peak_mb:.0f} |",
             flush=True,
         )
     for label, why in SKIPPED:
-        print(f"| {label} | skipped: {why} |||||||")
+        print(f"| {label} | skipped: {why} ||||||||")
     if not args.no_startup and args.device == "cpu":
         python = [sys.executable]
         cli = str(Path(sys.executable).with_name("sentemb"))

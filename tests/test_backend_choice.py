@@ -177,6 +177,22 @@ def test_a_onednn_isa_cap_is_another_machine(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     capped = choice.cpu_facts("flags : avx2 avx512_vnni")
     assert choice.choice_key(["a"], "int8", {}, native) != choice.choice_key(["a"], "int8", {}, capped)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    mkl = choice.cpu_facts("flags : avx2 avx512_vnni")
+    assert len({choice.choice_key(["a"], "int8", {}, facts) for facts in (native, capped, mkl)}) == 3
+
+
+def test_bf16_is_native_only_with_the_flag_and_no_onednn_cap_below_it(monkeypatch):
+    for name in choice.ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    assert choice.native_bf16(choice.cpu_facts("flags : avx2 avx512_vnni avx512_bf16"))
+    assert not choice.native_bf16(choice.cpu_facts("flags : avx2 avx512_vnni"))
+    assert choice.native_bf16(choice.cpu_facts("Features : fp asimd bf16"))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert not choice.native_bf16(choice.cpu_facts("flags : avx2 avx512_vnni avx512_bf16"))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert choice.native_bf16(choice.cpu_facts("flags : avx2 avx512_vnni avx512_bf16"))
 
 
 def test_load_auto_shows_the_measured_choice(onnx_cache, tiny_dirs, monkeypatch):

@@ -64,12 +64,11 @@ def _gpu_present() -> bool:
 
 
 def _cpu_has_bf16() -> bool:
-    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX on x86, the BF16 extension on ARM);
-    elsewhere bf16 is emulated and slow."""
-    from sentemb.backends.choice import cpu_facts
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX on x86, the BF16 extension on ARM,
+    oneDNN not capped below them); elsewhere bf16 is emulated and slow."""
+    from sentemb.backends.choice import cpu_facts, native_bf16
 
-    flags = cpu_facts()["flags"]
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", "bf16"))  # type: ignore[operator]
+    return native_bf16(cpu_facts())
 
 
 def installed(module: str) -> bool:

@@ -38,6 +38,9 @@ RELEVANT_FLAGS = (
     "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile",
     "asimd", "asimddp", "bf16", "i8mm", "sve", "sve2", "sme",
 )  # fmt: skip
+# Environment variables that make this CPU's kernels behave like an older CPU's (part of the key).
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+_ONEDNN_BELOW_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"})
 # Candidates per precision, in the order used when timings tie.
 CANDIDATES = {"fp32": ("openvino", "onnx", "torch"), "int8": ("onnx", "openvino"), "bf16": ("openvino", "torch")}
 # Python modules each backend needs (int8 on OpenVINO also needs NNCF to quantise).
@@ -119,9 +122,19 @@ def cpu_facts(cpuinfo: str | None = None) -> dict[str, object]:
         "model": model or platform.processor(),
         "flags": sorted(flags & set(RELEVANT_FLAGS)),
         "cores": cores,
-        # an ISA cap on oneDNN (OpenVINO's kernels) changes the ranking as much as another CPU would
-        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+        # an ISA cap (oneDNN: OpenVINO and torch bf16; ATen; MKL: torch fp32) changes the ranking as
+        # much as another CPU would
+        "isa_caps": {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)},
     }
+
+
+def native_bf16(facts: dict[str, object]) -> bool:
+    """Whether bf16 matmuls run natively: AVX512-BF16 or AMX on x86, the BF16 extension on ARM, and no
+    ``ONEDNN_MAX_CPU_ISA`` cap below them (capped, oneDNN emulates bf16 as an older CPU would)."""
+    flags = facts["flags"]
+    caps = facts.get("isa_caps") or {}
+    capped = str(caps.get("ONEDNN_MAX_CPU_ISA", "")).upper() in _ONEDNN_BELOW_BF16  # type: ignore[attr-defined]
+    return not capped and any(flag in flags for flag in ("avx512_bf16", "amx_bf16", "bf16"))  # type: ignore[operator]
 
 
 def installed(backend: str, precision: str, find: Callable[[str], bool]) -> bool:
