@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -94,54 +92,3 @@ def test_a_missing_optional_dependency_names_its_extra():
     with pytest.raises(ImportError, match=expected):
         require("no_such_module", "openvino", "the OpenVINO backend")
 
-
-
-class _Watched:
-    """A lock that tells when a second caller is waiting for it."""
-
-    def __init__(self, waiting):
-        self.lock, self.waiting = threading.Lock(), waiting
-
-    def __enter__(self):
-        if not self.lock.acquire(blocking=False):
-            self.waiting.set()
-            self.lock.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.lock.release()
-
-
-def test_the_first_inference_runs_alone(onnx_cache, tiny_dirs):
-    """Two threads' first calls into the binding can deadlock; the backend lets the first one finish."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    encoder = sentemb.load(tiny_dirs["bert"], backend="openvino", device="cpu")
-    backend = encoder._backend
-    entered, gate, waiting, most, running = threading.Event(), threading.Event(), threading.Event(), [0], [0]
-    guard = threading.Lock()
-    real = backend._embed
-
-    def gated(batch, pooling, warming=False):
-        with guard:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        if warming:
-            entered.set()
-            assert gate.wait(timeout=60)
-        try:
-            return real(batch, pooling, warming)
-        finally:
-            with guard:
-                running[0] -= 1
-
-    backend._embed, backend._first = gated, _Watched(waiting)
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(encoder.encode, ["The first text."])
-        assert entered.wait(timeout=60)
-        second = pool.submit(encoder.encode, ["The second text."])
-        assert waiting.wait(timeout=60)  # the second caller queues behind the first inference
-        gate.set()
-        vectors = np.vstack([first.result(timeout=60), second.result(timeout=60)])
-    assert most[0] == 1 and backend._warm
-    assert np.abs(vectors - encoder.encode(["The first text.", "The second text."])).max() <= 1e-5

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import queue
-import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -67,11 +66,6 @@ class OpenVinoBackend:
             raise BackendError(f"OpenVINO could not load {exported.model}: {exc}") from None
         self.parallel = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        # The first inference runs alone: two threads making the binding's first call at once can hang for
-        # good (one holds a C++ static-initialisation guard and waits for the GIL, the other the reverse;
-        # seen with two requests under ONEDNN_MAX_CPU_ISA=AVX2).
-        self._first = threading.Lock()
-        self._warm = False
         for _ in range(self.parallel):
             self._requests.put(self.compiled.create_infer_request())
         self._inputs = {item.get_any_name() for item in self.compiled.inputs}
@@ -88,7 +82,8 @@ class OpenVinoBackend:
         binding (``Tensor.data``), one of which lets the GIL go while it runs: two threads making their
         first ``infer`` at once then deadlock (one holds the GIL and waits for the static, the other
         holds the static and waits for the GIL). Seen as a batch-job actor that never finished its first
-        shard (its forward threads both in ``data_dispatcher.update_tensor``). Done here, it runs once.
+        shard (its forward threads both in ``data_dispatcher.update_tensor``), and as two server requests
+        hanging under ONEDNN_MAX_CPU_ISA=AVX2. Done here, it runs once.
         """
         ones = np.ones((1, 2), dtype=np.int64)
         feed = {name: ones if "mask" in name else np.zeros_like(ones) for name in self._inputs}
@@ -101,18 +96,11 @@ class OpenVinoBackend:
             self._requests.put(request)
 
     def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
-        if not self._warm:
-            with self._first:
-                return self._embed(batch, pooling, warming=True)
-        return self._embed(batch, pooling)
-
-    def _embed(self, batch: TokenBatch, pooling: Pooling, warming: bool = False) -> np.ndarray:
         request = self._requests.get()
         try:  # pooled before the request (and its output buffer) is handed to the next batch
             pooled = pool(request.infer(batch.feed(self._inputs))[0], batch.pool_mask, pooling)
         finally:
             self._requests.put(request)
-        self._warm = self._warm or warming
         return apply_dense(pooled, self._dense) if self._dense else pooled
 
 
