@@ -15,10 +15,16 @@ from sentemb.errors import ConfigError
 from tiny_models import PARITY_TEXTS
 
 
+def hide_torch(monkeypatch) -> None:
+    """Choose what a base install would (torch is still importable here, but unused)."""
+    for module in (sentemb.backends, sentemb.errors):
+        monkeypatch.setattr(module, "torch_installed", lambda: False)
+
+
 @pytest.fixture
 def without_torch(monkeypatch):
     """Recipes choose the builder a base install would (torch is still importable here, but unused)."""
-    monkeypatch.setattr(sentemb.backends, "torch_installed", lambda: False)
+    hide_torch(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +40,7 @@ def xlmr_dir(tiny_dirs, tmp_path_factory):
 
 def _builder_vs_torch(folder, tmp_path, monkeypatch) -> tuple[np.ndarray, np.ndarray, str]:
     want = sentemb.load(str(folder), backend="torch", device="cpu").encode(PARITY_TEXTS)
-    monkeypatch.setattr(sentemb.backends, "torch_installed", lambda: False)
+    hide_torch(monkeypatch)
     encoder = sentemb.load(str(folder), backend="onnx", export_dir=str(tmp_path))
     (manifest,) = tmp_path.glob("onnx/*/manifest.json")
     builder = json.loads(manifest.read_text())["recipe"]["builder"]
@@ -80,7 +86,7 @@ def test_default_backend_without_torch_refuses_an_uncovered_model_in_one_line(ti
 
 @pytest.mark.slow
 def test_builder_matches_torch_on_the_default_model_over_sts_dev(sts_reference, tmp_path, monkeypatch):
-    monkeypatch.setattr(sentemb.backends, "torch_installed", lambda: False)
+    hide_torch(monkeypatch)
     encoder = sentemb.load(backend="onnx", export_dir=str(tmp_path))
     (manifest,) = tmp_path.glob("onnx/*/manifest.json")
     assert json.loads(manifest.read_text())["recipe"]["builder"] == "onnx.helper"

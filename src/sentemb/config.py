@@ -179,3 +179,4 @@ class LoadOptions(TypedDict, total=False):
     export_dir: str | None
     default_prompt_name: str | None
     truncate_dim: int | None
+    file_name: str | None

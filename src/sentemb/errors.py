@@ -23,6 +23,7 @@ Each message says what to do next.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 
@@ -93,6 +94,19 @@ class IndexFileError(SentembError, ValueError):
 
 class ModelMismatchError(SentembError, ValueError):
     """Vectors from another model (or other model options) than the ones the index was built with."""
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (a blocked or broken one counts as absent)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def torch_installed() -> bool:
+    """Whether the torch extra (torch and transformers) is installed."""
+    return installed("torch") and installed("transformers")
 
 
 def require(module: str, extra: str, purpose: str) -> Any:

@@ -9,7 +9,6 @@ Each backend pools where its token embeddings lie (numpy on the CPU, torch on a 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import warnings
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from sentemb.errors import ConfigError
+from sentemb.errors import ConfigError, installed, torch_installed
 
 if TYPE_CHECKING:
     from sentemb.backends.choice import Choice
@@ -71,14 +70,6 @@ def _cpu_has_bf16() -> bool:
     return native_bf16(cpu_facts())
 
 
-def installed(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it (a blocked or broken one counts as absent)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 _installed = installed
 
 
@@ -113,11 +104,6 @@ def auto_choice(config: EncoderConfig) -> EncoderConfig:
         device = cpu if precision is Precision.INT8 else config.device
         return config.replace(backend="onnx", precision=precision, device=device)
     return config.replace(backend="torch", precision=precision)
-
-
-def torch_installed() -> bool:
-    """Whether the torch extra (torch and transformers) is installed."""
-    return installed("torch") and installed("transformers")
 
 
 def resolve_choice(config: EncoderConfig) -> EncoderConfig:

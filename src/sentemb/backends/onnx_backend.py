@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
     from sentemb.config import EncoderConfig
     from sentemb.export import Exported
+    from sentemb.export.prebuilt import Prebuilt
     from sentemb.models import ModelSpec
-    from sentemb.models.prebuilt import Prebuilt
     from sentemb.tokenize import LoadedTokenizer
 
 # Threads per session; default: ONNX Runtime's choice (one per physical core).
@@ -80,7 +80,7 @@ def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:
     """Export (once, cached) and load ``spec`` at ``config.precision`` (fp32 or int8)."""
     ort = require("onnxruntime", "onnx", "the ONNX backend")
     from sentemb.export import ensure_export
-    from sentemb.models.prebuilt import find_prebuilt
+    from sentemb.export.prebuilt import find_prebuilt
 
     precision = config.precision
     if precision not in (Precision.FP32, Precision.INT8):

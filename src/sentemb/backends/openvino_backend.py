@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
     from sentemb.config import EncoderConfig
     from sentemb.export import Exported
+    from sentemb.export.prebuilt import Prebuilt
     from sentemb.models import ModelSpec
-    from sentemb.models.prebuilt import Prebuilt
     from sentemb.tokenize import LoadedTokenizer
 
 # Streams (batches computed at once); default: OpenVINO's throughput choice for this CPU.
@@ -108,7 +108,7 @@ def create_openvino_backend(spec: ModelSpec, config: EncoderConfig) -> OpenVinoB
     """Export (once, cached) to OpenVINO IR and compile ``spec`` at ``config.precision`` on the CPU."""
     require("openvino", "openvino", "the OpenVINO backend")
     from sentemb.export import ensure_export
-    from sentemb.models.prebuilt import find_prebuilt
+    from sentemb.export.prebuilt import find_prebuilt
 
     if config.device.startswith("cuda"):
         raise ConfigError("the OpenVINO backend runs on the CPU; for CUDA use backend='torch' or 'onnx'")

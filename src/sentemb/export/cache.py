@@ -196,7 +196,7 @@ def export_to(
     out.mkdir(parents=True, exist_ok=True)
     for name in exported.files:
         shutil.copyfile(exported.folder / name, out / name)
-    from sentemb.models.prebuilt import write_heads
+    from sentemb.export.prebuilt import write_heads
 
     write_heads(spec, out)  # pooling, Dense, normalise, prompts and configs: the folder loads on its own
     copied = check_export(out)

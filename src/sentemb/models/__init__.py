@@ -30,12 +30,14 @@ def open_model(config: EncoderConfig) -> tuple[Resolved, ModelSpec]:
 def wanted_graphs(config: EncoderConfig) -> tuple[tuple[str, ...], ...]:
     """The hub graph files (:func:`~sentemb.models.prebuilt.hub_graphs`) the backend ``config`` resolves to
     would run: for ONNX / OpenVINO (asked for, or the base install's runtime) or a ``file_name``; else none."""
-    from sentemb.backends import auto_choice, torch_installed
+    from sentemb.config import Precision
+    from sentemb.errors import installed, torch_installed
     from sentemb.models.prebuilt import hub_graphs
 
     backend = str(config.backend.value)
-    if backend in ("torch", "auto") and not torch_installed():
-        backend = str(auto_choice(config).backend.value)  # the base install runs its ONNX runtime
+    if backend in ("torch", "auto") and not torch_installed():  # the base install runs a runtime, as auto_choice
+        int8 = config.precision is Precision.INT8
+        backend = "openvino" if installed("openvino") and (not int8 or installed("nncf")) else "onnx"
     if backend in ("onnx", "openvino"):
         return hub_graphs(backend, config.file_name)
     return hub_graphs("onnx", config.file_name) if config.file_name else ()

@@ -1,27 +1,17 @@
-"""Graphs a model folder already ships, used instead of exporting (so neither torch nor the source
-weights are needed):
+"""The graphs a model folder or hub repository ships (ONNX Runtime and OpenVINO run them instead of an
+export, so neither torch nor the source weights are needed), by file name alone:
 
-* a folder ``sentemb export`` wrote: ``manifest.json`` + ``model.onnx`` (or ``model.xml``/``model.bin``)
-  + ``tokenizer.json``, next to the source model's configs (pooling, Dense, normalise, prompts);
+* a folder ``sentemb export`` wrote: ``manifest.json`` + ``model.onnx`` (or ``model.xml``/``model.bin``);
 * the hub layout sentence-transformers' ``save_pretrained`` writes with its ONNX / OpenVINO backends:
   ``onnx/model.onnx`` (variants such as ``onnx/model_qint8_avx512_vnni.onnx``, picked with
   ``file_name``) and ``openvino/openvino_model.xml``.
+
+Loading them is :mod:`sentemb.export.prebuilt`'s.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from sentemb.errors import ModelNotFoundError
-
-if TYPE_CHECKING:
-    from sentemb.export import Exported
-    from sentemb.models.folder import ModelSpec
-    from sentemb.tokenize import LoadedTokenizer
 
 # Where each runtime looks, in order (OpenVINO also reads ONNX graphs).
 HUB_FILES = {"onnx": ("onnx/model.onnx",), "openvino": ("openvino/openvino_model.xml", "onnx/model.onnx")}
@@ -31,7 +21,8 @@ GRAPH_SUFFIXES = (".onnx", ".xml")
 def hub_graphs(runtime: str, file_name: str | None = None) -> tuple[tuple[str, ...], ...]:
     """The files to fetch from a hub repository so that ``runtime`` runs the graph it ships: one group per
     graph, best first, each the graph and its side files (ONNX external data, OpenVINO weights).
-    ``file_name`` is looked for where :func:`find_prebuilt` looks (top level, onnx/, openvino/)."""
+    ``file_name`` is looked for where :func:`sentemb.export.prebuilt.find_prebuilt` looks (top level,
+    onnx/, openvino/)."""
     if file_name is not None:
         names = (file_name, f"onnx/{file_name}", f"openvino/{file_name}")
         return (tuple(path for name in names for path in _with_side_files(name)),)
@@ -49,19 +40,6 @@ def ships(folder: Path, groups: tuple[tuple[str, ...], ...]) -> bool:
     return any((folder / name).is_file() for group in groups for name in group if name.endswith(GRAPH_SUFFIXES))
 
 
-@dataclass(frozen=True)
-class Prebuilt:
-    """A graph file shipped with the model folder and the folder whose tokenizer goes with it."""
-
-    model: Path
-    tokenizer_folder: Path
-
-    def load_tokenizer(self) -> LoadedTokenizer:
-        from sentemb.tokenize import load_hf_tokenizer
-
-        return load_hf_tokenizer(str(self.tokenizer_folder))
-
-
 def graph_files(folder: Path) -> tuple[Path, ...]:
     """The graphs ``folder`` ships (an export's manifest, onnx/*.onnx, openvino/*.xml), sorted."""
     manifest = folder / "manifest.json"
@@ -72,60 +50,3 @@ def graph_files(folder: Path) -> tuple[Path, ...]:
 def has_graph(folder: Path) -> bool:
     """Whether ``folder`` ships a graph (export manifest, onnx/*.onnx or openvino/*.xml)."""
     return bool(graph_files(folder))
-
-
-def find_prebuilt(spec: ModelSpec, runtime: str, file_name: str | None = None) -> Exported | Prebuilt | None:
-    """The graph ``runtime`` should run for ``spec`` instead of exporting it, or None (export as usual)."""
-    from sentemb.export.manifest import check_export
-
-    folder = spec.transformer_dir
-    if file_name is not None:
-        for candidate in (folder / file_name, folder / "onnx" / file_name, folder / "openvino" / file_name):
-            if candidate.is_file():
-                return Prebuilt(candidate, folder)
-        shipped = (*folder.glob("onnx/*.onnx"), *folder.glob("openvino/*.xml"))
-        found = sorted(str(p.relative_to(folder)) for p in shipped)
-        raise ModelNotFoundError(f"{folder} has no graph file {file_name!r}; it has: {', '.join(found) or 'none'}")
-    if (folder / "manifest.json").is_file():
-        exported = check_export(folder)
-        if exported is None:
-            raise ModelNotFoundError(
-                f"{folder} is a sentemb export whose files do not match its manifest (damaged or partial); "
-                "export it again with `sentemb export`"
-            )
-        if runtime in (exported.runtime, "openvino"):
-            return exported
-        raise ModelNotFoundError(
-            f"{folder} is an OpenVINO export; load it with backend='openvino' (or export with --runtime onnx)"
-        )
-    for name in HUB_FILES[runtime]:
-        if (folder / name).is_file():
-            return Prebuilt(folder / name, folder)
-    return None
-
-
-# Small files of the transformer folder that say how to tokenise and how long inputs may be.
-_CONFIGS = ("config.json", "tokenizer_config.json", "special_tokens_map.json", "sentence_bert_config.json")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".ckpt", ".pkl")
-
-
-def write_heads(spec: ModelSpec, out: Path) -> None:
-    """Copy what turns ``spec``'s token embeddings into sentence vectors (modules.json, pooling, Dense,
-    normalise, prompts, configs) beside an export in ``out``, so the export loads as a model on its own."""
-    for name in _CONFIGS:
-        if (spec.transformer_dir / name).is_file():
-            shutil.copyfile(spec.transformer_dir / name, out / name)
-    modules_file = spec.root / "modules.json"
-    if not modules_file.is_file():
-        return
-    modules = json.loads(modules_file.read_text(encoding="utf-8"))
-    for module in modules:
-        path = str(module.get("path", ""))
-        if str(module.get("type", "")).endswith("Transformer"):
-            module["path"] = ""
-        elif path and (spec.root / path).is_dir():
-            shutil.copytree(spec.root / path, out / path, dirs_exist_ok=True)
-    (out / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
-    for name in ("sentence_bert_config.json", "config_sentence_transformers.json"):
-        if (spec.root / name).is_file() and not (out / name).is_file():
-            shutil.copyfile(spec.root / name, out / name)
