@@ -1,4 +1,4 @@
-"""``sentemb serve [MODEL]``: the OpenAI-compatible embeddings service (extra: ``sentemb[server]``)."""
+"""``sentemb serve [MODEL]``: the OpenAI-compatible embeddings service."""
 
 from __future__ import annotations
 

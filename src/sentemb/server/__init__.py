@@ -1,4 +1,4 @@
-"""``sentemb serve``: an OpenAI-compatible embeddings service (needs ``pip install 'sentemb[server]'``).
+"""``sentemb serve``: an OpenAI-compatible embeddings service (its dependencies come with the base install).
 
 from sentemb.server import ServerSettings, create_app, serve
 serve(sentemb.load(), ServerSettings(port=8000))
