@@ -47,7 +47,7 @@ CANDIDATES = {"fp32": ("openvino", "onnx", "torch"), "int8": ("onnx", "openvino"
 # Python modules each backend needs (int8 on OpenVINO also needs NNCF to quantise).
 _NEEDS = {"torch": ("torch",), "onnx": ("onnxruntime",), "openvino": ("openvino",)}
 _INT8_NEEDS = {"openvino": ("openvino", "nncf")}
-PASSES = 5  # timed passes per backend after one warm-up, interleaved across backends; the fastest counts
+PASSES = 10  # timed passes per backend after one warm-up, interleaved across backends; the fastest counts
 BUDGET_S = 1.0  # ... but no more timed passes once a backend has used this many seconds (at least one)
 # Sentences of mixed length: long enough to reach the matmul-bound regime, short enough to take < 1 s a pass.
 SAMPLE = tuple(
