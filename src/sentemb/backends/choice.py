@@ -2,7 +2,8 @@
 
     first load of (model sha256, precision) on this machine
         -> build each candidate backend (exports are built and cached as usual; not timed)
-        -> one warm-up pass, then the fastest of a few passes over a short built-in sample
+        -> one warm-up pass each, then the fastest of a few passes over a short built-in sample, the
+           backends' passes interleaved (a busy spell on a shared machine hits them alike)
         -> the winner and every timing go to <cache>/choice/<key>.json (written whole, renamed into place)
     later loads
         -> read the file; use its winner unless it is damaged or its backend is no longer installed
@@ -46,7 +47,7 @@ CANDIDATES = {"fp32": ("openvino", "onnx", "torch"), "int8": ("onnx", "openvino"
 # Python modules each backend needs (int8 on OpenVINO also needs NNCF to quantise).
 _NEEDS = {"torch": ("torch",), "onnx": ("onnxruntime",), "openvino": ("openvino",)}
 _INT8_NEEDS = {"openvino": ("openvino", "nncf")}
-PASSES = 3  # timed passes per backend after one warm-up; the fastest counts
+PASSES = 10  # timed passes per backend after one warm-up, interleaved across backends; the fastest counts
 BUDGET_S = 1.0  # ... but no more timed passes once a backend has used this many seconds (at least one)
 # Sentences of mixed length: long enough to reach the matmul-bound regime, short enough to take < 1 s a pass.
 SAMPLE = tuple(
@@ -184,19 +185,27 @@ def write_cached(path: Path, choice: Choice) -> None:
 B = TypeVar("B")
 
 
-def time_backend(backend: B, run: Callable[[B], None], clock: Callable[[], float], passes: int = PASSES) -> float:
-    """Sentences/s of the fastest of up to ``passes`` runs over the sample (fewer once :data:`BUDGET_S`
-    is spent), after one warm-up run."""
-    run(backend)
-    best, spent = float("inf"), 0.0
-    for _ in range(passes):
-        start = clock()
+def time_backends(
+    backends: dict[str, B], run: Callable[[B], None], clock: Callable[[], float], passes: int = PASSES
+) -> dict[str, float]:
+    """Sentences/s of each backend's fastest pass over the sample, after one warm-up run each.
+
+    The passes are interleaved (one pass of every backend, then the next round), so that load from
+    other processes on a shared machine hits every backend alike; a backend stops early once its
+    passes have used :data:`BUDGET_S` (it always gets at least one)."""
+    best = dict.fromkeys(backends, float("inf"))
+    spent = dict.fromkeys(backends, 0.0)
+    for backend in backends.values():
         run(backend)
-        took = clock() - start
-        best, spent = min(best, took), spent + took
-        if spent >= BUDGET_S:
-            break
-    return len(SAMPLE) / max(best, 1e-9)
+    for _ in range(passes):
+        for name, backend in backends.items():
+            if spent[name] >= BUDGET_S:
+                continue
+            start = clock()
+            run(backend)
+            took = clock() - start
+            best[name], spent[name] = min(best[name], took), spent[name] + took
+    return {name: len(SAMPLE) / max(took, 1e-9) for name, took in best.items()}
 
 
 def measure(
@@ -208,23 +217,30 @@ def measure(
     key: str,
     clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[Choice, B]:
-    """Build and time each candidate; return the choice and the winner's (already built) backend."""
-    rates: dict[str, float] = {}
+    """Build every candidate, time them interleaved; return the choice and the winner's (already built)
+    backend (the others are dropped)."""
+    built: dict[str, B] = {}
     errors: dict[str, str] = {}
-    best: tuple[float, str, B] | None = None
+    failures = (ImportError, RuntimeError, OSError, ValueError)  # a runtime that cannot run here
     for name in candidates:
         try:
-            backend = build(name)
-            rate = time_backend(backend, run, clock)
-        except (ImportError, RuntimeError, OSError, ValueError) as exc:  # a runtime that cannot run here
+            built[name] = build(name)
+        except failures as exc:
             errors[name] = f"{type(exc).__name__}: {exc}"[:300]
-            continue
-        rates[name] = rate
-        if best is None or rate > best[0]:
-            best = (rate, name, backend)
-    if best is None:
+    try:
+        rates = time_backends(built, run, clock)
+    except failures:  # one of them fails while running: time them one at a time to find which
+        rates = {}
+        for name, backend in list(built.items()):
+            try:
+                rates.update(time_backends({name: backend}, run, clock))
+            except failures as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+                del built[name]
+    if not rates:
         raise RuntimeError(f"no CPU backend could run: {errors}")
-    return Choice(best[1], precision, rates, True, key, errors=errors), best[2]
+    winner = max(rates, key=lambda name: (rates[name], -list(candidates).index(name)))
+    return Choice(winner, precision, rates, True, key, errors=errors), built[winner]
 
 
 def choice_path(root: Path, key: str) -> Path:
