@@ -278,7 +278,7 @@ def hardware() -> str:
     return f"{os.cpu_count()} CPU cores"
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="first N unique STS train sentences [all]")
     parser.add_argument("--held-out", action="store_true", help="only sentences that no test reads")
@@ -296,7 +296,11 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None, help="write throughput vs batch size (png)")
     parser.add_argument("--plot-sizes", default="8,16,32,64,128,256")
     parser.add_argument("--plot-limit", type=int, default=1000, help="sentences per plot point [1000]")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _args()
     from sentemb.encoder import BATCH_SIZE
 
     args.batch_size = args.batch_size or BATCH_SIZE[args.device.split(":")[0]]
@@ -323,7 +327,14 @@ def main() -> None:
                 method.vectors = method.encode(texts, 0)
                 method.times.append(time.perf_counter() - start)
             method.peak_mb = max(method.peak_mb, rss.peak / 2**20)
+    report(methods, texts, args)
+    if args.plot:
+        sizes = [int(s) for s in args.plot_sizes.split(",")]
+        plot(methods, texts[: args.plot_limit], args.plot, sizes, args.rounds)
 
+
+def report(methods: list[Method], texts: list[str], args: argparse.Namespace) -> None:
+    """The table (rates, ratios to sentence-transformers, fidelity, memory), skipped rows and start-up times."""
     reference = methods[0]  # fidelity: sentence-transformers fp32
     base = methods[0 if args.device == "cpu" else 1]  # speed: sentence-transformers fp32 / fp16 (GPU)
     ref_rate = len(texts) / statistics.median(base.times)
@@ -357,9 +368,6 @@ def main() -> None:
             f"cold `sentemb encode --backend onnx --text ... -o -` {cold:.2f} s "
             f"(`import sentence_transformers` {st_imp:.2f} s)"
         )
-    if args.plot:
-        sizes = [int(s) for s in args.plot_sizes.split(",")]
-        plot(methods, texts[: args.plot_limit], args.plot, sizes, args.rounds)
 
 
 if __name__ == "__main__":
