@@ -63,9 +63,13 @@ def start_encode_reading_stdin(target: Path) -> subprocess.Popen:
     """A real `sentemb encode - -o target` that has loaded its model, created its temporary output and is
     reading stdin when this returns: 200 KB of lines are written into a 64 KB pipe, so the write only
     completes once the process has read most of them (2,000 lines: less than one chunk, so it keeps
-    waiting for more input instead of encoding)."""
+    waiting for more input instead of encoding). Ctrl-C is armed in the child as in a terminal: a parent
+    started in the background by a non-interactive shell (`make test &`) ignores SIGINT, and an ignored
+    signal stays ignored across exec."""
+    start = ("import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+             "from sentemb.cli import main; main()")
     process = subprocess.Popen(
-        [sys.executable, "-c", "from sentemb.cli import main; main()", "encode", "-", "-o", str(target)],
+        [sys.executable, "-c", start, "encode", "-", "-o", str(target)],
         stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert process.stdin is not None
