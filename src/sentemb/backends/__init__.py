@@ -22,7 +22,7 @@ from sentemb.errors import ConfigError, installed, torch_installed
 if TYPE_CHECKING:
     from sentemb.backends.choice import Choice
     from sentemb.batching import TokenBatch
-    from sentemb.config import EncoderConfig, Pooling
+    from sentemb.config import EncoderConfig, Pooling, Precision
     from sentemb.models import ModelSpec
     from sentemb.tokenize import LoadedTokenizer
 
@@ -73,6 +73,13 @@ def _cpu_has_bf16() -> bool:
 _installed = installed
 
 
+def _openvino_runs(precision: Precision) -> bool:
+    """OpenVINO is installed, and NNCF too where int8 needs it to quantise."""
+    from sentemb.config import Precision
+
+    return _installed("openvino") and (precision is not Precision.INT8 or _installed("nncf"))
+
+
 def auto_choice(config: EncoderConfig) -> EncoderConfig:
     """The fastest backend that meets the requested fidelity on this machine (see benchmarks/bench.py).
 
@@ -87,8 +94,7 @@ def auto_choice(config: EncoderConfig) -> EncoderConfig:
     gpu = config.device.startswith("cuda") or (config.device == "auto" and _gpu_present())
     if not torch_installed():  # the base install: its ONNX runtime, exact fp32 or int8
         kept = precision if precision is Precision.INT8 else Precision.FP32
-        openvino = _installed("openvino") and (kept is not Precision.INT8 or _installed("nncf"))
-        runtime = "openvino" if openvino else "onnx"
+        runtime = "openvino" if _openvino_runs(kept) else "onnx"
         device = "cpu" if config.device == "auto" else config.device
         return config.replace(backend=runtime, precision=kept, device=device)
     if precision is not Precision.INT8 and (gpu or precision is Precision.FP16):
@@ -96,7 +102,7 @@ def auto_choice(config: EncoderConfig) -> EncoderConfig:
     cpu = "cpu" if config.device == "auto" else config.device
     if precision is Precision.BF16 and not _cpu_has_bf16():
         precision = Precision.FP32
-    if _installed("openvino") and (precision is not Precision.INT8 or _installed("nncf")):
+    if _openvino_runs(precision):
         return config.replace(backend="openvino", precision=precision, device=cpu)
     if precision is Precision.BF16:
         return config.replace(backend="torch")
