@@ -1,7 +1,9 @@
 """The packed BERT graph: every linear layer on the real tokens only, padding back in for attention.
 
-The tokens of all rows are gathered into one (N, H) matrix after the embeddings; only attention
-gathers them back into (B, T) rows (padding then masked as in transformers' eager attention).
+The tokens of all rows are gathered into one (1, N, H) tensor after the embeddings; only attention
+gathers them back into (B, T) rows (padding then masked as in transformers' eager attention). The
+leading 1 matters to OpenVINO: on a 3-D tensor it fuses each LayerNorm with the int8 quantisation of
+its output, which it leaves as a separate pass over a 2-D (N, H) matrix (about 9% of int8's time).
 It reads transformers' BERT modules by name (``encoder.layer[i].attention.self.query``, ...), so a
 transformers release that renames or changes them must not yield a wrong graph: :func:`packed_bert`
 compares the packed module with the model's own output on built-in inputs and refuses to export
@@ -41,20 +43,20 @@ def _packed_module(model: Any) -> Any:
             real = torch.nonzero(flat).squeeze(1)  # positions of real tokens in (B*T)
             packed_row = torch.where(flat > 0, torch.cumsum(flat, 0) - 1, torch.zeros_like(flat))
             bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
-            h = x.reshape(-1, size).index_select(0, real)
+            h = x.reshape(1, -1, size).index_select(1, real)
 
             def by_head(t: torch.Tensor) -> torch.Tensor:
-                return t.index_select(0, packed_row).view(rows, width, self.heads, self.head_size).transpose(1, 2)
+                return t.index_select(1, packed_row).view(rows, width, self.heads, self.head_size).transpose(1, 2)
 
             for layer in self.layers:
                 att = layer.attention.self
                 q, k, v = by_head(att.query(h)), by_head(att.key(h)), by_head(att.value(h))
                 scores = torch.matmul(q, k.transpose(-1, -2)) * self.head_size**-0.5 + bias
-                context = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(-1, size)
-                a = layer.attention.output.LayerNorm(layer.attention.output.dense(context.index_select(0, real)) + h)
+                context = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(1, -1, size)
+                a = layer.attention.output.LayerNorm(layer.attention.output.dense(context.index_select(1, real)) + h)
                 inner = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(a))
                 h = layer.output.LayerNorm(layer.output.dense(inner) + a)
-            return h.index_select(0, packed_row).view(rows, width, size) * attention_mask[:, :, None].to(h.dtype)
+            return h.index_select(1, packed_row).view(rows, width, size) * attention_mask[:, :, None].to(h.dtype)
 
     return PackedBert().eval()
 

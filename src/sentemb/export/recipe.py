@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from sentemb.models import ModelSpec
 
 # Bump when the builder writes different files for the same recipe fields.
-SCHEMA = 2
+SCHEMA = 3  # 3: the packed graph's tokens are (1, N, H), not (N, H)
 OPSET = 17
 RUNTIMES = ("onnx", "openvino")
 RUNTIME_LABELS = {"onnx": "ONNX", "openvino": "OpenVINO"}
