@@ -30,6 +30,21 @@ def test_packed_equals_the_model_on_padded_rows(tiny_dirs, model_type):
     assert float((got - expected).abs().max()) <= 1e-5
 
 
+def test_linear_layers_see_the_real_tokens_as_one_3d_row(tiny_dirs):
+    """(1, N, H), not (N, H): on a 2-D matrix OpenVINO runs each int8 quantisation after a LayerNorm as
+    a separate slow pass (9-11% of int8's time in its per-layer counters)."""
+    _, model, names = _model(tiny_dirs, "bert")
+    module = packed.packed_bert(model, names)
+    shapes = []
+    for layer in model.encoder.layer:
+        for linear in (layer.attention.self.query, layer.intermediate.dense, layer.output.dense):
+            linear.register_forward_hook(lambda _, args, __: shapes.append(tuple(args[0].shape)))
+    with torch.no_grad():
+        module(*packed.parity_inputs(int(model.config.vocab_size), names))
+    width = model.config.hidden_size
+    assert shapes and all(s[:2] == (1, 11 + 6 + 1) and s[2] in (width, model.config.intermediate_size) for s in shapes)
+
+
 class _Renamed(torch.nn.Module):
     """What a transformers release that renamed BertSelfAttention's children would look like."""
 
