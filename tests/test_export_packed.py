@@ -31,8 +31,8 @@ def test_packed_equals_the_model_on_padded_rows(tiny_dirs, model_type):
 
 
 def test_linear_layers_see_the_real_tokens_as_one_3d_row(tiny_dirs):
-    """(1, N, H), not (N, H): on a 2-D matrix OpenVINO runs each int8 quantisation after a LayerNorm as
-    a separate slow pass (9-11% of int8's time in its per-layer counters)."""
+    """(1, N, H), not (N, H): on a 2-D matrix OpenVINO's int8 quantisation of each LayerNorm's output
+    runs about ten times slower (9-11% of int8's time in its per-layer counters)."""
     _, model, names = _model(tiny_dirs, "bert")
     module = packed.packed_bert(model, names)
     shapes = []

@@ -2,8 +2,8 @@
 
 The tokens of all rows are gathered into one (1, N, H) tensor after the embeddings; only attention
 gathers them back into (B, T) rows (padding then masked as in transformers' eager attention). The
-leading 1 matters to OpenVINO: on a 3-D tensor it fuses each LayerNorm with the int8 quantisation of
-its output, which it leaves as a separate pass over a 2-D (N, H) matrix (about 9% of int8's time).
+leading 1 matters to OpenVINO: its int8 quantisation of each LayerNorm's output runs about ten times
+slower on a 2-D (N, H) matrix (9-11% of int8's time in its per-layer counters, 1-1.5% on (1, N, H)).
 It reads transformers' BERT modules by name (``encoder.layer[i].attention.self.query``, ...), so a
 transformers release that renames or changes them must not yield a wrong graph: :func:`packed_bert`
 compares the packed module with the model's own output on built-in inputs and refuses to export
