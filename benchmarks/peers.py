@@ -72,16 +72,26 @@ class Peers:
     def st_onnx(self) -> Encode:
         return self._st("onnx")
 
+    def _ov_config(self) -> dict[str, object]:
+        """Under a oneDNN cap below bf16, the f32 hint OpenVINO picks on a CPU without bf16 (its default
+        here, bf16, has no kernels left under the cap and fails to compile)."""
+        from sentemb.backends.choice import native_bf16
+
+        if native_bf16(self.cpu) or not any("bf16" in flag for flag in self.cpu["flags"]):  # type: ignore[attr-defined]
+            return {}
+        return {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}
+
     def st_openvino(self) -> Encode:
-        return self._st("openvino")
+        return self._st("openvino", model_kwargs=self._ov_config())
 
     def _saved(self, backend: str) -> tuple[object, Path]:
         from sentence_transformers import SentenceTransformer
 
         folder = self.work / backend
+        extra = {"model_kwargs": self._ov_config()} if backend == "openvino" else {}
         if not folder.exists():
-            SentenceTransformer(self.model, device="cpu", backend=backend).save_pretrained(str(folder))
-        return SentenceTransformer(str(folder), device="cpu", backend=backend), folder
+            SentenceTransformer(self.model, device="cpu", backend=backend, **extra).save_pretrained(str(folder))  # type: ignore[arg-type]
+        return SentenceTransformer(str(folder), device="cpu", backend=backend, **extra), folder  # type: ignore[arg-type]
 
     def st_onnx_int8(self) -> Encode:
         from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
@@ -117,7 +127,8 @@ class Peers:
                 st, None, str(folder), dataset_name=str(data), dataset_config_name="default", dataset_split="train",
                 column_name="sentence",
             )  # fmt: skip
-        quantized = SentenceTransformer(str(folder), device="cpu", backend="openvino", model_kwargs={"file_name": name})
+        kwargs = {"file_name": name, **self._ov_config()}
+        quantized = SentenceTransformer(str(folder), device="cpu", backend="openvino", model_kwargs=kwargs)
         return self._encode(quantized)
 
     def fastembed(self) -> Encode:
@@ -145,5 +156,6 @@ def load_peers(peers: Peers) -> list[tuple[str, Encode | str]]:
         try:
             rows.append((label, getattr(peers, builder)()))
         except Exception as exc:  # any failure of a peer is a row that says why
-            rows.append((label, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"))
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            rows.append((label, f"{type(exc).__name__}: {lines[-1][:160] if lines else ''}"))  # the cause is last
     return rows
