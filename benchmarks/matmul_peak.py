@@ -1,8 +1,8 @@
 """How close exact fp32 encoding comes to this CPU's fp32 matrix-product peak.
 
-The issue's exact-speed goal is ">= 2.0x sentence-transformers, or within 5% of the fp32 matmul peak,
-shown". This shows it: in interleaved rounds it times one large fp32 matrix product (torch, all cores;
-the best a BLAS gets from these cores) and sentemb's exact backends on held-out STS sentences, and
+Exact encoding cannot beat the CPU's fp32 arithmetic, so its speed is best judged against that peak.
+In interleaved rounds this times one large fp32 matrix product (torch, all cores: the best a BLAS gets
+from these cores) and sentemb's exact backends on held-out STS sentences, and
 turns each encoding rate into the GFLOP/s of the model's linear layers (2 x weights per token, layer
 by layer, on the real tokens; attention's own products are left out, so the figure is a floor).
 
