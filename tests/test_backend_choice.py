@@ -13,7 +13,7 @@ import pytest
 import sentemb
 import sentemb.backends as backends
 from sentemb.backends import BACKEND_ENV, choice, choose_backend
-from sentemb.config import EncoderConfig
+from sentemb.config import EncoderConfig, Precision
 
 
 class FakeClock:
@@ -41,13 +41,15 @@ class Bench:
         name = backends.resolve_choice(config).backend
         if name not in self.costs:
             raise RuntimeError(f"{name} cannot run here")
-        self.built.append(name)
-        return SimpleNamespace(name=name, device="cpu", parallel=1, tokenizer=None, dim=4)
+        at = f"{name} {config.precision.value}"  # a cost of its own at this precision, e.g. "openvino fp32"
+        label = at if at in self.costs else name
+        self.built.append(label)
+        return SimpleNamespace(name=name, label=label, device="cpu", parallel=1, tokenizer=None, dim=4)
 
     def run(self, config: EncoderConfig, backend: SimpleNamespace) -> None:
         assert config.backend == backend.name
-        self.passes.append(backend.name)
-        self.clock.now += self.costs[backend.name]
+        self.passes.append(backend.label)
+        self.clock.now += self.costs[backend.label]
 
     def choose(self, spec: object, config: EncoderConfig) -> tuple[EncoderConfig, object, choice.Choice | None]:
         find = lambda module: module in self.installed  # noqa: E731
@@ -152,10 +154,27 @@ def test_int8_and_bf16_measure_their_own_candidates(monkeypatch, spec, auto):
     config, _, found = bench.choose(spec, auto.replace(precision="int8"))
     assert found is not None and set(found.rates) == {"onnx", "openvino"} and config.backend == "openvino"
     config, _, found = bench.choose(spec, auto.replace(precision="bf16"))
-    assert found is not None and set(found.rates) == {"openvino", "torch"}
+    assert found is not None and set(found.rates) == {"openvino fp32", "openvino", "torch"}
     bench.installed.discard("nncf")  # OpenVINO int8 needs NNCF: one candidate left, nothing to time
     config, _, found = bench.choose(spec, auto.replace(precision="int8"))
     assert (config.backend, found) == ("onnx", None)
+
+
+def test_bf16_takes_exact_fp32_where_it_is_faster_and_keeps_it(monkeypatch, spec, auto):
+    """Without AMX some CPUs' bf16 units are no faster than fp32: a bf16 request then runs exact fp32."""
+    monkeypatch.setattr(backends, "_cpu_has_bf16", lambda: True)
+    bench = Bench(monkeypatch, {"openvino": 0.3, "torch": 0.4, "openvino fp32": 0.2}, set(ALL))
+    config, backend, found = bench.choose(spec, auto.replace(precision="bf16"))
+    assert (config.backend, config.precision, backend.label) == ("openvino", Precision.FP32, "openvino fp32")
+    assert found is not None and found.backend == "openvino fp32" and found.precision == "bf16"
+    bench.passes.clear()
+    config, _, again = bench.choose(spec, auto.replace(precision="bf16"))  # cached: kept, not re-measured
+    assert bench.passes == [] and again is not None and not again.measured
+    assert (config.backend, config.precision) == ("openvino", Precision.FP32)
+    bench.costs["openvino"] = 0.1  # where bf16 pays (cache emptied), bf16 it is
+    Path(found.path).unlink()
+    config, _, found = bench.choose(spec, auto.replace(precision="bf16"))
+    assert (config.backend, config.precision) == ("openvino", Precision.BF16) and found is not None
 
 
 def test_a_backend_that_fails_is_reported_and_skipped(monkeypatch, spec, auto):

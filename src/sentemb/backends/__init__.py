@@ -86,7 +86,8 @@ def auto_choice(config: EncoderConfig) -> EncoderConfig:
     On a GPU (asked for, or device='auto' with one present) -> torch, except int8, which runs on
     the CPU. On the CPU the order is openvino, then onnx, then torch, by what is installed:
     fp32 -> exact on all three; int8 -> openvino (static) or onnx (dynamic); bf16 -> openvino or
-    torch where the CPU has native bf16, else exact fp32 (more faithful and faster than emulated bf16).
+    torch where the CPU has native bf16 (measured against exact fp32 on OpenVINO, which wins where the
+    bf16 units are no faster), else exact fp32 (more faithful and faster than emulated bf16).
     """
     from sentemb.config import Precision
 
@@ -166,23 +167,24 @@ def choose_backend(
     weights = [sha256_file(p) for p in spec.weights or graph_files(spec.transformer_dir)]
     key = measured.choice_key(weights, precision, measured.runtime_versions(version), cpu)
     path = measured.choice_path(export_root(config.export_dir), key)
+
     cached = measured.read_cached(path, key, candidates)
     if cached is not None:
-        chosen = ruled.replace(backend=cached.backend)
+        chosen = measured.candidate_config(ruled, cached.backend)
         return chosen, create_backend(spec, chosen), cached
 
-    def build(name: str) -> Backend:
-        return create_backend(spec, ruled.replace(backend=name))
+    def build(label: str) -> Backend:
+        return create_backend(spec, measured.candidate_config(ruled, label))
 
-    def timed(backend: Backend) -> None:
-        run(ruled.replace(backend=backend.name), backend)
+    def timed(label: str, backend: Backend) -> None:
+        run(measured.candidate_config(ruled, label), backend)
 
     found, backend = measured.measure(candidates, build, timed, precision=precision, key=key,
                                       clock=clock or measured.time.perf_counter)  # fmt: skip
     found = measured.Choice(found.backend, found.precision, found.rates, True, key, str(path), found.errors)
     measured.write_cached(path, found)
     log.info("sentemb: backend='auto' measured %s and chose %s", found.rates, found.backend)
-    return ruled.replace(backend=found.backend), backend, found
+    return measured.candidate_config(ruled, found.backend), backend, found
 
 
 def create_backend(spec: ModelSpec, config: EncoderConfig) -> Backend:
