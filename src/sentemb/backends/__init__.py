@@ -167,7 +167,6 @@ def choose_backend(
     weights = [sha256_file(p) for p in spec.weights or graph_files(spec.transformer_dir)]
     key = measured.choice_key(weights, precision, measured.runtime_versions(version), cpu)
     path = measured.choice_path(export_root(config.export_dir), key)
-
     cached = measured.read_cached(path, key, candidates)
     if cached is not None:
         chosen = measured.candidate_config(ruled, cached.backend)

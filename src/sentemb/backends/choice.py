@@ -75,9 +75,9 @@ SAMPLE = tuple(
 class Choice:
     """What ``auto`` picked on the CPU and why: sentences/s per candidate on the built-in sample."""
 
-    backend: str
-    precision: str
-    rates: dict[str, float]  # backend -> sentences/s (fastest pass)
+    backend: str  # the winning candidate: a backend, or "<backend> fp32" for exact fp32 on a bf16 request
+    precision: str  # the precision asked for
+    rates: dict[str, float]  # candidate ("onnx", "openvino fp32", ...) -> sentences/s (fastest pass)
     measured: bool  # False when read back from the cache
     key: str
     path: str = ""
