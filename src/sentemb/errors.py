@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from typing import Any
 
 
@@ -107,6 +108,11 @@ def installed(module: str) -> bool:
 def torch_installed() -> bool:
     """Whether the torch extra (torch and transformers) is installed."""
     return installed("torch") and installed("transformers")
+
+
+def openvino_runs(int8: bool, find: Callable[[str], bool] = installed) -> bool:
+    """Whether OpenVINO is installed (``find``: module -> bool), and NNCF too where int8 needs it to quantise."""
+    return find("openvino") and (not int8 or find("nncf"))
 
 
 def require(module: str, extra: str, purpose: str) -> Any:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from sentemb.errors import ConfigError, installed, torch_installed
+from sentemb.errors import ConfigError, installed, openvino_runs, torch_installed
 
 if TYPE_CHECKING:
     from sentemb.backends.choice import Choice
@@ -74,10 +74,9 @@ _installed = installed
 
 
 def _openvino_runs(precision: Precision) -> bool:
-    """OpenVINO is installed, and NNCF too where int8 needs it to quantise."""
     from sentemb.config import Precision
 
-    return _installed("openvino") and (precision is not Precision.INT8 or _installed("nncf"))
+    return openvino_runs(precision is Precision.INT8, _installed)
 
 
 def auto_choice(config: EncoderConfig) -> EncoderConfig:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sentemb.errors import ModelNotFoundError
-from sentemb.models.prebuilt import HUB_FILES
+from sentemb.models.prebuilt import GRAPH_SUFFIXES, HUB_FILES, graph_files
 
 if TYPE_CHECKING:
     from sentemb.export.manifest import Exported
@@ -40,8 +40,7 @@ def find_prebuilt(spec: ModelSpec, runtime: str, file_name: str | None = None) -
         for candidate in (folder / file_name, folder / "onnx" / file_name, folder / "openvino" / file_name):
             if candidate.is_file():
                 return Prebuilt(candidate, folder)
-        shipped = (*folder.glob("onnx/*.onnx"), *folder.glob("openvino/*.xml"))
-        found = sorted(str(p.relative_to(folder)) for p in shipped)
+        found = [str(p.relative_to(folder)) for p in graph_files(folder) if p.suffix in GRAPH_SUFFIXES]
         raise ModelNotFoundError(f"{folder} has no graph file {file_name!r}; it has: {', '.join(found) or 'none'}")
     if (folder / "manifest.json").is_file():
         exported = check_export(folder)

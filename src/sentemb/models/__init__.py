@@ -31,13 +31,12 @@ def wanted_graphs(config: EncoderConfig) -> tuple[tuple[str, ...], ...]:
     """The hub graph files (:func:`~sentemb.models.prebuilt.hub_graphs`) the backend ``config`` resolves to
     would run: for ONNX / OpenVINO (asked for, or the base install's runtime) or a ``file_name``; else none."""
     from sentemb.config import Precision
-    from sentemb.errors import installed, torch_installed
+    from sentemb.errors import openvino_runs, torch_installed
     from sentemb.models.prebuilt import hub_graphs
 
     backend = str(config.backend.value)
     if backend in ("torch", "auto") and not torch_installed():  # the base install runs a runtime, as auto_choice
-        int8 = config.precision is Precision.INT8
-        backend = "openvino" if installed("openvino") and (not int8 or installed("nncf")) else "onnx"
+        backend = "openvino" if openvino_runs(config.precision is Precision.INT8) else "onnx"
     if backend in ("onnx", "openvino"):
         return hub_graphs(backend, config.file_name)
     return hub_graphs("onnx", config.file_name) if config.file_name else ()

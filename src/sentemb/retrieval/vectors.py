@@ -53,9 +53,7 @@ def read_vectors(path: str | os.PathLike[str], *, id_column: str = "id", column:
         return _read_parquet([where], id_column, column)
     if suffix == ".jsonl":
         return _read_jsonl(where, id_column, column)
-    raise VectorsError(
-        f"{where}: vectors must be a .npy, .parquet or .jsonl file or a `sentemb batch` output folder"
-    )
+    raise VectorsError(f"{where}: vectors must be a .npy, .parquet or .jsonl file or a `sentemb batch` output folder")
 
 
 def _read_npy(path: Path) -> VectorFile:
@@ -99,8 +97,7 @@ def _read_jsonl(path: Path, id_column: str, column: str) -> VectorFile:
         vectors = np.asarray(rows, dtype=NUMPY_DTYPES.get(output, np.float32))
     except (ValueError, OverflowError) as exc:
         raise VectorsError(f"{path}: rows differ in length or hold non-numbers ({exc})") from None
-    ranges = np.asarray(meta["ranges"], dtype=np.float32) if meta.get("ranges") is not None else None
-    return VectorFile(ids, vectors, output, int(meta.get("dim") or vectors.shape[1]), ranges)
+    return _vector_file(ids, vectors, output, meta)
 
 
 def _read_batch_folder(folder: Path) -> VectorFile:
@@ -134,14 +131,20 @@ def _read_parquet(paths: list[Path], id_column: str, column: str) -> VectorFile:
         raw = (table.schema.metadata or {}).get(QUANTIZE_META_KEY)
         previous, meta = meta, json.loads(raw) if raw else {"output": "float32"}
         if previous and [previous.get(k) for k in ("output", "ranges")] != [meta.get(k) for k in ("output", "ranges")]:
-            raise VectorsError(f"{path}: its output type or int8 ranges differ from the other files'; "
-                               "quantise every file with the same ranges")
+            raise VectorsError(
+                f"{path}: its output type or int8 ranges differ from the other files'; "
+                "quantise every file with the same ranges"
+            )
         parts.append(_embedding_array(path, table.column(column).combine_chunks(), meta["output"]))
         start = len(ids)
         has_ids = id_column in table.column_names
         ids += table.column(id_column).to_pylist() if has_ids else list(range(start, start + len(table)))
     vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    output = _recorded_output(paths[-1], meta)
+    return _vector_file(ids, vectors, _recorded_output(paths[-1], meta), meta)
+
+
+def _vector_file(ids: list[Any], vectors: np.ndarray, output: str, meta: dict[str, Any]) -> VectorFile:
+    """The file's vectors with the dim and int8/uint8 ranges its ``sentemb.quantize`` facts record."""
     ranges = np.asarray(meta["ranges"], dtype=np.float32) if meta.get("ranges") is not None else None
     return VectorFile(ids, vectors, output, int(meta.get("dim") or vectors.shape[1]), ranges)
 
