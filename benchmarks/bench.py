@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from machine import cpu_line
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,33 +227,6 @@ def plot(methods: list[Method], texts: list[str], path: Path, sizes: list[int], 
     print(f"plot written to {path}")
 
 
-def cpu_header() -> str:
-    """CPU model, architecture and the ISA flags that decide the kernels (x86 and ARM spellings)."""
-    from sentemb.backends.choice import cpu_facts
-
-    facts = cpu_facts()
-    flags = list(facts["flags"])  # type: ignore[call-overload]
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "asimddp", "bf16", "i8mm")
-    shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
-    return f"CPU: {facts['model']} ({facts['machine']}, {os.cpu_count()} cores); {shown}{isa_caps()}"
-
-
-# Environment variables that make this CPU run like an older one, and the kernels each one reaches.
-ISA_CAPS = (
-    ("ONEDNN_MAX_CPU_ISA", "oneDNN: OpenVINO's kernels, torch bf16 linear layers"),
-    ("ATEN_CPU_CAPABILITY", "torch's own vectorised kernels"),
-    ("MKL_ENABLE_INSTRUCTIONS", "MKL: torch fp32 matmuls"),
-)
-
-
-def isa_caps() -> str:
-    """The ISA caps in force and what they leave alone (ONNX Runtime's MLAS reads CPUID, with no cap)."""
-    caps = [f"{name}={os.environ[name]} ({what})" for name, what in ISA_CAPS if os.environ.get(name)]
-    if not caps:
-        return ""
-    return "\nISA caps: " + "; ".join(caps) + "; not capped: ONNX Runtime (MLAS picks kernels by CPUID)"
-
-
 def peer_methods(model: str, calibration: list[str], st_batch_size: int, keep: Path | None) -> list[Method]:
     """The peers' fast paths (benchmarks/peers.py), static int8 calibrated on ``calibration``; rows that
     cannot run are recorded in SKIPPED."""
@@ -312,7 +286,7 @@ def main() -> None:
     pick = held_out_sentences if args.held_out else unique_sentences
     texts = pick(args.data / "sts-train.csv", args.limit)
     names = set(args.only) if args.only else None
-    print(cpu_header(), flush=True)
+    print(cpu_line(), flush=True)
     methods = load_methods(names, model, args.device, args.batch_size, args.st_batch_size)
     if args.device == "cpu" and not args.no_peers:
         # calibration: the first 300 unique train sentences (with --held-out, none of them is timed)

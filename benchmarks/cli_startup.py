@@ -32,12 +32,15 @@ CASES = {
 }
 
 
-
-
 def run(args: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from sentemb.cli import main; main()", *args], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-c", "from sentemb.cli import main; main()", *args],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 
@@ -58,8 +61,10 @@ def main() -> None:
                 before.append(run(before_args, env))
                 after.append(run(after_args, env))
             b, a = statistics.median(before), statistics.median(after)
-            print(f"{name:22s} before {b:6.2f} s   after {a:6.2f} s   {b / a:5.1f}x faster   "
-                  f"(median of {options.runs} cold processes each)")
+            print(
+                f"{name:22s} before {b:6.2f} s   after {a:6.2f} s   {b / a:5.1f}x faster   "
+                f"(median of {options.runs} cold processes each)"
+            )
 
 
 if __name__ == "__main__":

@@ -1,35 +1,21 @@
 """Shared by the retrieval benchmarks: the CPU banner, STS sentences and their vectors (cached), timing helpers.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/index_data.py     # encodes and caches the STS vectors
+PYTHONPATH=src .venv/bin/python benchmarks/index_data.py     # encodes and caches the STS vectors
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_line
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 STSB = ROOT.parent / "shared" / "data" / "stsb"
 CACHE = Path(os.environ.get("SENTEMB_BENCH_CACHE", "/tmp/sentemb-bench"))
-ISA = ("avx512_vnni", "avx512_bf16", "amx_tile", "avx512f", "avx2")
-
-
-def cpu_banner() -> str:
-    model, flags = platform.processor() or "unknown CPU", set()
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    isa = " ".join(f"{name}={'yes' if name in flags else 'no'}" for name in ISA)
-    return f"CPU: {model}, {os.cpu_count()} cores; {isa}"
 
 
 def sts_pairs() -> list[tuple[str, str, float]]:
@@ -79,6 +65,6 @@ def timed(call, *args, **kwargs):
 
 
 if __name__ == "__main__":
-    print(cpu_banner())
+    print(cpu_line())
     texts, vecs = sts_vectors()
     print(len(texts), vecs.shape)

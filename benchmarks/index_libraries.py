@@ -15,7 +15,8 @@ import os
 import tempfile
 
 import numpy as np
-from index_data import cpu_banner, exact_top, recall, sts_pairs, sts_vectors, timed
+from index_data import exact_top, recall, sts_pairs, sts_vectors, timed
+from machine import cpu_line
 
 M, EF_ADD, EF_SEARCH, K = 16, 128, 64, 10
 
@@ -48,13 +49,23 @@ def run_usearch(corpus, queries, kind):
 
     dim = corpus.shape[1]
     if kind == "binary":
-        index, data, q = Index(ndim=dim, metric="hamming", dtype="b1", connectivity=M, expansion_add=EF_ADD,
-                               expansion_search=EF_SEARCH), quantize(corpus, "ubinary"), quantize(queries, "ubinary")
+        index, data, q = (
+            Index(
+                ndim=dim, metric="hamming", dtype="b1", connectivity=M, expansion_add=EF_ADD, expansion_search=EF_SEARCH
+            ),
+            quantize(corpus, "ubinary"),
+            quantize(queries, "ubinary"),
+        )
     else:
         # unit vectors: ip == cos for f32 (usearch's f32 cos kernel is 2-3x slower); i8 needs cos (it scales by 127)
-        index = Index(ndim=dim, metric="cos" if kind == "int8" else "ip", dtype="i8" if kind == "int8" else "f32",
-                      connectivity=M,
-                      expansion_add=EF_ADD, expansion_search=EF_SEARCH)
+        index = Index(
+            ndim=dim,
+            metric="cos" if kind == "int8" else "ip",
+            dtype="i8" if kind == "int8" else "f32",
+            connectivity=M,
+            expansion_add=EF_ADD,
+            expansion_search=EF_SEARCH,
+        )
         data, q = corpus, queries  # usearch scales f32 -> i8 itself for cos
     _, build = timed(index.add, np.arange(len(data)), data, threads=1)
     matches, seconds = timed(index.search, q, K, threads=1)
@@ -115,15 +126,17 @@ def table(name, corpus, queries):
                 print(f"{library:10} {kind:8} {'(not supported)':>9}")
                 continue
             rows, build, seconds, size = out
-            print(f"{library:10} {kind:8} {recall(rows, truth):9.3f} {build:8.2f} {len(queries) / seconds:8,.0f} "
-                  f"{size / 1e6:9.2f} {size / len(corpus):9.0f}")
+            print(
+                f"{library:10} {kind:8} {recall(rows, truth):9.3f} {build:8.2f} {len(queries) / seconds:8,.0f} "
+                f"{size / 1e6:9.2f} {size / len(corpus):9.0f}"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--synthetic", type=int, default=20_000)
     args = parser.parse_args()
-    print(cpu_banner())
+    print(cpu_line())
     print("versions: " + ", ".join(f"{p} {md.version(p)}" for p in ("usearch", "faiss-cpu", "hnswlib")))
     print("(quantised rows: no rescoring, the raw quantised search)")
     table("STS train+dev (all-MiniLM-L6-v2)", *sts_split())

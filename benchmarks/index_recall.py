@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from index_data import cpu_banner, exact_top, recall, timed
+from index_data import exact_top, recall, timed
 from index_libraries import sts_split
+from machine import cpu_line
 
 import sentemb
 
@@ -47,8 +48,10 @@ def measure(corpus, queries, configs, k=10):
         (rows, _), seconds = timed(index.search_rows, queries, k, rescore_multiplier=multiplier)
         memory = index.memory()
         float_ram = float_ram or memory["index"]
-        print(f"{name:38} {recall(rows, truth):9.3f} {len(queries) / seconds:8,.0f} {build:8.1f} "
-              f"{memory['index'] / 1e6:8.1f} {memory['rescore'] / 1e6:9.1f} {float_ram / memory['index']:7.1f}")
+        print(
+            f"{name:38} {recall(rows, truth):9.3f} {len(queries) / seconds:8,.0f} {build:8.1f} "
+            f"{memory['index'] / 1e6:8.1f} {memory['rescore'] / 1e6:9.1f} {float_ram / memory['index']:7.1f}"
+        )
         del index
 
 
@@ -68,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--synthetic", type=int, default=1_000_000)
     args = parser.parse_args()
-    print(cpu_banner())
+    print(cpu_line())
     corpus, queries = sts_split()
     print(f"\nSTS train+dev: {len(corpus):,} x {corpus.shape[1]} corpus, {len(queries):,} paraphrase queries")
     measure(corpus, queries, STS_CONFIGS)

@@ -25,8 +25,9 @@ import sys
 import time
 
 import numpy as np
-from index_data import cpu_banner, exact_top, recall, sts_vectors, timed
+from index_data import exact_top, recall, sts_vectors, timed
 from index_libraries import sts_split
+from machine import cpu_line
 
 import sentemb
 from sentemb.retrieval.index import Index, IndexOptions
@@ -132,11 +133,16 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1_000)
     parser.add_argument("--connectivity", type=int, default=8, help="HNSW links per node (library default 16)")
     parser.add_argument("--expansion-add", type=int, default=40, help="HNSW build beam (library default 128)")
-    parser.add_argument("--expansion-search", type=int, nargs="+", default=[64],
-                        help="HNSW search beams to measure each graph at (library default 64)")
+    parser.add_argument(
+        "--expansion-search",
+        type=int,
+        nargs="+",
+        default=[64],
+        help="HNSW search beams to measure each graph at (library default 64)",
+    )
     parser.add_argument("--skip", nargs="*", default=[], help="skip configs whose name contains a word, e.g. hnsw")
     args = parser.parse_args()
-    print(cpu_banner())
+    print(cpu_line())
     (corpus, queries), seconds = timed(grow, args.rows, args.queries)
     print(f"synthetic: {len(corpus):,} x {corpus.shape[1]} unit vectors grown from STS in {seconds:.0f} s, "
           f"{len(queries):,} queries; HNSW connectivity {args.connectivity}, expansion_add {args.expansion_add}, "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cli_startup import cpu_line
+from machine import cpu_line
+from serve_load import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTEMB = "import sys; from sentemb.cli import main; sys.exit(main())"
@@ -60,9 +60,7 @@ def measured(command: list[str], env: dict[str, str]) -> tuple[float, float]:
 def cold_serve(python: str, env: dict[str, str]) -> float:
     import httpx
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     started = time.perf_counter()
     command = [python, "-c", SENTEMB, "serve", "--port", str(port), "--device", "cpu", "--backend", "onnx"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -23,17 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from cli_startup import cpu_line
+from bench import STSB, unique_sentences
+from machine import cpu_line
 
-STS_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "sts-dev.csv"
 BATCH = 32
-
-
-def sentences(limit: int) -> list[str]:
-    import sentemb
-
-    dev = sentemb.read_sts(STS_DEV)
-    return list(dict.fromkeys(dev.sentences1 + dev.sentences2))[:limit]
 
 
 def batches(folder: Path, texts: list[str], ordered: bool) -> list[dict[str, np.ndarray]]:
@@ -94,7 +87,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     print(cpu_line())
-    texts = sentences(args.sentences)
+    texts = unique_sentences(STSB / "sts-dev.csv", args.sentences)
     with tempfile.TemporaryDirectory() as tmp:
         import sentemb
 

@@ -36,8 +36,6 @@ SERVER = (
 )
 
 
-
-
 def start_server() -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}  # as `sentemb serve` sets it

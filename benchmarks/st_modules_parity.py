@@ -22,8 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-
-
 def main() -> None:
     from sentence_transformers import SentenceTransformer
 
