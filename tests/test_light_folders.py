@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import sentemb
 from sentemb.config import Precision
 from sentemb.errors import ModelNotFoundError
 from st_shapes import SHAPES, build_st_folder
-from test_light_install import CLI, ROOT, base_env
+from test_light_install import run_base
 from tiny_models import PARITY_TEXTS
 
 VARIANT = "model_qint8_avx512_vnni.onnx"
@@ -85,16 +84,14 @@ def test_a_missing_file_name_lists_what_the_folder_ships(hub_folder):
 def test_an_export_loads_on_the_base_install_without_the_source_model(st_folder, tmp_path, reference):
     source = tmp_path / "source"
     shutil.copytree(st_folder, source)
-    done = subprocess.run([*CLI, "export", str(source), str(tmp_path / "out")], env=base_env(), cwd=ROOT,
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = run_base("export", str(source), str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     shutil.rmtree(source)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["recipe"]["builder"] == "onnx.helper"
     assert "model.safetensors" in manifest["recipe"]["files"]  # the source model's sha256
     args = [a for text in PARITY_TEXTS for a in ("--text", text)]
-    done = subprocess.run([*CLI, "encode", "-m", str(tmp_path / "out"), "--prompt-name", "query", *args, "-o", "-"],
-                          env=base_env(), cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    done = run_base("encode", "-m", str(tmp_path / "out"), "--prompt-name", "query", *args, "-o", "-")
     assert done.returncode == 0, done.stderr
     got = np.array([json.loads(line)["embedding"] for line in done.stdout.splitlines()], dtype=np.float32)
     want = reference.encode(PARITY_TEXTS, prompt_name="query")
@@ -210,11 +207,11 @@ def test_the_base_install_runs_a_hub_repos_onnx_offline(hub_repo, tmp_path, refe
     from sentemb.models.prebuilt import hub_graphs
     from sentemb.models.resolve import GRAPH_PATTERNS
 
-    FakeHub(hub_repo)("acme/tiny", cache_dir=str(tmp_path), allow_patterns=[*GRAPH_PATTERNS, *hub_graphs("onnx")[0]])
-    assert "model.safetensors" not in FakeHub(hub_repo).fetched(tmp_path)
+    hub = FakeHub(hub_repo)
+    hub("acme/tiny", cache_dir=str(tmp_path), allow_patterns=[*GRAPH_PATTERNS, *hub_graphs("onnx")[0]])
+    assert "model.safetensors" not in hub.fetched(tmp_path)
     args = [a for text in PARITY_TEXTS for a in ("--text", text)]
-    command = [*CLI, "encode", "-m", "acme/tiny", "--cache-dir", str(tmp_path), *args, "-o", "-"]
-    done = subprocess.run(command, env=base_env(), cwd=ROOT, capture_output=True, text=True, check=False)
+    done = run_base("encode", "-m", "acme/tiny", "--cache-dir", str(tmp_path), *args, "-o", "-")
     assert done.returncode == 0, done.stderr
     got = np.array([json.loads(line)["embedding"] for line in done.stdout.splitlines()], dtype=np.float32)
     assert np.abs(got - reference.encode(PARITY_TEXTS)).max() <= 1e-5

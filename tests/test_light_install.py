@@ -34,13 +34,15 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_base(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
+def run_base(*args: str, **env: str) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([*CLI, *args], env=base_env(**env), cwd=cwd, capture_output=True, text=True,
+        return subprocess.run([*CLI, *args], env=base_env(**env), cwd=ROOT, capture_output=True, text=True,
                               check=False, timeout=HANG_S)  # fmt: skip
     except subprocess.TimeoutExpired as exc:  # a hang becomes a failure that shows the stacks dumped so far
-        pytest.fail(f"sentemb {args[0]} hung for {HANG_S} s (Ray actors write their stacks to the log named "
-                    f"below); its stderr:\n{str(exc.stderr)[-20000:]}")
+        pytest.fail(
+            f"sentemb {args[0]} hung for {HANG_S} s (Ray actors write their stacks to the log named "
+            f"below); its stderr:\n{str(exc.stderr)[-20000:]}"
+        )
 
 
 def test_the_blocker_hides_torch_and_transformers():
