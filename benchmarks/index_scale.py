@@ -12,7 +12,7 @@ neighbours at many distances, as real corpora have. Queries are fresh children o
 banner prints top-1/top-10/random cosines of the synthetic and the real (STS paraphrase) queries.
 
 On 2 shared cores an HNSW graph of a million 384-d rows with connectivity 16 and expansion_add 128
-takes well over half an hour, so the graph settings are flags (the defaults here are lower than the
+takes well over half an hour, so the graph settings are flags (`Index.build`'s; the defaults here are lower than the
 library's; the output says which were used). Progress goes to stderr.
 
     PYTHONPATH=src .venv/bin/python benchmarks/index_scale.py [--rows 1000000] [--connectivity 8]
@@ -30,9 +30,7 @@ from index_libraries import sts_split
 from machine import cpu_line
 
 import sentemb
-from sentemb.retrieval.index import Index, IndexOptions
-from sentemb.retrieval.quantize import quantization_ranges
-from sentemb.retrieval.stores import GraphStore
+from sentemb.retrieval.index import Index
 
 CHUNK = 100_000
 
@@ -65,7 +63,7 @@ def grow(rows: int, queries: int, seed: int = 0, noise: tuple[float, float] = (0
 
 def shape_line(name: str, queries: np.ndarray, corpus: np.ndarray) -> str:
     top = exact_top(queries[:200], corpus, 10)
-    sims = np.take_along_axis(queries[:200] @ corpus.T, top, axis=1)
+    sims = np.einsum("qd,qkd->qk", queries[:200], corpus[top])
     rand = float(np.mean(corpus[:500] @ corpus[-500:].T))
     top1, top10 = sims[:, 0].mean(), sims[:, 9].mean()
     return f"{name}: query cosine top-1 {top1:.3f}, top-10 {top10:.3f}; random pairs {rand:.3f}"
@@ -73,21 +71,19 @@ def shape_line(name: str, queries: np.ndarray, corpus: np.ndarray) -> str:
 
 def graph_index(corpus: np.ndarray, output: str, rescore: str, multiplier: int, args: argparse.Namespace) -> Index:
     """An HNSW index with this run's graph settings, built in chunks with progress and an ETA on stderr."""
-    options = IndexOptions(output=output, rescore=rescore, rescore_multiplier=multiplier,
-                           connectivity=args.connectivity, expansion_add=args.expansion_add)  # fmt: skip
-    dim = corpus.shape[1]
-    width = (dim + 7) // 8 if output == "binary" else dim
-    store = GraphStore.create(output, width, connectivity=args.connectivity, expansion_add=args.expansion_add,
-                              expansion_search=options.expansion_search)  # fmt: skip
-    ranges = quantization_ranges(corpus[:CHUNK]) if output == "int8" or rescore == "int8" else None
-    side = np.zeros((0, dim), np.float32) if rescore == "float" else None
-    index = Index(options=options, dim=dim, store=store, ids=np.zeros(0, np.int64), model={}, ranges=ranges, side=side)
     started = time.perf_counter()
+    index = None
     for start in range(0, len(corpus), CHUNK):
-        index.add(corpus[start : start + CHUNK], np.arange(start, min(start + CHUNK, len(corpus))))
-        done, spent = min(start + CHUNK, len(corpus)), time.perf_counter() - started
+        part, ids = corpus[start : start + CHUNK], np.arange(start, min(start + CHUNK, len(corpus)))
+        if index is None:  # int8 ranges come from the first chunk
+            index = sentemb.Index.build(part, ids, output=output, rescore=rescore, rescore_multiplier=multiplier,
+                                        connectivity=args.connectivity, expansion_add=args.expansion_add)  # fmt: skip
+        else:
+            index.add(part, ids)
+        done, spent = start + len(part), time.perf_counter() - started
         print(f"  {output} hnsw: {done:,} rows in {spent:.0f} s (eta {spent / done * (len(corpus) - done):.0f} s)",
               file=sys.stderr, flush=True)  # fmt: skip
+    assert index is not None
     return index
 
 

@@ -72,6 +72,18 @@ def test_build_search_save_load_round_trip(tmp_path, config):
     np.testing.assert_allclose([[x.score for x in h] for h in again], [[x.score for x in h] for h in hits], rtol=1e-5)
 
 
+def test_graph_beams_are_kept_by_the_saved_index(tmp_path):
+    # usearch's file keeps the graph but not its beams: a loaded index must search (and add) with the
+    # ones it was built with, not usearch's defaults (128 and 64).
+    index = sentemb.Index.build(CORPUS[:500], connectivity=8, expansion_add=40, expansion_search=200)
+    assert (index.store.graph.expansion_add, index.store.graph.expansion_search) == (40, 200)
+    index.save(tmp_path / "i.index")
+    loaded = sentemb.Index.load(tmp_path / "i.index")
+    assert (loaded.options.expansion_add, loaded.options.expansion_search) == (40, 200)
+    graph = loaded.store.graph
+    assert (graph.connectivity, graph.expansion_add, graph.expansion_search) == (8, 40, 200)
+
+
 def test_exact_float_index_equals_brute_force_search():
     index = sentemb.Index.build(CORPUS, exact=True)
     rows, scores = index.search_rows(QUERIES, 10)
@@ -142,6 +154,7 @@ def test_queries_from_another_model_are_refused():
         (lambda ix: sentemb.Index.build(CORPUS, model={**MODEL, "dim": 8}), VectorsError, "model makes 8"),
         (lambda ix: sentemb.Index.build(CORPUS, output="int4"), sentemb.ConfigError, "unknown"),
         (lambda ix: sentemb.Index.build(CORPUS, rescore="float"), sentemb.ConfigError, "binary"),
+        (lambda ix: sentemb.Index.build(CORPUS, expansion_add=0), sentemb.ConfigError, "expansion_add must be"),
     ],
 )
 def test_bad_input_raises_clear_errors(call, error, needle):

@@ -26,7 +26,8 @@ def test_build_from_encode_parquet_then_search_by_text(tmp_path, default_encoder
     docs = _jsonl(tmp_path / "docs.jsonl", CORPUS)
     invoke("encode", str(docs), "--id-field", "doc", "-o", str(tmp_path / "docs.parquet"))
     result = invoke("index", "build", str(tmp_path / "docs.parquet"), "-o", str(tmp_path / "docs.index"),
-                    "--output-type", output_type, "--rescore", "float" if output_type == "binary" else "codes")
+                    "--output-type", output_type, "--rescore", "float" if output_type == "binary" else "codes",
+                    "--expansion-add", "32", "--expansion-search", "100")  # fmt: skip
     assert "indexed 6 vectors of 384" in result.stderr
     out = invoke("index", "search", str(tmp_path / "docs.index"), "Who is making food?", "-k", "2",
                  "--format", "jsonl").stdout  # fmt: skip
@@ -36,6 +37,7 @@ def test_build_from_encode_parquet_then_search_by_text(tmp_path, default_encoder
     assert index.model["sha256"] == default_encoder.describe().sha256 and index.options.output == output_type
     info = json.loads(invoke("index", "info", str(tmp_path / "docs.index")).stdout)
     assert info["count"] == 6 and info["model"]["model"] == index.model["model"]
+    assert (info["options"]["expansion_add"], info["options"]["expansion_search"]) == (32, 100)
 
 
 def test_build_from_texts_and_npy_give_the_same_index(tmp_path):

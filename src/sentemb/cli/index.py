@@ -47,6 +47,10 @@ def index_group() -> None:
 @click.option("--rescore-multiplier", type=click.IntRange(min=1), default=None,
               help="Candidates per hit before rescoring [default: 10 for binary, 4 for int8].")
 @click.option("--connectivity", type=click.IntRange(min=2), default=16, show_default=True, help="HNSW links per node.")
+@click.option("--expansion-add", type=click.IntRange(min=1), default=128, show_default=True,
+              help="HNSW build beam: smaller builds faster, at some recall.")
+@click.option("--expansion-search", type=click.IntRange(min=1), default=64, show_default=True,
+              help="HNSW search beam, kept with the index: larger finds more true neighbours, slower.")
 @click.option("--field", "--column", "field", default="text", show_default=True, help="Text field (text inputs).")
 @click.option("--id-field", default=None, help="Field or column carried as the id (text inputs).")
 @click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True)
@@ -56,20 +60,21 @@ def index_group() -> None:
 @encoder_options
 def build(
     *, vectors: str, output_path: str, output_type: str, exact: bool, rescore: str | None,
-    rescore_multiplier: int | None, connectivity: int, field: str, id_field: str | None, errors: str, force: bool,
-    progress: bool | None, quiet: bool, **encoder_params: Any,
+    rescore_multiplier: int | None, connectivity: int, expansion_add: int, expansion_search: int, field: str,
+    id_field: str | None, errors: str, force: bool, progress: bool | None, quiet: bool, **encoder_params: Any,
 ) -> None:  # fmt: skip
     """Build an index from VECTORS and write it to INDEX (a folder)."""
+    graph = {"connectivity": connectivity, "expansion_add": expansion_add, "expansion_search": expansion_search}
     with retrieval_errors():
         _build(vectors=vectors, output_path=output_path, output_type=output_type, exact=exact, rescore=rescore,
-               rescore_multiplier=rescore_multiplier, connectivity=connectivity, field=field, id_field=id_field,
+               rescore_multiplier=rescore_multiplier, graph=graph, field=field, id_field=id_field,
                errors=errors, force=force, show=show_progress(progress, quiet), quiet=quiet,
                encoder_params=encoder_params)  # fmt: skip
 
 
 def _build(
     *, vectors: str, output_path: str, output_type: str, exact: bool, rescore: str | None,
-    rescore_multiplier: int | None, connectivity: int, field: str, id_field: str | None, errors: str, force: bool,
+    rescore_multiplier: int | None, graph: dict[str, Any], field: str, id_field: str | None, errors: str, force: bool,
     show: bool, quiet: bool, encoder_params: dict[str, Any],
 ) -> None:  # fmt: skip
     from pathlib import Path
@@ -91,7 +96,7 @@ def _build(
     except ValueError:
         ids = [str(i) for i in corpus.ids]  # mixed id types (e.g. jsonl): keep them as text
     index = sentemb.Index.build(corpus.vectors, ids, output=output_type, model=model, exact=exact, rescore=rescore,
-                                rescore_multiplier=rescore_multiplier, connectivity=connectivity)  # fmt: skip
+                                rescore_multiplier=rescore_multiplier, **graph)  # fmt: skip
     index.save(output_path, force=force)
     if not quiet:
         memory = index.memory()

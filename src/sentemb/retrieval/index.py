@@ -133,16 +133,21 @@ class Index:
         rescore: str | None = None,
         rescore_multiplier: int | None = None,
         connectivity: int = 16,
+        expansion_add: int = 128,
+        expansion_search: int = 64,
     ) -> Index:
         """An index over float ``vectors`` (shape (n, dim)) with ``ids`` (default 0..n-1).
 
         ``output`` picks the stored type; int8 ranges come from ``ranges``, else ``calibration``,
         else the vectors. ``model`` (an Encoder or its ``describe()``) is recorded and checked on search.
+        ``connectivity``, ``expansion_add`` and ``expansion_search`` are the HNSW graph's (ignored when
+        ``exact``): a smaller ``expansion_add`` builds faster at some recall.
         """
         if output not in INDEX_OUTPUTS:
             raise ConfigError(f"index output {output!r} is unknown; choose one of {', '.join(INDEX_OUTPUTS)}")
         rescore = rescore or DEFAULT_RESCORE[output]
         options = IndexOptions(output=output, exact=exact, rescore=rescore, connectivity=connectivity,
+                               expansion_add=expansion_add, expansion_search=expansion_search,
                                rescore_multiplier=rescore_multiplier or DEFAULT_MULTIPLIER[output])  # fmt: skip
         floats = as_float_vectors(vectors, "vectors")
         if len(floats) == 0:
@@ -159,8 +164,8 @@ class Index:
         if exact:
             store = FlatStore(np.zeros((0, width), dtype=_code_dtype(output)), output)
         else:
-            store = GraphStore.create(output, width, connectivity=connectivity, expansion_add=options.expansion_add,
-                                      expansion_search=options.expansion_search)  # fmt: skip
+            store = GraphStore.create(output, width, connectivity=connectivity, expansion_add=expansion_add,
+                                      expansion_search=expansion_search)  # fmt: skip
         side: np.ndarray | None = None
         if rescore in ("int8", "float"):
             side = np.zeros((0, dim), _side_dtype(rescore))

@@ -129,6 +129,8 @@ def load_index(cls: type[Index], path: str | os.PathLike[str], *, mmap: bool, ve
         files = dict(meta["files"])
         _check_files(folder, files, verify)
         store: Store = (FlatStore if options.exact else GraphStore).load(folder, options.output, mmap)
+        if isinstance(store, GraphStore):  # usearch's file keeps the graph, not its build and search beams
+            store.graph.expansion_add, store.graph.expansion_search = options.expansion_add, options.expansion_search
         ids = np.load(folder / IDS, allow_pickle=False)
         side = None
         if RESCORE in files:
