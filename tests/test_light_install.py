@@ -9,12 +9,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+
+from waiting import read_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKER = Path(__file__).resolve().parent / "light_blocker"
@@ -91,14 +92,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ready(url: str, proc: subprocess.Popen) -> bool:
-    assert proc.poll() is None, proc.communicate()[0]
-    try:
-        return httpx.get(f"{url}/ready", timeout=5).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 def test_serve_on_the_base_install_matches_torch(default_encoder):
     pytest.importorskip("fastapi")
     port = _free_port()
@@ -106,10 +99,7 @@ def test_serve_on_the_base_install_matches_torch(default_encoder):
     command = [*CLI, "serve", "--port", str(port), "--device", "cpu"]
     proc = subprocess.Popen(command, env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120  # only turns a hang into a failure
-        while not _ready(url, proc):
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        read_until(proc, "is ready")  # the server's log line once its model has warmed up
         (model,) = [item["id"] for item in httpx.get(f"{url}/v1/models", timeout=5).json()["data"]]
         reply = httpx.post(f"{url}/v1/embeddings", json={"input": TEXTS, "model": model}, timeout=60)
         assert reply.status_code == 200, reply.text

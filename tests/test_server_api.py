@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import logging
-import time
 
 import httpx
 import numpy as np
 import pytest
+
+from waiting import wait_until
 
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
@@ -312,14 +313,9 @@ def test_request_texts_never_reach_the_logs(client, caplog, monkeypatch):
     )  # client-side URL logs aside
 
 
-def wait_until_ready(client: httpx.Client, hang_s: float = 300.0) -> None:
-    """Warm-up (and the int8 calibration) is done once /ready answers 200. A count of tries raced the
-    warm-up (600 quick polls, each taking the GIL from the server thread, ran out first under a random
-    test order); the deadline only turns a hang into a failure, and the pause leaves the server the GIL."""
-    deadline = time.monotonic() + hang_s
-    while client.get("/ready").status_code != 200:
-        assert time.monotonic() < deadline, "the server never became ready"
-        time.sleep(0.05)
+def wait_until_ready(client: httpx.Client) -> None:
+    """Warm-up (and the int8 calibration) is done once /ready answers 200."""
+    wait_until(lambda: client.get("/ready").status_code == 200, "/ready", hang_s=300)
 
 
 @pytest.mark.parametrize("dimensions", [None, 128])

@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import socket
 import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
+
+from waiting import wait_until
 
 pytest.importorskip("fastapi")
 
@@ -30,15 +31,6 @@ def metric(client: httpx.Client, name: str) -> float:
 
 def queue_depth(client: httpx.Client) -> float:
     return metric(client, "sentemb_queue_inputs")
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    """Poll a condition (a safety timeout only turns a hang into a failure)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def post_in_thread(url: str, texts: list[str], results: dict, key: str, timeout: float = 60) -> threading.Thread:
@@ -83,14 +75,14 @@ def served_batches(client: httpx.Client) -> float:
 def test_concurrent_requests_merge_into_micro_batches(fake, encoder):
     settings = ServerSettings(port=0, max_inputs=16, queue_size=64, max_wait_ms=2, drain_seconds=0)
     with serve_in_background(encoder, settings) as url, httpx.Client(base_url=url) as client:
-        wait_for(lambda: client.get("/ready").status_code == 200)
+        wait_until(lambda: client.get("/ready").status_code == 200)
         fake.hold()
         results: dict = {}
         threads = [post_in_thread(url, ["blocker"], results, "blocker")]
         assert fake.entered.wait(20)
         jobs = {f"r{i}": [f"text {i} {j}" for j in range(1 + i % 4)] for i in range(12)}
         threads += [post_in_thread(url, texts, results, key) for key, texts in jobs.items()]
-        wait_for(lambda: queue_depth(client) == sum(map(len, jobs.values())))
+        wait_until(lambda: queue_depth(client) == sum(map(len, jobs.values())))
         fake.release()
         for thread in threads:
             thread.join(30)
@@ -103,13 +95,13 @@ def test_concurrent_requests_merge_into_micro_batches(fake, encoder):
 
 def test_full_queue_answers_429_at_once_with_retry_after(fake, encoder):
     with serve_in_background(encoder, SETTINGS) as url, httpx.Client(base_url=url) as client:
-        wait_for(lambda: client.get("/ready").status_code == 200)
+        wait_until(lambda: client.get("/ready").status_code == 200)
         fake.hold()
         results: dict = {}
         threads = [post_in_thread(url, ["in the model"], results, "running")]
         assert fake.entered.wait(20)
         threads.append(post_in_thread(url, ["q1", "q2", "q3", "q4"], results, "queued"))
-        wait_for(lambda: queue_depth(client) == 4)
+        wait_until(lambda: queue_depth(client) == 4)
         refused = client.post("/v1/embeddings", json={"input": "one more"})  # answered while the model is held
         assert refused.status_code == 429
         assert int(refused.headers["Retry-After"]) >= 1
@@ -130,7 +122,7 @@ def served(encoder, settings: ServerSettings):
         sock.bind(("127.0.0.1", 0))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
-        wait_for(lambda: server.started)
+        wait_until(lambda: server.started)
         try:
             yield f"http://127.0.0.1:{sock.getsockname()[1]}", server.config.app.state.service
         finally:
@@ -143,7 +135,7 @@ def test_work_over_the_latency_budget_is_refused_at_once_with_a_computed_retry_a
         port=0, max_inputs=64, queue_size=4096, max_wait_ms=2, drain_seconds=0, max_queue_seconds=1.0
     )
     with served(encoder, settings) as (url, service), httpx.Client(base_url=url) as client:
-        wait_for(lambda: client.get("/ready").status_code == 200)
+        wait_until(lambda: client.get("/ready").status_code == 200)
         service.batcher.throughput = Throughput(prior=2000.0)  # a known rate instead of the calibrated one
         fake.hold()  # the rate stays at 2,000 estimated tokens/s while the model is held
         results: dict = {}
@@ -157,7 +149,7 @@ def test_work_over_the_latency_budget_is_refused_at_once_with_a_computed_retry_a
         assert not fake.gate.is_set() and "big" not in results  # refused while the model was still held
         depth = queue_depth(client)
         threads.append(post_in_thread(url, ["a short one"], results, "small"))  # a small request still fits
-        wait_for(lambda: queue_depth(client) == depth + 1)
+        wait_until(lambda: queue_depth(client) == depth + 1)
         fake.release()
         for thread in threads:
             thread.join(30)
@@ -172,7 +164,7 @@ def test_a_small_request_is_served_between_the_slices_of_a_large_one(fake, encod
     texts = ["word " * 100 + str(i) for i in range(200)]  # ~26,000 estimated tokens in all
     word, sentence = token_id(encoder, "word"), token_id(encoder, "sentence")
     with serve_in_background(encoder, settings) as url, httpx.Client(base_url=url) as client:
-        wait_for(lambda: client.get("/ready").status_code == 200)
+        wait_until(lambda: client.get("/ready").status_code == 200)
         fake.hold()
         results: dict = {}
         threads = [post_in_thread(url, texts, results, "big")]
@@ -180,7 +172,7 @@ def test_a_small_request_is_served_between_the_slices_of_a_large_one(fake, encod
         depth = queue_depth(client)
         assert 0 < depth < len(texts)
         threads.append(post_in_thread(url, ["just one sentence"], results, "small"))
-        wait_for(lambda: queue_depth(client) == depth + 1)
+        wait_until(lambda: queue_depth(client) == depth + 1)
         fake.batches.clear()
         fake.release()
         for thread in threads:
@@ -206,7 +198,7 @@ def test_usage_counts_the_tokens_embedded_after_truncation(fake, encoder):
 def test_disconnected_client_has_its_queued_work_dropped(fake, encoder):
     abandoned = token_id(encoder, "zebra")  # a word the calibration sentences lack
     with serve_in_background(encoder, SETTINGS) as url, httpx.Client(base_url=url) as client:
-        wait_for(lambda: client.get("/ready").status_code == 200)
+        wait_until(lambda: client.get("/ready").status_code == 200)
         fake.hold()
         results: dict = {}
         running = post_in_thread(url, ["in the model"], results, "running")
@@ -215,8 +207,8 @@ def test_disconnected_client_has_its_queued_work_dropped(fake, encoder):
             body = b'{"input": "zebra text"}'
             sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
-            wait_for(lambda: queue_depth(client) == 1)
-        wait_for(lambda: queue_depth(client) == 0)  # the client hung up: its input left the queue
+            wait_until(lambda: queue_depth(client) == 1)
+        wait_until(lambda: queue_depth(client) == 0)  # the client hung up: its input left the queue
         fake.release()
         running.join(30)
         assert results["running"].status_code == 200
@@ -241,14 +233,14 @@ def test_shutdown_waits_for_in_flight_requests(fake, encoder):
         url = f"http://127.0.0.1:{address[1]}"
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
-        wait_for(lambda: server.started)
-        wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200)
+        wait_until(lambda: server.started)
+        wait_until(lambda: httpx.get(f"{url}/ready").status_code == 200)
         fake.hold()
         results: dict = {}
         in_flight = post_in_thread(url, ["finish me", "and me"], results, "in_flight")
         assert fake.entered.wait(20)
         server.should_exit = True
-        wait_for(lambda: not _accepts(address))  # the listener is closed: shutdown has begun
+        wait_until(lambda: not _accepts(address))  # the listener is closed: shutdown has begun
         assert thread.is_alive() and "in_flight" not in results  # held by the gate: it must wait for it
         fake.release()
         in_flight.join(30)
@@ -295,7 +287,7 @@ def test_ready_is_503_until_the_first_forward_pass_finishes(fake, encoder):
         assert starting.json()["error"]["code"] == "not_ready"
         assert client.get("/health").status_code == 200  # alive while loading
         fake.release()
-        wait_for(lambda: client.get("/ready").status_code == 200)
+        wait_until(lambda: client.get("/ready").status_code == 200)
 
 
 def test_a_broken_model_is_not_ready_and_fails_requests_in_openai_shape(fake, encoder):
@@ -315,7 +307,7 @@ def test_a_poisoned_request_fails_alone_and_its_micro_batch_neighbours_get_their
     is not valid Unicode is refused with a 400 before it is queued at all."""
     settings = ServerSettings(port=0, max_inputs=16, queue_size=64, max_wait_ms=2, drain_seconds=0)
     with serve_in_background(encoder, settings) as url, httpx.Client(base_url=url) as client:
-        wait_for(lambda: client.get("/ready").status_code == 200)
+        wait_until(lambda: client.get("/ready").status_code == 200)
         fake.fail_on_token = token_id(encoder, "poison")  # the model fails on any call holding it
         fake.hold()
         results: dict = {}
@@ -333,7 +325,7 @@ def test_a_poisoned_request_fails_alone_and_its_micro_batch_neighbours_get_their
         raw = client.post(
             "/v1/embeddings", content=b'{"input": "\xed\xa0\x80"}', headers={"Content-Type": "application/json"}
         )
-        wait_for(lambda: queue_depth(client) == sum(map(len, jobs.values())))
+        wait_until(lambda: queue_depth(client) == sum(map(len, jobs.values())))
         fake.release()
         for thread in threads:
             thread.join(30)

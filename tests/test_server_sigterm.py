@@ -9,11 +9,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
+
+from waiting import read_until, wait_until
 
 pytest.importorskip("fastapi")
 
@@ -26,14 +27,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float = 60.0) -> None:
-    """Poll a condition (the timeout only turns a hang into a failure)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def in_flight_requests(url: str, auth: dict[str, str]) -> float:
@@ -66,16 +59,7 @@ def test_sigterm_drains_then_exits(sts_train_path, default_encoder):
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     auth = {"Authorization": "Bearer k"}
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < deadline, "server did not become ready"
-            try:
-                if httpx.get(f"{url}/ready", headers=auth, timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        read_until(proc, "is ready")  # the server's log line once its model has warmed up
 
         assert httpx.get(f"{url}/ready", timeout=5).status_code == 401  # SENTEMB_API_KEY is in force
         result: dict = {}
@@ -86,9 +70,9 @@ def test_sigterm_drains_then_exits(sts_train_path, default_encoder):
 
         thread = threading.Thread(target=in_flight, daemon=True)
         thread.start()
-        wait_until(lambda: in_flight_requests(url, auth) >= 1)  # the request is in the server now
+        wait_until(lambda: in_flight_requests(url, auth) >= 1, "a request in the server")
         proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: httpx.get(f"{url}/ready", headers=auth, timeout=5).status_code == 503)  # draining
+        wait_until(lambda: httpx.get(f"{url}/ready", headers=auth, timeout=5).status_code == 503, "draining")
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200  # still alive
         thread.join(60)
         output, _ = proc.communicate(timeout=60)
