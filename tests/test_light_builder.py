@@ -38,25 +38,14 @@ def xlmr_dir(tiny_dirs, tmp_path_factory):
     return folder
 
 
-def _builder_vs_torch(folder, tmp_path, monkeypatch) -> tuple[np.ndarray, np.ndarray, str]:
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta"])
+def test_builder_matches_torch_on_tiny_models(family, tiny_dirs, xlmr_dir, tmp_path, monkeypatch):
+    folder = xlmr_dir if family == "xlm-roberta" else tiny_dirs[family]
     want = sentemb.load(str(folder), backend="torch", device="cpu").encode(PARITY_TEXTS)
     hide_torch(monkeypatch)
-    encoder = sentemb.load(str(folder), backend="onnx", export_dir=str(tmp_path))
+    got = sentemb.load(str(folder), backend="onnx", export_dir=str(tmp_path)).encode(PARITY_TEXTS)
     (manifest,) = tmp_path.glob("onnx/*/manifest.json")
-    builder = json.loads(manifest.read_text())["recipe"]["builder"]
-    return encoder.encode(PARITY_TEXTS), want, builder
-
-
-@pytest.mark.parametrize("family", ["bert", "roberta"])
-def test_builder_matches_torch_on_tiny_models(family, tiny_dirs, tmp_path, monkeypatch):
-    got, want, builder = _builder_vs_torch(tiny_dirs[family], tmp_path, monkeypatch)
-    assert builder == "onnx.helper"
-    assert np.abs(got - want).max() <= 1e-5
-
-
-def test_builder_matches_torch_on_xlm_roberta(xlmr_dir, tmp_path, monkeypatch):
-    got, want, builder = _builder_vs_torch(xlmr_dir, tmp_path, monkeypatch)
-    assert builder == "onnx.helper"
+    assert json.loads(manifest.read_text())["recipe"]["builder"] == "onnx.helper"
     assert np.abs(got - want).max() <= 1e-5
 
 
