@@ -96,9 +96,14 @@ def test_exact_float_index_equals_brute_force_search():
 def test_rescoring_matches_sentence_transformers_recipe(output, theirs):
     from sentence_transformers.quantization import quantize_embeddings, semantic_search_usearch
 
-    corpus = _unit(RNG.standard_normal((2000, 384)))
-    queries = _unit(corpus[:40] + 0.5 * RNG.standard_normal((40, 384)))
-    ranges = sentemb.retrieval.quantize.quantization_ranges(corpus)
+    from sentemb.retrieval.quantize import quantization_ranges
+
+    # Its own seeded draw: the module's RNG would give data that depends on the test order (random here),
+    # and on other draws 384 bits tie often enough at the cut-off to move the overlap (0.94-0.98).
+    rng = np.random.default_rng(0)
+    corpus = _unit(rng.standard_normal((2000, 384)))
+    queries = _unit(corpus[:40] + 0.5 * rng.standard_normal((40, 384)))
+    ranges = quantization_ranges(corpus)
     index = sentemb.Index.build(corpus, output=output, exact=True, rescore="codes", rescore_multiplier=4,
                                 ranges=ranges)  # fmt: skip
     rows, scores = index.search_rows(queries, 10)
