@@ -12,8 +12,8 @@ neighbours at many distances, as real corpora have. Queries are fresh children o
 banner prints top-1/top-10/random cosines of the synthetic and the real (STS paraphrase) queries.
 
 On 2 shared cores an HNSW graph of a million 384-d rows with connectivity 16 and expansion_add 128
-takes well over half an hour, so the graph settings are flags (`Index.build`'s; the defaults here are lower than the
-library's; the output says which were used). Progress goes to stderr.
+takes well over half an hour, so the graph settings are flags (passed to `Index.build`; the defaults
+here are lower than the library's; the output says which were used). Progress goes to stderr.
 
     PYTHONPATH=src .venv/bin/python benchmarks/index_scale.py [--rows 1000000] [--connectivity 8]
 """
