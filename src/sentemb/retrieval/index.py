@@ -164,8 +164,7 @@ class Index:
         if exact:
             store = FlatStore(np.zeros((0, width), dtype=_code_dtype(output)), output)
         else:
-            store = GraphStore.create(output, width, connectivity=connectivity, expansion_add=expansion_add,
-                                      expansion_search=expansion_search)  # fmt: skip
+            store = GraphStore.create(options, width)
         side: np.ndarray | None = None
         if rescore in ("int8", "float"):
             side = np.zeros((0, dim), _side_dtype(rescore))

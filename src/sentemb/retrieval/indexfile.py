@@ -128,9 +128,7 @@ def load_index(cls: type[Index], path: str | os.PathLike[str], *, mmap: bool, ve
         options = IndexOptions(**meta["options"])
         files = dict(meta["files"])
         _check_files(folder, files, verify)
-        store: Store = (FlatStore if options.exact else GraphStore).load(folder, options.output, mmap)
-        if isinstance(store, GraphStore):  # usearch's file keeps the graph, not its build and search beams
-            store.graph.expansion_add, store.graph.expansion_search = options.expansion_add, options.expansion_search
+        store: Store = (FlatStore if options.exact else GraphStore).load(folder, options, mmap)
         ids = np.load(folder / IDS, allow_pickle=False)
         side = None
         if RESCORE in files:

@@ -9,11 +9,14 @@ bit differences (Hamming) for binary.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from sentemb.errors import require
+
+if TYPE_CHECKING:
+    from sentemb.retrieval.index import IndexOptions
 
 USEARCH_DTYPES = {"float32": "f32", "int8": "i8", "binary": "b1"}
 
@@ -98,8 +101,8 @@ class FlatStore:
         return [self.FILE]
 
     @classmethod
-    def load(cls, folder: Path, output: str, mmap: bool) -> FlatStore:
-        return cls(np.load(folder / cls.FILE, mmap_mode="r" if mmap else None, allow_pickle=False), output)
+    def load(cls, folder: Path, options: IndexOptions, mmap: bool) -> FlatStore:
+        return cls(np.load(folder / cls.FILE, mmap_mode="r" if mmap else None, allow_pickle=False), options.output)
 
 
 class GraphStore:
@@ -112,13 +115,12 @@ class GraphStore:
         self.output = output
 
     @classmethod
-    def create(
-        cls, output: str, width: int, *, connectivity: int, expansion_add: int, expansion_search: int
-    ) -> GraphStore:
-        ndim = width * 8 if output == "binary" else width
+    def create(cls, options: IndexOptions, width: int) -> GraphStore:
+        output = options.output
         graph = _usearch().Index(
-            ndim=ndim, metric=metric_of(output), dtype=USEARCH_DTYPES[output], connectivity=connectivity,
-            expansion_add=expansion_add, expansion_search=expansion_search,
+            ndim=width * 8 if output == "binary" else width, metric=metric_of(output), dtype=USEARCH_DTYPES[output],
+            connectivity=options.connectivity, expansion_add=options.expansion_add,
+            expansion_search=options.expansion_search,
         )  # fmt: skip
         return cls(graph, output)
 
@@ -142,10 +144,12 @@ class GraphStore:
         return [self.FILE]
 
     @classmethod
-    def load(cls, folder: Path, output: str, mmap: bool) -> GraphStore:
+    def load(cls, folder: Path, options: IndexOptions, mmap: bool) -> GraphStore:
         del mmap  # the graph is searched in RAM (a viewed graph cannot take add())
         graph = _usearch().Index.restore(str(folder / cls.FILE), view=False)
-        return cls(graph, output)
+        # usearch's file keeps the graph (and its connectivity), not its build and search beams
+        graph.expansion_add, graph.expansion_search = options.expansion_add, options.expansion_search
+        return cls(graph, options.output)
 
 
 def _matches(matches: Any, queries: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
