@@ -72,18 +72,17 @@ def shape_line(name: str, queries: np.ndarray, corpus: np.ndarray) -> str:
 def graph_index(corpus: np.ndarray, output: str, rescore: str, multiplier: int, args: argparse.Namespace) -> Index:
     """An HNSW index with this run's graph settings, built in chunks with progress and an ETA on stderr."""
     started = time.perf_counter()
-    index = None
+    first = min(CHUNK, len(corpus))  # int8 ranges come from the first chunk
+    index = sentemb.Index.build(corpus[:first], np.arange(first), output=output, rescore=rescore,
+                                rescore_multiplier=multiplier, connectivity=args.connectivity,
+                                expansion_add=args.expansion_add)  # fmt: skip
     for start in range(0, len(corpus), CHUNK):
-        part, ids = corpus[start : start + CHUNK], np.arange(start, min(start + CHUNK, len(corpus)))
-        if index is None:  # int8 ranges come from the first chunk
-            index = sentemb.Index.build(part, ids, output=output, rescore=rescore, rescore_multiplier=multiplier,
-                                        connectivity=args.connectivity, expansion_add=args.expansion_add)  # fmt: skip
-        else:
-            index.add(part, ids)
-        done, spent = start + len(part), time.perf_counter() - started
+        done = min(start + CHUNK, len(corpus))
+        if start:
+            index.add(corpus[start:done], np.arange(start, done))
+        spent = time.perf_counter() - started
         print(f"  {output} hnsw: {done:,} rows in {spent:.0f} s (eta {spent / done * (len(corpus) - done):.0f} s)",
               file=sys.stderr, flush=True)  # fmt: skip
-    assert index is not None
     return index
 
 
