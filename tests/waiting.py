@@ -7,16 +7,15 @@ import time
 from collections.abc import Callable
 
 
-def read_until(proc: subprocess.Popen, needle: str) -> str:
-    """Block on a subprocess's text output until a line holds ``needle`` (no polling); the output so far.
-
-    Fails with that output when the process exits first."""
+def read_until(proc: subprocess.Popen, needle: str) -> None:
+    """Block on a subprocess's text output until a line holds ``needle`` (no polling); fails with the
+    output so far when the process exits first."""
     assert proc.stdout is not None
     seen: list[str] = []
     for line in proc.stdout:
         seen.append(line)
         if needle in line:
-            return "".join(seen)
+            return
     raise AssertionError(f"the process exited before printing {needle!r}:\n" + "".join(seen)[-3000:])
 
 
