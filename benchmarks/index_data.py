@@ -1,6 +1,6 @@
-"""Shared by the retrieval benchmarks: the CPU banner, STS sentences and their vectors (cached), timing helpers.
+"""Shared by the retrieval benchmarks: STS sentences and their vectors (cached), timing and recall helpers.
 
-PYTHONPATH=src .venv/bin/python benchmarks/index_data.py     # encodes and caches the STS vectors
+    PYTHONPATH=src .venv/bin/python benchmarks/index_data.py     # encodes and caches the STS vectors
 """
 
 from __future__ import annotations
