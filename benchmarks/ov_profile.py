@@ -21,11 +21,11 @@ from machine import cpu_line
 
 def default_ir(precision: str) -> Path:
     """sentemb's cached OpenVINO IR of the default model (fp32 for bf16, which is a compile-time hint)."""
-    import sentemb
-    from sentemb.config import Precision
+    from sentemb.config import EncoderConfig, Precision
     from sentemb.export import ensure_export
+    from sentemb.models import open_model
 
-    spec = sentemb.load(backend="onnx").spec
+    _, spec = open_model(EncoderConfig())  # the model's folder, no backend loaded
     ir = Precision.INT8 if precision == "int8" else Precision.FP32
     return Path(ensure_export(spec, ir, runtime="openvino").model)
 
