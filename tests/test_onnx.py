@@ -7,7 +7,7 @@ import pytest
 
 import sentemb
 from sentemb import export
-from sentemb.backends import auto_choice
+from sentemb.backends import auto_choice, onnx_backend
 from sentemb.config import EncoderConfig
 from tiny_models import BACKBONES
 from tiny_models import PARITY_TEXTS as TEXTS
@@ -37,6 +37,38 @@ def test_int8_on_a_tiny_model_keeps_shape_and_direction(onnx_cache, tiny_dirs):
     assert vectors.shape == reference.shape and vectors.dtype == np.float32
     cosine = np.sum(vectors * reference, axis=1)  # both normalised
     assert cosine.min() > 0.95
+
+
+@pytest.mark.parametrize(
+    ("streams", "threads", "cores", "expected"),
+    [(None, None, 4, (4, 1)), ("2", None, 4, (2, 2)), (None, "2", 4, (2, 2)), ("3", "3", 2, (3, 3)),
+     (None, "8", 2, (1, 8))],
+)
+def test_cpu_streams_share_the_cores(monkeypatch, streams, threads, cores, expected):
+    for name, value in ((onnx_backend.STREAMS_ENV, streams), (onnx_backend.THREADS_ENV, threads)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert onnx_backend.cpu_streams(cores) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_stream_count_is_refused(monkeypatch, value):
+    monkeypatch.setenv(onnx_backend.STREAMS_ENV, value)
+    with pytest.raises(sentemb.ConfigError, match=f"SENTEMB_ORT_STREAMS='{value}': give a whole number"):
+        onnx_backend.cpu_streams(2)
+
+
+def test_batches_run_at_once_give_the_vectors_of_one_at_a_time(onnx_cache, tiny_dirs, monkeypatch):
+    monkeypatch.setenv(onnx_backend.THREADS_ENV, "1")  # the same kernels either way
+    texts = [f"{text} ({i})" for i in range(6) for text in TEXTS]
+    monkeypatch.setenv(onnx_backend.STREAMS_ENV, "1")
+    serial = sentemb.load(tiny_dirs["bert"], backend="onnx", device="cpu", batch_size=3)
+    monkeypatch.setenv(onnx_backend.STREAMS_ENV, "3")
+    concurrent = sentemb.load(tiny_dirs["bert"], backend="onnx", device="cpu", batch_size=3)
+    assert (serial.parallel, concurrent.parallel) == (1, 3)
+    np.testing.assert_array_equal(concurrent.encode(texts), serial.encode(texts))
 
 
 def test_onnx_refuses_bf16_and_cuda_fallback_warns(onnx_cache, tiny_dirs):

@@ -137,7 +137,7 @@ class Encoder:
 
     @property
     def parallel(self) -> int:
-        """How many batches the backend computes at once (OpenVINO's streams; 1 elsewhere)."""
+        """How many batches the backend computes at once (OpenVINO streams, ONNX Runtime runs on the CPU; else 1)."""
         return self._backend.parallel
 
     def describe(self) -> EncoderFacts:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sentemb")
 
-SCHEMA = 2  # 2: bf16 also times exact fp32 ("openvino fp32")
+SCHEMA = 3  # 2: bf16 also times exact fp32 ("openvino fp32"); 3: ONNX Runtime runs a batch per core
 # CPU flags that change which backend wins (x86 and ARM spellings); the rest are left out of the key.
 RELEVANT_FLAGS = (
     "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile",
@@ -112,6 +112,14 @@ def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
     return model, frozenset(flags)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def cpu_facts(cpuinfo: str | None = None) -> dict[str, object]:
     """Architecture, model and the flags that matter for speed, without assuming x86 or Linux."""
     if cpuinfo is None:
@@ -120,15 +128,11 @@ def cpu_facts(cpuinfo: str | None = None) -> dict[str, object]:
         except OSError:
             cpuinfo = ""
     model, flags = parse_cpuinfo(cpuinfo)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS, Windows
-        cores = os.cpu_count() or 1
     return {
         "machine": platform.machine().lower(),
         "model": model or platform.processor(),
         "flags": sorted(flags & set(RELEVANT_FLAGS)),
-        "cores": cores,
+        "cores": usable_cores(),
         # an ISA cap (oneDNN: OpenVINO and torch bf16; ATen; MKL: torch fp32) changes the ranking as
         # much as another CPU would
         "isa_caps": {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)},

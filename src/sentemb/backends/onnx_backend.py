@@ -1,7 +1,10 @@
 """ONNX Runtime backend: the cached export of the model (fp32, or int8 weights) in one InferenceSession.
 
-Once the export is cached, building this backend imports neither torch nor transformers: the session
-reads ``model.onnx`` and the tokenizer comes from the ``tokenizer.json`` saved beside it.
+On the CPU it runs several batches at once, by default one per core with one thread each (as the
+OpenVINO backend's streams do): a batch of short texts is too small to keep two cores busy inside one
+run, so the encoder keeps ``parallel`` batches in flight instead. Once the export is cached, building
+this backend imports neither torch nor transformers: the session reads ``model.onnx`` and the
+tokenizer comes from the ``tokenizer.json`` saved beside it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sentemb.backends import cuda_fallback
+from sentemb.backends.choice import usable_cores
 from sentemb.config import Pooling, Precision
 from sentemb.errors import BackendError, ConfigError, require
 from sentemb.models.modules import check_backbone_width
@@ -25,8 +29,28 @@ if TYPE_CHECKING:
     from sentemb.models import ModelSpec
     from sentemb.tokenize import LoadedTokenizer
 
-# Threads per session; default: ONNX Runtime's choice (one per physical core).
+# Batches run at once on the CPU; default: one per core this process may use.
+STREAMS_ENV = "SENTEMB_ORT_STREAMS"
+# Threads per batch; default: the cores shared out among the streams (ONNX Runtime's choice on CUDA).
 THREADS_ENV = "SENTEMB_ORT_THREADS"
+
+
+def _env_count(name: str) -> int | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{name}={value!r}: give a whole number of at least 1, or unset it")
+    return int(value)
+
+
+def cpu_streams(cores: int) -> tuple[int, int]:
+    """(batches at once, threads for each) on ``cores`` CPU cores: one thread per batch and a batch per
+    core, unless SENTEMB_ORT_STREAMS / SENTEMB_ORT_THREADS say otherwise (the other shares the cores)."""
+    streams, threads = _env_count(STREAMS_ENV), _env_count(THREADS_ENV)
+    if streams is None:
+        streams = max(1, cores // (threads or 1))
+    return streams, threads or max(1, cores // streams)
 
 
 def _ort_errors() -> tuple[type[Exception], ...]:
@@ -41,7 +65,6 @@ class OnnxBackend:
     """Runs an exported graph whose output is ``last_hidden_state`` (B, T, H) float32."""
 
     name = "onnx"
-    parallel = 1
     tokenizer: LoadedTokenizer | None
 
     def __init__(
@@ -51,9 +74,12 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        threads = os.environ.get(THREADS_ENV)
-        if threads:
-            options.intra_op_num_threads = int(threads)
+        self.parallel = 1
+        if device.startswith("cuda"):
+            threads = _env_count(THREADS_ENV) or 0  # 0: ONNX Runtime's choice
+        else:  # InferenceSession.run is thread-safe: each of ``parallel`` runs at once gets its own threads
+            self.parallel, threads = cpu_streams(usable_cores())
+        options.intra_op_num_threads = threads
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
             index = device.split(":")[1] if ":" in device else "0"
