@@ -20,7 +20,7 @@ Encode = Callable[[list[str], int], np.ndarray]
 # (label, builder name): built in this order; each builder returns an encode function.
 PEERS = (
     ("sentence-transformers onnx fp32", "st_onnx"),
-    ("sentence-transformers openvino fp32", "st_openvino"),
+    ("sentence-transformers openvino (OpenVINO's default hint: bf16 where the CPU has it)", "st_openvino"),
     ("sentence-transformers onnx int8 (dynamic, ISA config)", "st_onnx_int8"),
     ("sentence-transformers openvino int8 (static, local calibration)", "st_openvino_int8"),
     ("fastembed (same ONNX file, custom model)", "fastembed"),
