@@ -74,16 +74,14 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self.parallel = 1
+        providers: list = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
-            threads = _env_count(THREADS_ENV) or 0  # 0: ONNX Runtime's choice
+            index = device.split(":")[1] if ":" in device else "0"
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+            self.parallel, threads = 1, _env_count(THREADS_ENV) or 0  # 0: ONNX Runtime's choice
         else:  # InferenceSession.run is thread-safe: each of ``parallel`` runs at once gets its own threads
             self.parallel, threads = cpu_streams(usable_cores())
         options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            index = device.split(":")[1] if ":" in device else "0"
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))  # type: ignore[arg-type]
         errors: tuple[type[Exception], ...] = (*_ort_errors(), RuntimeError, OSError)
         try:
             self.session = ort.InferenceSession(str(exported.model), options, providers=providers)
