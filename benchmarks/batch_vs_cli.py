@@ -29,7 +29,7 @@ from pathlib import Path
 from machine import cpu_line
 
 ROOT = Path(__file__).resolve().parents[1]
-STS_TRAIN = ROOT.parent / "shared" / "data" / "stsb" / "sts-train.csv"
+STS_TRAIN = ROOT / "data" / "stsb" / "sts-train.csv"
 SENTEMB = [sys.executable, "-c", "from sentemb.cli import main; main()"]
 
 

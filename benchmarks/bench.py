@@ -32,7 +32,7 @@ from machine import cpu_line
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-STSB = ROOT.parent / "shared" / "data" / "stsb"
+STSB = ROOT / "data" / "stsb"
 # (label, backend, precision) of the sentemb rows, per device.
 GPU_METHODS = [
     ("sentemb torch fp32", "torch", "fp32"),

@@ -25,7 +25,7 @@ from pathlib import Path
 from machine import cpu_line
 
 ROOT = Path(__file__).resolve().parents[1]
-STS_TRAIN = ROOT.parent / "shared" / "data" / "stsb" / "sts-train.csv"
+STS_TRAIN = ROOT / "data" / "stsb" / "sts-train.csv"
 SENTEMB = Path(sys.executable).with_name("sentemb")
 
 

@@ -18,7 +18,7 @@ from machine import cpu_line
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-STSB = ROOT.parent / "shared" / "data" / "stsb"
+STSB = ROOT / "data" / "stsb"
 
 RSS_CHILD = """
 import sys, sentemb

@@ -14,7 +14,7 @@ from machine import cpu_line
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-STSB = ROOT.parent / "shared" / "data" / "stsb"
+STSB = ROOT / "data" / "stsb"
 CACHE = Path(os.environ.get("SENTEMB_BENCH_CACHE", "/tmp/sentemb-bench"))
 
 

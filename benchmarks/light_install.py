@@ -98,7 +98,7 @@ def main() -> None:
     peers = {name: Path(path) for name, path in (item.split("=", 1) for item in options.peer)}
     for name, venv in {**venvs, **peers}.items():
         print(f"installed size {name:>22}: {site_mb(venv):7.0f} MB (du -sm site-packages)")
-    sts = str(ROOT.parent / "shared" / "data" / "stsb" / "sts-dev.csv")
+    sts = str(ROOT / "data" / "stsb" / "sts-dev.csv")
     with tempfile.TemporaryDirectory() as caches:
         results: dict[str, dict[str, list[float]]] = {k: {} for k in [*venvs, *peers]}
         for name, venv in venvs.items():  # the export, once, outside the timings

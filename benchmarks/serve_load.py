@@ -32,7 +32,7 @@ import psutil
 from machine import cpu_line
 
 ROOT = Path(__file__).resolve().parents[1]
-STS = ROOT.parent / "shared" / "data" / "stsb" / "sts-train.csv"
+STS = ROOT / "data" / "stsb" / "sts-train.csv"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 

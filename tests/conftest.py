@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tiny_models import STSB
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 # Exports and digest memos go to a throw-away cache, never the user's ~/.cache/sentemb.
 os.environ["SENTEMB_CACHE"] = tempfile.mkdtemp(prefix="sentemb-test-cache-")
 atexit.register(shutil.rmtree, os.environ["SENTEMB_CACHE"], True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb"
 STS_SENTENCES = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
 
 

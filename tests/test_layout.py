@@ -7,7 +7,7 @@ from pathlib import Path
 import sentemb
 
 LAYERS = [
-    "errors", "options", "config", "facts", "scoped", "models", "tokenize", "prompts", "batching", "pooling",
+    "errors", "extras", "options", "config", "facts", "scoped", "models", "tokenize", "prompts", "batching", "pooling",
     "similarity", "export", "backends", "encoder", "evaluation", "retrieval", "server", "batch", "cli", "demo",
 ]  # fmt: skip
 

@@ -87,7 +87,7 @@ def test_default_model_openvino_fp32_bf16_int8_quality(onnx_cache, sts_reference
 
 
 def test_a_missing_optional_dependency_names_its_extra():
-    from sentemb.errors import require
+    from sentemb.extras import require
 
     expected = r"the OpenVINO backend needs no_such_module: pip install 'sentemb\[openvino\]'"
     with pytest.raises(ImportError, match=expected):

@@ -11,7 +11,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-STS_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "sts-train.csv"
+# The STS benchmark, carried in the repository (data/stsb, with its licence notes).
+STSB = Path(__file__).resolve().parents[1] / "data" / "stsb"
+STS_TRAIN = STSB / "sts-train.csv"
 BACKBONES = ("bert", "mpnet", "distilbert", "roberta", "albert", "bart")
 # Texts that parity tests compare backends on: empty, one word, truncated, non-ASCII, two sentences.
 PARITY_TEXTS = [

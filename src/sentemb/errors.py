@@ -22,11 +22,6 @@ Each message says what to do next.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Callable
-from typing import Any
-
 
 class SentembError(Exception):
     """Base class of sentemb's errors."""
@@ -95,29 +90,3 @@ class IndexFileError(SentembError, ValueError):
 
 class ModelMismatchError(SentembError, ValueError):
     """Vectors from another model (or other model options) than the ones the index was built with."""
-
-
-def installed(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it (a blocked or broken one counts as absent)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def torch_installed() -> bool:
-    """Whether the torch extra (torch and transformers) is installed."""
-    return installed("torch") and installed("transformers")
-
-
-def openvino_runs(int8: bool, find: Callable[[str], bool] = installed) -> bool:
-    """Whether OpenVINO is installed (``find``: module -> bool), and NNCF too where int8 needs it to quantise."""
-    return find("openvino") and (not int8 or find("nncf"))
-
-
-def require(module: str, extra: str, purpose: str) -> Any:
-    """Import an optional dependency, or raise ImportError that names the extra installing it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImportError(f"{purpose} needs {module}: pip install 'sentemb[{extra}]'") from None

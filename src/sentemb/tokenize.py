@@ -228,7 +228,7 @@ class LoadedTokenizer:
 def load_hf_tokenizer(folder: str, trust_remote_code: bool = False) -> LoadedTokenizer:
     """Load with ``AutoTokenizer`` (as sentence-transformers does) and keep its fast core; without
     transformers (the base install), read ``tokenizer.json`` itself (:func:`load_tokenizer_json`)."""
-    from sentemb.errors import installed
+    from sentemb.extras import installed
 
     if not installed("transformers"):
         return load_tokenizer_json(folder)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from sentemb.errors import ConfigError, installed, openvino_runs, torch_installed
+from sentemb.errors import ConfigError
+from sentemb.extras import installed, openvino_runs, torch_installed
 
 if TYPE_CHECKING:
     from sentemb.backends.choice import Choice

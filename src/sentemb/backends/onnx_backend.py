@@ -17,7 +17,8 @@ import numpy as np
 from sentemb.backends import cuda_fallback
 from sentemb.backends.choice import usable_cores
 from sentemb.config import Pooling, Precision
-from sentemb.errors import BackendError, ConfigError, require
+from sentemb.errors import BackendError, ConfigError
+from sentemb.extras import require
 from sentemb.models.modules import check_backbone_width
 from sentemb.pooling import apply_dense, pool
 

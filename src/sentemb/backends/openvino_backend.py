@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sentemb.config import Pooling, Precision
-from sentemb.errors import BackendError, ConfigError, require
+from sentemb.errors import BackendError, ConfigError
+from sentemb.extras import require
 from sentemb.models.modules import check_backbone_width
 from sentemb.pooling import apply_dense, pool
 

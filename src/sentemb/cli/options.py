@@ -86,7 +86,7 @@ EXTRAS = {
 def missing_dependency(exc: ImportError) -> str:
     """One line naming what is missing and the extra that installs it."""
     message = str(exc).splitlines()[0] if str(exc) else "a dependency is missing"
-    if "pip install" in message:  # the library already said which extra (sentemb.errors.require)
+    if "pip install" in message:  # the library already said which extra (sentemb.extras.require)
         return message
     top = (exc.name or "").split(".")[0]
     extra = EXTRAS.get(top, "all")

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sentemb.config import Precision
-from sentemb.errors import require
 from sentemb.export.recipe import CALIBRATION_FILE
+from sentemb.extras import require
 from sentemb.scoped import env_var, quiet, quiet_console
 
 if TYPE_CHECKING:

@@ -148,7 +148,7 @@ def recipe_for(spec: ModelSpec, precision: Precision, runtime: str = "onnx") -> 
 
 def choose_builder(spec: ModelSpec) -> str:
     """torch.onnx where torch is installed; else the torch-free builder, or a one-line refusal naming the extra."""
-    from sentemb.errors import torch_installed
+    from sentemb.extras import torch_installed
 
     if torch_installed():
         return BUILDER

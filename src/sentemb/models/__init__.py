@@ -31,7 +31,7 @@ def wanted_graphs(config: EncoderConfig) -> tuple[tuple[str, ...], ...]:
     """The hub graph files (:func:`~sentemb.models.prebuilt.hub_graphs`) the backend ``config`` resolves to
     would run: for ONNX / OpenVINO (asked for, or the base install's runtime) or a ``file_name``; else none."""
     from sentemb.config import Precision
-    from sentemb.errors import openvino_runs, torch_installed
+    from sentemb.extras import openvino_runs, torch_installed
     from sentemb.models.prebuilt import hub_graphs
 
     backend = str(config.backend.value)

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sentemb.errors import ConfigError, VectorsError, require
+from sentemb.errors import ConfigError, VectorsError
+from sentemb.extras import require
 from sentemb.retrieval.dedup import check_threshold
 from sentemb.retrieval.index import as_float_vectors
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from sentemb.errors import require
+from sentemb.extras import require
 
 if TYPE_CHECKING:
     from sentemb.retrieval.index import IndexOptions
