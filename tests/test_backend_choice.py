@@ -117,6 +117,20 @@ def test_a_busy_spell_does_not_decide_the_choice(monkeypatch, spec, auto):
     assert bench.passes[:6] == ["openvino", "onnx", "torch"] * 2  # warm-ups, then the first round
 
 
+def test_an_unwritable_cache_folder_warns_once_measures_and_runs(monkeypatch, spec, auto, tmp_path, caplog):
+    """A read-only home (the usual container): the choice cannot be kept, so it is measured, used, and said once."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    unwritable = auto.replace(export_dir=str(blocker / "cache"))
+    bench = Bench(monkeypatch, {"torch": 0.09, "onnx": 0.03, "openvino": 0.06}, set(ALL))
+    with caplog.at_level("WARNING", logger="sentemb"):
+        config, backend, found = bench.choose(spec, unwritable)
+    assert config.backend == backend.name == "onnx" and found is not None and found.measured
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "could not keep the backend choice" in warnings[0], warnings
+    assert not Path(found.path).exists()
+
+
 def test_a_damaged_cache_file_is_measured_again(monkeypatch, spec, auto):
     bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.1, "openvino": 0.2}, set(ALL))
     _, _, found = bench.choose(spec, auto)

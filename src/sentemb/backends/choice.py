@@ -15,18 +15,18 @@ missing (macOS, Windows) or list ARM ``Features``; the flag reader keeps whateve
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+
+from sentemb.files import write_text_atomic
 
 if TYPE_CHECKING:
     from sentemb.config import EncoderConfig, Precision
@@ -196,16 +196,9 @@ def write_cached(path: Path, choice: Choice) -> None:
     data = {"key": choice.key, "backend": choice.backend, "precision": choice.precision, "rates": choice.rates,
             "errors": choice.errors}  # fmt: skip
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, work = tempfile.mkstemp(prefix=".partial-", suffix=".json", dir=path.parent)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1, sort_keys=True)
-        os.chmod(work, 0o644)
-        os.replace(work, path)
+        write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
     except OSError as exc:
-        log.warning("sentemb: could not keep the backend choice in %s (%s)", path, exc)
-        with contextlib.suppress(OSError):
-            os.unlink(work)
+        log.warning("sentemb: could not keep the backend choice in %s (%s); it is measured again next time", path, exc)
 
 
 B = TypeVar("B")

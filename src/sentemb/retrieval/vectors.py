@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from sentemb.errors import VectorsError
+from sentemb.files import atomic_file
 from sentemb.retrieval.quantize import NUMPY_DTYPES, check_output_type
 
 QUANTIZE_META_KEY = b"sentemb.quantize"
@@ -238,12 +239,7 @@ def write_vectors_parquet(
     ``vectors`` are what :func:`sentemb.quantize` returned for ``output``; ``dim`` is the float dimension
     (needed for packed bits). Writes a temporary file beside ``path`` and renames it (atomic).
     """
-    target = Path(path)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.part")
-    try:
+    with atomic_file(Path(path)) as temp:
         writer = QuantizedParquetWriter(temp, output, int(dim or np.shape(vectors)[1]), ranges)
         writer.write(ids, vectors)
         writer.close()
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
