@@ -232,9 +232,9 @@ def peer_methods(model: str, calibration: list[str], st_batch_size: int, keep: P
     cannot run are recorded in SKIPPED."""
     from peers import Peers, load_peers
 
-    from sentemb.backends.choice import cpu_facts
+    from sentemb.machine import Machine
 
-    peers = Peers(model, calibration, st_batch_size, cpu_facts(), keep)
+    peers = Peers(model, calibration, st_batch_size, Machine.here(), keep)
     methods = []
     for label, loaded in load_peers(peers):
         if isinstance(loaded, str):

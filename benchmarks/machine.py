@@ -19,11 +19,12 @@ ISA_CAPS = (
 
 def cpu_line() -> str:
     """CPU model, architecture, cores and ISA flags, then the ISA caps in force (when any is set)."""
-    from sentemb.backends.choice import cpu_facts
+    from sentemb.machine import Machine
 
-    facts = cpu_facts()
-    flags = set(facts["flags"])  # type: ignore[call-overload]
-    wanted = ARM if str(facts["machine"]) in ("aarch64", "arm64") else X86
+    machine = Machine.here()
+    facts = machine.facts()
+    flags = machine.flags
+    wanted = ARM if machine.arch in ("aarch64", "arm64") else X86
     shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
     return f"CPU: {facts['model']} ({facts['machine']}, {facts['cores']} cores); {shown}{isa_caps()}"
 

@@ -23,7 +23,8 @@ SETTINGS = {"a batch per core": ("", "1"), "one batch on all cores": ("1", "")} 
 
 def load(precision: str, streams: str, threads: str) -> Any:
     import sentemb
-    from sentemb.backends.onnx_backend import STREAMS_ENV, THREADS_ENV
+    from sentemb.plan import ORT_STREAMS_ENV as STREAMS_ENV
+    from sentemb.plan import ORT_THREADS_ENV as THREADS_ENV
 
     os.environ[STREAMS_ENV], os.environ[THREADS_ENV] = streams, threads
     try:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sentemb.machine import Machine
+
 Encode = Callable[[list[str], int], np.ndarray]
 # (label, builder name): built in this order; each builder returns an encode function.
 PEERS = (
@@ -43,7 +45,7 @@ class Peers:
     """Builds the peer rows for one model folder; exports go into a private temporary folder."""
 
     def __init__(
-        self, model: str, calibration: list[str], st_batch_size: int, cpu: dict[str, object], keep: Path | None = None
+        self, model: str, calibration: list[str], st_batch_size: int, cpu: Machine, keep: Path | None = None
     ) -> None:
         self.model = model
         self.calibration = calibration
@@ -75,9 +77,7 @@ class Peers:
     def _ov_config(self) -> dict[str, object]:
         """Under a oneDNN cap below bf16, the f32 hint OpenVINO picks on a CPU without bf16 (its default
         here, bf16, has no kernels left under the cap and fails to compile)."""
-        from sentemb.backends.choice import native_bf16
-
-        if native_bf16(self.cpu) or not any("bf16" in flag for flag in self.cpu["flags"]):  # type: ignore[attr-defined]
+        if self.cpu.native_bf16 or not any("bf16" in flag for flag in self.cpu.flags):
             return {}
         return {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}
 
@@ -97,9 +97,9 @@ class Peers:
         from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
 
         st, folder = self._saved("onnx")
-        caps = self.cpu.get("isa_caps") or {}
-        onednn = str(caps.get("ONEDNN_MAX_CPU_ISA", ""))  # type: ignore[attr-defined]
-        config = ort_quantization_config(list(self.cpu["flags"]), str(self.cpu["machine"]), onednn)  # type: ignore[call-overload]
+        caps = dict(self.cpu.isa_caps)
+        onednn = caps.get("ONEDNN_MAX_CPU_ISA", "")
+        config = ort_quantization_config(list(self.cpu.flags), self.cpu.arch, onednn)
         # the helper names the file <weights dtype>_<config>: qint8_avx512_vnni, quint8_avx2, ...
         made = list((folder / "onnx").glob(f"model_*int8_{config}.onnx"))
         if not made:

@@ -27,7 +27,9 @@ class FakeBackend:
 
     name = "fake"
     device = "cpu"
-    parallel = 1
+    streams = 1
+    threads = None
+    graph = None
     tokenizer = None
 
     def __init__(self, dim: int = 4, *, fail_on_token: int | None = None) -> None:

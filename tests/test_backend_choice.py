@@ -14,6 +14,8 @@ import sentemb
 import sentemb.backends as backends
 from sentemb.backends import BACKEND_ENV, choice, choose_backend
 from sentemb.config import EncoderConfig, Precision
+from sentemb.machine import ISA_CAPS, Machine, parse_cpuinfo
+from sentemb.plan import resolve
 
 
 class FakeClock:
@@ -25,26 +27,33 @@ class FakeClock:
 
 
 class Bench:
-    """Fake backends named like the real ones, each costing ``costs[name]`` fake seconds a pass."""
+    """Fake backends named like the real ones, each costing ``costs[name]`` fake seconds a pass, on a fake
+    machine with the ``installed`` runtimes (and native bf16 when ``bf16``)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, costs: dict[str, float], installed: set[str]) -> None:
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, costs: dict[str, float], installed: set[str], *, bf16: bool = False
+    ) -> None:
         self.costs = costs
         self.installed = installed
+        self.bf16 = bf16
         self.clock = FakeClock()
         self.built: list[str] = []
         self.passes: list[str] = []
         monkeypatch.setattr(backends, "create_backend", self.create)
-        monkeypatch.setattr(backends, "_gpu_present", lambda: False)
-        monkeypatch.setattr(backends, "_installed", lambda module: module in installed)
 
-    def create(self, spec: object, config: EncoderConfig) -> SimpleNamespace:
-        name = backends.resolve_choice(config).backend
+    def machine(self) -> Machine:
+        flags = {"avx2", "avx512_vnni", "avx512_bf16"} if self.bf16 else {"avx2", "avx512_vnni"}
+        return Machine(cpu="a test CPU", flags=frozenset(flags), cores=2, modules=frozenset(self.installed))
+
+    def create(self, spec: object, config: EncoderConfig, machine: Machine) -> SimpleNamespace:
+        name = resolve(config, machine)[0].backend
         if name not in self.costs:
             raise RuntimeError(f"{name} cannot run here")
         at = f"{name} {config.precision.value}"  # a cost of its own at this precision, e.g. "openvino fp32"
         label = at if at in self.costs else name
         self.built.append(label)
-        return SimpleNamespace(name=name, label=label, device="cpu", parallel=1, tokenizer=None, dim=4)
+        return SimpleNamespace(name=name, label=label, device="cpu", streams=1, threads=None, graph=None,
+                               tokenizer=None, dim=4)  # fmt: skip
 
     def run(self, config: EncoderConfig, backend: SimpleNamespace) -> None:
         assert config.backend == backend.name
@@ -52,11 +61,10 @@ class Bench:
         self.clock.now += self.costs[backend.label]
 
     def choose(self, spec: object, config: EncoderConfig) -> tuple[EncoderConfig, object, choice.Choice | None]:
-        find = lambda module: module in self.installed  # noqa: E731
-        return choose_backend(spec, config, self.run, clock=self.clock, find=find)  # type: ignore[arg-type]
+        return choose_backend(spec, config, self.run, machine=self.machine(), clock=self.clock)  # type: ignore[arg-type]
 
 
-ALL = {"torch", "onnxruntime", "openvino", "nncf"}
+ALL = {"torch", "transformers", "onnxruntime", "openvino", "nncf"}
 
 
 @pytest.fixture
@@ -163,8 +171,7 @@ def test_overrides_skip_the_measurement(monkeypatch, spec, auto):
 
 
 def test_int8_and_bf16_measure_their_own_candidates(monkeypatch, spec, auto):
-    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.2, "openvino": 0.1}, set(ALL))
-    monkeypatch.setattr(backends, "_cpu_has_bf16", lambda: True)
+    bench = Bench(monkeypatch, {"torch": 0.3, "onnx": 0.2, "openvino": 0.1}, set(ALL), bf16=True)
     config, _, found = bench.choose(spec, auto.replace(precision="int8"))
     assert found is not None and set(found.rates) == {"onnx", "openvino"} and config.backend == "openvino"
     config, _, found = bench.choose(spec, auto.replace(precision="bf16"))
@@ -176,8 +183,7 @@ def test_int8_and_bf16_measure_their_own_candidates(monkeypatch, spec, auto):
 
 def test_bf16_takes_exact_fp32_where_it_is_faster_and_keeps_it(monkeypatch, spec, auto):
     """Without AMX some CPUs' bf16 units are no faster than fp32: a bf16 request then runs exact fp32."""
-    monkeypatch.setattr(backends, "_cpu_has_bf16", lambda: True)
-    bench = Bench(monkeypatch, {"openvino": 0.3, "torch": 0.4, "openvino fp32": 0.2}, set(ALL))
+    bench = Bench(monkeypatch, {"openvino": 0.3, "torch": 0.4, "openvino fp32": 0.2}, set(ALL), bf16=True)
     config, backend, found = bench.choose(spec, auto.replace(precision="bf16"))
     assert (config.backend, config.precision, backend.label) == ("openvino", Precision.FP32, "openvino fp32")
     assert found is not None and found.backend == "openvino fp32" and found.precision == "bf16"
@@ -214,37 +220,37 @@ def test_the_key_follows_cpu_versions_weights_and_precision():
 
 def test_cpu_flags_are_read_on_x86_arm_and_without_cpuinfo():
     x86 = "processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512_vnni sse\n\nprocessor\t: 1\n"
-    assert choice.parse_cpuinfo(x86) == ("Intel Xeon", frozenset({"fpu", "avx2", "avx512_vnni", "sse"}))
+    assert parse_cpuinfo(x86) == ("Intel Xeon", frozenset({"fpu", "avx2", "avx512_vnni", "sse"}))
     arm = "processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd asimddp bf16 i8mm sve\nCPU part\t: 0xd40\n"
-    model, flags = choice.parse_cpuinfo(arm)
+    model, flags = parse_cpuinfo(arm)
     assert model == "cpu part 0xd40" and {"asimddp", "bf16", "i8mm"} <= flags
-    assert choice.parse_cpuinfo("") == ("", frozenset())
-    facts = choice.cpu_facts(arm)
+    assert parse_cpuinfo("") == ("", frozenset())
+    facts = Machine.here(cpuinfo=arm).facts()
     assert facts["flags"] == ["asimd", "asimddp", "bf16", "i8mm", "sve"]
 
 
 def test_a_onednn_isa_cap_is_another_machine(monkeypatch):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    native = choice.cpu_facts("flags : avx2 avx512_vnni")
+    native = Machine.here(cpuinfo="flags : avx2 avx512_vnni").facts()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    capped = choice.cpu_facts("flags : avx2 avx512_vnni")
+    capped = Machine.here(cpuinfo="flags : avx2 avx512_vnni").facts()
     assert choice.choice_key(["a"], "int8", {}, native) != choice.choice_key(["a"], "int8", {}, capped)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
-    mkl = choice.cpu_facts("flags : avx2 avx512_vnni")
+    mkl = Machine.here(cpuinfo="flags : avx2 avx512_vnni").facts()
     assert len({choice.choice_key(["a"], "int8", {}, facts) for facts in (native, capped, mkl)}) == 3
 
 
 def test_bf16_is_native_only_with_the_flag_and_no_onednn_cap_below_it(monkeypatch):
-    for name in choice.ISA_CAPS:
+    for name in ISA_CAPS:
         monkeypatch.delenv(name, raising=False)
-    assert choice.native_bf16(choice.cpu_facts("flags : avx2 avx512_vnni avx512_bf16"))
-    assert not choice.native_bf16(choice.cpu_facts("flags : avx2 avx512_vnni"))
-    assert choice.native_bf16(choice.cpu_facts("Features : fp asimd bf16"))
+    assert Machine.here(cpuinfo="flags : avx2 avx512_vnni avx512_bf16").native_bf16
+    assert not Machine.here(cpuinfo="flags : avx2 avx512_vnni").native_bf16
+    assert Machine.here(cpuinfo="Features : fp asimd bf16").native_bf16
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
-    assert not choice.native_bf16(choice.cpu_facts("flags : avx2 avx512_vnni avx512_bf16"))
+    assert not Machine.here(cpuinfo="flags : avx2 avx512_vnni avx512_bf16").native_bf16
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
-    assert choice.native_bf16(choice.cpu_facts("flags : avx2 avx512_vnni avx512_bf16"))
+    assert Machine.here(cpuinfo="flags : avx2 avx512_vnni avx512_bf16").native_bf16
 
 
 def test_load_auto_shows_the_measured_choice(onnx_cache, tiny_dirs, monkeypatch):

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from sentemb.batch.manifest import make_header
-from sentemb.batch.model import check_worker, describe_model
+from sentemb.batch.model import check_worker, describe_job_model
 from sentemb.config import EncoderConfig
 from sentemb.errors import ConfigError, IntegrityError
 
@@ -96,9 +96,9 @@ def test_an_actor_error_is_one_line_and_names_the_log_that_holds_rays_messages(t
 
 DRIVER = """
 import sys
-from sentemb.batch.model import describe_model
+from sentemb.batch.model import describe_job_model
 from sentemb.config import EncoderConfig
-header = describe_model(EncoderConfig(model=sys.argv[1], precision="fp16", backend="auto"), num_gpus=1)
+header = describe_job_model(EncoderConfig(model=sys.argv[1], precision="fp16", backend="auto"), num_gpus=1)
 print(header["backend"], header["precision"], header["dim"], "torch" in sys.modules)
 """
 
@@ -115,11 +115,11 @@ def test_fp16_on_gpu_actors_is_described_on_a_cpu_driver_without_a_backend(tiny_
 
 def test_fp16_without_a_gpu_per_actor_is_refused_on_the_driver(tiny_dirs):
     with pytest.raises(ConfigError, match="--num-gpus 1"):
-        describe_model(EncoderConfig(model=str(tiny_dirs["bert"]), precision="fp16"), num_gpus=0)
+        describe_job_model(EncoderConfig(model=str(tiny_dirs["bert"]), precision="fp16"), num_gpus=0)
 
 
 def test_the_header_matches_what_an_encoder_describes(default_encoder):
-    described = describe_model(EncoderConfig(device="cpu"), num_gpus=0)
+    described = describe_job_model(EncoderConfig(device="cpu"), num_gpus=0)
     expected = default_encoder.describe().to_dict()
     for key in ("sha256", "dim", "pooling", "normalize", "max_length", "long_text", "backend", "precision"):
         assert described[key] == expected[key], key
@@ -128,7 +128,7 @@ def test_the_header_matches_what_an_encoder_describes(default_encoder):
 
 def test_an_actor_that_would_run_another_backend_refuses(default_encoder):
     config = EncoderConfig(device="cpu")
-    header = describe_model(config, num_gpus=0)
+    header = describe_job_model(config, num_gpus=0)
     check_worker(default_encoder, config, header, num_gpus=0)  # the same: accepted
     other = SimpleNamespace(dim=default_encoder.dim, backend="onnx", config=default_encoder.config)
     with pytest.raises(IntegrityError, match=r"backend='onnx'.*--backend"):

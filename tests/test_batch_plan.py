@@ -231,7 +231,7 @@ def test_the_header_describes_dense_heads_truncation_and_the_prompt(tmp_path):
     """The driver's header (no backend) has the width after Dense and truncate_dim, and the prompt text,
     so a resumed job cannot mix vectors of another head, width or prompt."""
     from sentemb.batch.manifest import fingerprint, make_header
-    from sentemb.batch.model import describe_model
+    from sentemb.batch.model import describe_job_model
     from sentemb.config import EncoderConfig
     from st_shapes import PROMPTS, SHAPES, build_st_folder
     from tiny_models import build_tiny_model
@@ -239,10 +239,10 @@ def test_the_header_describes_dense_heads_truncation_and_the_prompt(tmp_path):
     backbone = build_tiny_model("bert", tmp_path / "backbone")
     folder = build_st_folder(backbone, SHAPES["two_dense"], tmp_path / "dense")
     config = EncoderConfig(model=str(folder), device="cpu")
-    plain = describe_model(config, 0)
+    plain = describe_job_model(config, 0)
     assert plain["dim"] == SHAPES["two_dense"].dense[-1][0] and plain["prompt_text"] == ""
-    assert describe_model(config.replace(truncate_dim=4), 0)["dim"] == 4
-    query = describe_model(config, 0, prompt_name="query")
+    assert describe_job_model(config.replace(truncate_dim=4), 0)["dim"] == 4
+    query = describe_job_model(config, 0, prompt_name="query")
     assert query["prompt_text"] == PROMPTS["query"]
-    headers = [make_header(d, {}, 1, 1) for d in (plain, query, describe_model(config.replace(truncate_dim=4), 0))]
+    headers = [make_header(d, {}, 1, 1) for d in (plain, query, describe_job_model(config.replace(truncate_dim=4), 0))]
     assert len({fingerprint(h) for h in headers}) == 3

@@ -7,9 +7,9 @@ from pathlib import Path
 import sentemb
 
 LAYERS = [
-    "errors", "extras", "files", "options", "config", "facts", "scoped", "models", "tokenize", "prompts", "batching",
-    "pooling", "similarity", "export", "backends", "encoder", "evaluation", "retrieval", "server", "batch", "cli",
-    "demo",
+    "errors", "extras", "files", "options", "config", "facts", "scoped", "machine", "models", "plan", "tokenize",
+    "prompts", "batching", "pooling", "similarity", "export", "backends", "encoder", "evaluation", "retrieval",
+    "server", "batch", "cli", "demo",
 ]  # fmt: skip
 
 

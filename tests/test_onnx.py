@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 
 import sentemb
-from sentemb import export
-from sentemb.backends import auto_choice, onnx_backend
-from sentemb.config import EncoderConfig
+from sentemb import export, plan
 from tiny_models import BACKBONES
 from tiny_models import PARITY_TEXTS as TEXTS
 
@@ -39,35 +37,14 @@ def test_int8_on_a_tiny_model_keeps_shape_and_direction(onnx_cache, tiny_dirs):
     assert cosine.min() > 0.95
 
 
-@pytest.mark.parametrize(
-    ("streams", "threads", "cores", "expected"),
-    [(None, None, 4, (4, 1)), ("2", None, 4, (2, 2)), (None, "2", 4, (2, 2)), ("3", "3", 2, (3, 3)),
-     (None, "8", 2, (1, 8))],
-)
-def test_cpu_streams_share_the_cores(monkeypatch, streams, threads, cores, expected):
-    for name, value in ((onnx_backend.STREAMS_ENV, streams), (onnx_backend.THREADS_ENV, threads)):
-        if value is None:
-            monkeypatch.delenv(name, raising=False)
-        else:
-            monkeypatch.setenv(name, value)
-    assert onnx_backend.cpu_streams(cores) == expected
-
-
-@pytest.mark.parametrize("value", ["0", "two", "-1"])
-def test_a_bad_stream_count_is_refused(monkeypatch, value):
-    monkeypatch.setenv(onnx_backend.STREAMS_ENV, value)
-    with pytest.raises(sentemb.ConfigError, match=f"SENTEMB_ORT_STREAMS='{value}': give a whole number"):
-        onnx_backend.cpu_streams(2)
-
-
 def test_batches_run_at_once_give_the_vectors_of_one_at_a_time(onnx_cache, tiny_dirs, monkeypatch):
-    monkeypatch.setenv(onnx_backend.THREADS_ENV, "1")  # the same kernels either way
+    monkeypatch.setenv(plan.ORT_THREADS_ENV, "1")  # the same kernels either way
     texts = [f"{text} ({i})" for i in range(6) for text in TEXTS]
-    monkeypatch.setenv(onnx_backend.STREAMS_ENV, "1")
+    monkeypatch.setenv(plan.ORT_STREAMS_ENV, "1")
     serial = sentemb.load(tiny_dirs["bert"], backend="onnx", device="cpu", batch_size=3)
-    monkeypatch.setenv(onnx_backend.STREAMS_ENV, "3")
+    monkeypatch.setenv(plan.ORT_STREAMS_ENV, "3")
     concurrent = sentemb.load(tiny_dirs["bert"], backend="onnx", device="cpu", batch_size=3)
-    assert (serial.parallel, concurrent.parallel) == (1, 3)
+    assert (serial.plan.streams, concurrent.plan.streams) == (1, 3)
     np.testing.assert_array_equal(concurrent.encode(texts), serial.encode(texts))
 
 
@@ -78,37 +55,6 @@ def test_onnx_refuses_bf16_and_cuda_fallback_warns(onnx_cache, tiny_dirs):
     with pytest.warns(RuntimeWarning, match="CUDA is not available"):
         encoder = sentemb.load(folder, backend="onnx", device="cuda")
     assert encoder.device == "cpu"
-
-
-def test_auto_choice(monkeypatch):
-    import sentemb.backends as backends
-
-    installed = {"openvino", "nncf", "onnxruntime"}
-    monkeypatch.setattr(backends, "_installed", lambda module: module in installed)
-    monkeypatch.setattr(backends, "_gpu_present", lambda: False)
-    monkeypatch.setattr(backends, "_cpu_has_bf16", lambda: True)
-    base = EncoderConfig(backend="auto", device="auto")
-
-    def choice(**changes):
-        chosen = auto_choice(base.replace(**changes))
-        return chosen.backend, chosen.precision.value, chosen.device
-
-    # OpenVINO first on the CPU: exact fp32, native bf16, static int8
-    assert choice() == ("openvino", "fp32", "cpu")
-    assert choice(precision="bf16") == ("openvino", "bf16", "cpu")
-    assert choice(precision="int8") == ("openvino", "int8", "cpu")
-    installed.discard("openvino")  # then ONNX Runtime, torch for bf16
-    assert choice() == ("onnx", "fp32", "auto")
-    assert choice(precision="int8") == ("onnx", "int8", "cpu")
-    assert choice(precision="bf16")[:2] == ("torch", "bf16")
-    monkeypatch.setattr(backends, "_cpu_has_bf16", lambda: False)  # emulated bf16: exact fp32 instead
-    assert choice(precision="bf16")[:2] == ("onnx", "fp32")
-    installed.clear()
-    assert choice()[0] == "torch"
-    installed.update({"openvino", "nncf"})
-    monkeypatch.setattr(backends, "_gpu_present", lambda: True)  # a GPU: torch, but int8 stays on the CPU
-    assert choice()[0] == "torch"
-    assert choice(precision="int8") == ("openvino", "int8", "cpu")
 
 
 def test_auto_backend_encodes_like_torch(onnx_cache, tiny_dirs):
@@ -155,8 +101,10 @@ def test_auto_choice_is_recorded_in_the_encoders_config(onnx_cache, tiny_dirs):
     encoder = sentemb.load(tiny_dirs["bert"], backend="auto", precision="bf16", device="cpu")
     facts = encoder.describe()
     assert encoder.config.backend == encoder.backend == facts.backend != "auto"
-    from sentemb.backends import _cpu_has_bf16
+    from sentemb.machine import Machine
 
     # emulated bf16 runs as exact fp32; native bf16 is measured against exact fp32 ("openvino fp32"), the faster kept
-    exact = not _cpu_has_bf16() or (facts.auto_choice is not None and facts.auto_choice["backend"] == "openvino fp32")
-    assert facts.precision == encoder.config.precision.value == ("fp32" if exact else "bf16")
+    measured_fp32 = facts.auto_choice is not None and facts.auto_choice["backend"] == "openvino fp32"
+    exact = not Machine.here().native_bf16 or measured_fp32
+    assert facts.precision == encoder.config.precision.value == encoder.plan.precision == ("fp32" if exact else "bf16")
+    assert "fastest" in encoder.plan.why[0] and encoder.plan.backend == facts.backend

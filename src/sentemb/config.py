@@ -25,9 +25,6 @@ class BackendName(str, enum.Enum):
         return self.value
 
 
-BACKENDS = tuple(member.value for member in BackendName)
-
-
 class Pooling(str, enum.Enum):
     """How token embeddings become one vector (padding is always excluded)."""
 

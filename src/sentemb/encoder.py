@@ -17,8 +17,10 @@ from sentemb.batching import pad, plan_batches
 from sentemb.config import EncoderConfig, LoadOptions, Pooling
 from sentemb.errors import ConfigError
 from sentemb.facts import EncoderFacts
-from sentemb.models import ModelSpec, SavePlan, open_model, write_st_folder
-from sentemb.models.resolve import Resolved, sha256_file
+from sentemb.machine import Machine
+from sentemb.models import ModelSpec, SavePlan, write_st_folder
+from sentemb.models.resolve import Resolved
+from sentemb.plan import RuntimePlan, batch_size, describe_model, explain, machine_line, open_model
 from sentemb.pooling import normalize, truncate_dim
 from sentemb.prompts import DOCUMENT, QUERY, resolve_prompt, task_prompt_name
 from sentemb.similarity import similarity_matrix, similarity_pairwise
@@ -37,8 +39,6 @@ if TYPE_CHECKING:
 
 # Texts tokenised and planned together: bounds memory while keeping length sorting effective.
 SLAB = 8192
-# Texts per batch when the config leaves it open (bench.py on an H200: 64 and 256 ran at 0.45-0.9x of 1024).
-BATCH_SIZE = {"cpu": 64, "cuda": 1024}
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,13 @@ class Encoder:
         tokenizer: LoadedTokenizer,
         backend: Backend,
         *,
+        plan: RuntimePlan,
+        machine: Machine,
         choice: Choice | None = None,
     ) -> None:
         self.config = config
+        self.plan = plan
+        self.machine = machine
         self.choice = choice  # what backend='auto' measured on the CPU (None when not measured)
         self.resolved = resolved
         self.spec = spec
@@ -78,14 +82,14 @@ class Encoder:
         self._backend = backend
         # Threads that keep a multi-stream backend's streams busy (shared by concurrent encode calls).
         self._forward_pool = (
-            ThreadPoolExecutor(backend.parallel, thread_name_prefix="sentemb-forward") if backend.parallel > 1 else None
+            ThreadPoolExecutor(plan.streams, thread_name_prefix="sentemb-forward") if plan.streams > 1 else None
         )
         self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, config.max_chars)
 
     @property
     def dim(self) -> int:
         """The width of the vectors: after the model's Dense layers and ``truncate_dim``."""
-        return self.truncate_dim or self._backend.dim
+        return self.plan.width
 
     @property
     def truncate_dim(self) -> int | None:
@@ -115,7 +119,7 @@ class Encoder:
     @property
     def batch_size(self) -> int:
         """Most texts per batch: the config's, else the default for the device."""
-        return self.config.batch_size or BATCH_SIZE[self.device.split(":")[0]]
+        return self.plan.batch_size
 
     @property
     def pooling(self) -> Pooling:
@@ -135,42 +139,20 @@ class Encoder:
         """The name of the backend that runs: a :class:`BackendName` value (never "auto"), or a test fake's."""
         return self._backend.name
 
-    @property
-    def parallel(self) -> int:
-        """How many batches the backend computes at once (OpenVINO streams, ONNX Runtime runs on the CPU; else 1)."""
-        return self._backend.parallel
-
     def describe(self) -> EncoderFacts:
-        """Facts about this encoder for humans and manifests: model, files' sha256, settings."""
-        return EncoderFacts(
-            model=self.config.model,
-            source=self.resolved.source,
-            path=str(self.resolved.path),
-            revision=self.resolved.revision,
-            model_type=self.spec.model_type,
-            dim=self.dim,
-            pooling=self.pooling.value,
-            normalize=self.normalizes,
-            dense=tuple(layer.out_features for layer in self.spec.dense),
-            matryoshka=self.truncate_dim,
-            similarity=self.similarity_fn_name,
-            prompt=self.default_prompt_name,
-            prompts=self.prompts,
-            max_length=self.max_length,
-            batch_size=self.batch_size,
-            long_text=self.config.long_text.value,
-            backend=self.backend,
-            device=self.device,
-            precision=self.config.precision.value,
-            sha256={p.name: sha256_file(p) for p in self.spec.weights},
-            max_chars=self.config.max_chars,
-            auto_choice=self.choice.describe() if self.choice is not None else None,
-        )
+        """Facts about this encoder for humans and manifests: the model's (:func:`sentemb.plan.describe_model`)
+        with what its plan runs: backend, precision, device, batch size, width and ``auto``'s measurement."""
+        facts = describe_model(self.config, self.resolved, self.spec, self.machine)
+        return replace(
+            facts, dim=self.dim, batch_size=self.batch_size, backend=self.backend, device=self.device,
+            precision=self.plan.precision, auto_choice=self.choice.describe() if self.choice is not None else None,
+        )  # fmt: skip
 
     def with_max_chars(self, max_chars: int | None) -> Encoder:
         """The same model (backend and tokenizer shared, nothing loaded again) with another character cap."""
         config = self.config.replace(max_chars=max_chars)
-        return Encoder(config, self.resolved, self.spec, self._tokenizer, self._backend, choice=self.choice)
+        return Encoder(config, self.resolved, self.spec, self._tokenizer, self._backend, plan=self.plan,
+                       machine=self.machine, choice=self.choice)  # fmt: skip
 
     def __repr__(self) -> str:
         return (
@@ -366,18 +348,43 @@ def load(
 
 
 def _build(config: EncoderConfig) -> Encoder:
-    resolved, spec = open_model(config)
+    machine = Machine.here()
+    resolved, spec = open_model(config, machine)
 
     def sample_pass(chosen: EncoderConfig, candidate: Backend) -> None:  # one timed pass of auto's measurement
         loaded = candidate.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), chosen.trust_remote_code)
-        Encoder(chosen.replace(show_progress=False), resolved, spec, loaded, candidate).encode(list(SAMPLE))
+        plan = runtime_plan(chosen, spec, candidate, machine, ())
+        Encoder(chosen.replace(show_progress=False), resolved, spec, loaded, candidate, plan=plan,
+                machine=machine).encode(list(SAMPLE))  # fmt: skip
 
-    config, backend, choice = choose_backend(spec, config, sample_pass)
+    asked = config
+    config, backend, choice = choose_backend(spec, config, sample_pass, machine=machine)
     tokenizer = backend.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), config.trust_remote_code)
-    encoder = Encoder(config, resolved, spec, tokenizer, backend, choice=choice)
-    if encoder.truncate_dim is not None and encoder.truncate_dim > backend.dim:
-        raise ConfigError(
-            f"truncate_dim={encoder.truncate_dim} is more than this model's width {backend.dim}; pass 1..{backend.dim}"
-        )
+    truncate = config.truncate_dim or spec.st.truncate_dim
+    if truncate is not None and truncate > backend.dim:
+        width = backend.dim
+        raise ConfigError(f"truncate_dim={truncate} is more than this model's width {width}; pass 1..{width}")
+    why = explain(asked, config, choice.describe() if choice is not None else None, machine)
+    plan = runtime_plan(config, spec, backend, machine, why)
+    encoder = Encoder(config, resolved, spec, tokenizer, backend, plan=plan, machine=machine, choice=choice)
     encoder.resolve_prompt()  # an unknown default_prompt_name fails at load, naming the model's prompts
     return encoder
+
+
+def runtime_plan(
+    config: EncoderConfig, spec: ModelSpec, backend: Backend, machine: Machine, why: tuple[str, ...]
+) -> RuntimePlan:
+    """The plan of an embedding model whose backend is built: what runs, on how many streams, how wide."""
+    return RuntimePlan(
+        kind="embedding",
+        backend=backend.name,
+        precision=config.precision.value,
+        device=backend.device,
+        batch_size=batch_size(config, backend.device),
+        streams=backend.streams,
+        threads=backend.threads,
+        width=config.truncate_dim or spec.st.truncate_dim or backend.dim,
+        graph=backend.graph,
+        why=why,
+        machine=machine_line(machine),
+    )

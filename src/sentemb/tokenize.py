@@ -168,25 +168,34 @@ def as_texts(texts: str | Iterable[str]) -> list[str]:
     return items
 
 
+def lone_surrogate(text: str) -> int | None:
+    """Position of the first character of ``text`` with no UTF-8 form (a lone surrogate such as "\\ud800"),
+    or None. The one check the library, the CLI, the server and the batch job make before a text reaches
+    the tokenizer, whose own error names neither the text nor a fix."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 def check_unicode(texts: list[str]) -> None:
-    """Raise :class:`InvalidTextError` for the first text that is not valid Unicode (a lone surrogate),
-    before it reaches the tokenizer, whose own error names neither the text nor a fix."""
+    """Raise :class:`InvalidTextError` for the first text that is not valid Unicode (a lone surrogate)."""
     try:
         "".join(texts).encode("utf-8")  # one pass over everything; the search below only on failure
         return
     except UnicodeEncodeError:
         pass
     for index, text in enumerate(texts):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
+        position = lone_surrogate(text)
+        if position is not None:
             raise InvalidTextError(
-                f"texts[{index}] is not valid Unicode: character {exc.start} is a lone surrogate "
-                f"(U+{ord(text[exc.start]):04X}), which has no UTF-8 form; fix the text's decoding, or replace "
+                f"texts[{index}] is not valid Unicode: character {position} is a lone surrogate "
+                f"(U+{ord(text[position]):04X}), which has no UTF-8 form; fix the text's decoding, or replace "
                 "such characters first (text.encode('utf-8', 'replace').decode('utf-8'))",
                 index,
-                exc.start,
-            ) from None
+                position,
+            )
 
 
 def prompt_length(spec: TokenizerSpec, prompt: str) -> int:

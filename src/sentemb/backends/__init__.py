@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from sentemb.errors import ConfigError
-from sentemb.extras import installed, openvino_runs, torch_installed
+from sentemb.plan import on_gpu, resolve
 
 if TYPE_CHECKING:
     from sentemb.backends.choice import Choice
     from sentemb.batching import TokenBatch
-    from sentemb.config import EncoderConfig, Pooling, Precision
+    from sentemb.config import EncoderConfig, Pooling
+    from sentemb.machine import Machine
     from sentemb.models import ModelSpec
     from sentemb.tokenize import LoadedTokenizer
 
@@ -36,8 +37,11 @@ class Backend(Protocol):
     name: str  # "torch", "onnx" or "openvino"
     device: str  # "cpu", "cuda", "cuda:1"
     dim: int
-    # How many embed() calls pay off at once (OpenVINO's streams); the encoder keeps that many in flight.
-    parallel: int
+    # How many embed() calls pay off at once (OpenVINO's streams, ONNX Runtime's runs on the CPU); the
+    # encoder keeps that many in flight.
+    streams: int
+    threads: int | None  # threads per batch where sentemb sets them, None where the runtime chooses
+    graph: str | None  # the ONNX / OpenVINO file that runs; None on torch
     # The backend's own tokenizer (e.g. cached beside an ONNX export), or None for the model folder's.
     tokenizer: LoadedTokenizer | None
 
@@ -58,74 +62,6 @@ def cuda_fallback(requested: str, available: bool) -> str:
     return requested
 
 
-def _gpu_present() -> bool:
-    """Whether this machine has an NVIDIA GPU, without importing torch (1 s) to ask."""
-    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/dxg")
-
-
-def _cpu_has_bf16() -> bool:
-    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX on x86, the BF16 extension on ARM,
-    oneDNN not capped below them); elsewhere bf16 is emulated and slow."""
-    from sentemb.backends.choice import cpu_facts, native_bf16
-
-    return native_bf16(cpu_facts())
-
-
-_installed = installed
-
-
-def _openvino_runs(precision: Precision) -> bool:
-    from sentemb.config import Precision
-
-    return openvino_runs(precision is Precision.INT8, _installed)
-
-
-def auto_choice(config: EncoderConfig) -> EncoderConfig:
-    """The fastest backend that meets the requested fidelity on this machine (see benchmarks/bench.py).
-
-    On a GPU (asked for, or device='auto' with one present) -> torch, except int8, which runs on
-    the CPU. On the CPU the order is openvino, then onnx, then torch, by what is installed:
-    fp32 -> exact on all three; int8 -> openvino (static) or onnx (dynamic); bf16 -> openvino or
-    torch where the CPU has native bf16 (measured against exact fp32 on OpenVINO, which wins where the
-    bf16 units are no faster), else exact fp32 (more faithful and faster than emulated bf16).
-    """
-    from sentemb.config import Precision
-
-    precision = config.precision
-    gpu = config.device.startswith("cuda") or (config.device == "auto" and _gpu_present())
-    if not torch_installed():  # the base install: its ONNX runtime, exact fp32 or int8
-        kept = precision if precision is Precision.INT8 else Precision.FP32
-        runtime = "openvino" if _openvino_runs(kept) else "onnx"
-        device = "cpu" if config.device == "auto" else config.device
-        return config.replace(backend=runtime, precision=kept, device=device)
-    if precision is not Precision.INT8 and (gpu or precision is Precision.FP16):
-        return config.replace(backend="torch")
-    cpu = "cpu" if config.device == "auto" else config.device
-    if precision is Precision.BF16 and not _cpu_has_bf16():
-        precision = Precision.FP32
-    if _openvino_runs(precision):
-        return config.replace(backend="openvino", precision=precision, device=cpu)
-    if precision is Precision.BF16:
-        return config.replace(backend="torch")
-    if _installed("onnxruntime"):
-        device = cpu if precision is Precision.INT8 else config.device
-        return config.replace(backend="onnx", precision=precision, device=device)
-    return config.replace(backend="torch", precision=precision)
-
-
-def resolve_choice(config: EncoderConfig) -> EncoderConfig:
-    """``config`` with ``backend='auto'`` replaced by what will run (:func:`auto_choice`), so that
-    the encoder's config, ``describe()`` and manifests name the real backend and precision.
-    The default backend (torch) on an install without torch resolves like 'auto' (the base install's runtime)."""
-    if config.backend == "torch" and not torch_installed():
-        log.info("sentemb: torch is not installed; running on the base install's runtime instead")
-    elif config.backend != "auto":
-        return config
-    chosen = auto_choice(config)
-    log.info("sentemb: backend='auto' chose %s (%s)", chosen.backend, chosen.precision.value)
-    return chosen
-
-
 BACKEND_ENV = "SENTEMB_BACKEND"
 
 
@@ -134,15 +70,15 @@ def choose_backend(
     config: EncoderConfig,
     run: Callable[[EncoderConfig, Backend], None],
     *,
+    machine: Machine,
     clock: Callable[[], float] | None = None,
-    find: Callable[[str], bool] = _installed,
 ) -> tuple[EncoderConfig, Backend, Choice | None]:
     """The config and backend that will run, and on the CPU with ``backend='auto'`` the measured choice.
 
     ``$SENTEMB_BACKEND`` (or an explicit ``backend=``) overrides the measurement. On the CPU each
     installed candidate for the precision is timed by ``run`` (one pass over the built-in sample)
     on the first load of this (model, precision) on this machine; the winner is cached
-    (:mod:`sentemb.backends.choice`). GPU, fp16 and emulated bf16 keep :func:`auto_choice`'s rule.
+    (:mod:`sentemb.backends.choice`). GPU, fp16 and emulated bf16 keep :func:`sentemb.plan.resolve`'s rule.
     """
     from sentemb.backends import choice as measured
     from sentemb.export.cache import export_root
@@ -152,28 +88,26 @@ def choose_backend(
     override = os.environ.get(BACKEND_ENV, "").strip()
     if config.backend == "auto" and override and override != "auto":
         config = config.replace(backend=override)  # validated by EncoderConfig
-    ruled = resolve_choice(config)
-    gpu = config.device.startswith("cuda") or (config.device == "auto" and _gpu_present())
-    if config.backend != "auto" or (gpu and ruled.backend == "torch"):
-        return ruled, create_backend(spec, ruled), None
+    ruled, _ = resolve(config, machine)
+    if config.backend != "auto" or (on_gpu(config, machine) and ruled.backend == "torch"):
+        return ruled, create_backend(spec, ruled, machine), None
     precision = measured.precision_name(ruled.precision)
-    candidates = [n for n in measured.CANDIDATES.get(precision, ()) if measured.installed(n, precision, find)]
+    candidates = [n for n in measured.CANDIDATES.get(precision, ()) if measured.installed(n, precision, machine.has)]
     if len(candidates) < 2:
-        return ruled, create_backend(spec, ruled), None
-    cpu = measured.cpu_facts()
+        return ruled, create_backend(spec, ruled, machine), None
     from sentemb.models.prebuilt import graph_files
 
     # a folder that ships only its graph (no weights) is told apart by the graph's bytes
     weights = [sha256_file(p) for p in spec.weights or graph_files(spec.transformer_dir)]
-    key = measured.choice_key(weights, precision, measured.runtime_versions(version), cpu)
+    key = measured.choice_key(weights, precision, measured.runtime_versions(version), machine.facts())
     path = measured.choice_path(export_root(config.export_dir), key)
     cached = measured.read_cached(path, key, candidates)
     if cached is not None:
         chosen = measured.candidate_config(ruled, cached.backend)
-        return chosen, create_backend(spec, chosen), cached
+        return chosen, create_backend(spec, chosen, machine), cached
 
     def build(label: str) -> Backend:
-        return create_backend(spec, measured.candidate_config(ruled, label))
+        return create_backend(spec, measured.candidate_config(ruled, label), machine)
 
     def timed(label: str, backend: Backend) -> None:
         run(measured.candidate_config(ruled, label), backend)
@@ -186,9 +120,11 @@ def choose_backend(
     return measured.candidate_config(ruled, found.backend), backend, found
 
 
-def create_backend(spec: ModelSpec, config: EncoderConfig) -> Backend:
-    """Build the backend that ``config`` names (``auto`` is resolved first: see :func:`resolve_choice`)."""
-    config = resolve_choice(config)
+def create_backend(spec: ModelSpec, config: EncoderConfig, machine: Machine) -> Backend:
+    """Build the backend that ``config`` names (``auto`` is resolved first by :func:`sentemb.plan.resolve`)."""
+    config, why = resolve(config, machine)
+    if why != "asked for":
+        log.info("sentemb: running %s (%s): %s", config.backend.value, config.precision.value, why)
     if config.backend == "openvino":
         from sentemb.backends.openvino_backend import create_openvino_backend
 
@@ -198,8 +134,8 @@ def create_backend(spec: ModelSpec, config: EncoderConfig) -> Backend:
             from sentemb.backends.onnx_backend import create_onnx_backend
         except ImportError as exc:  # onnxruntime missing
             raise ConfigError(f"the ONNX backend needs onnxruntime: pip install 'sentemb[onnx]' ({exc})") from None
-        return create_onnx_backend(spec, config)
-    if not torch_installed():
+        return create_onnx_backend(spec, config, machine)
+    if not machine.torch:
         raise ConfigError("backend='torch' needs torch and transformers: pip install 'sentemb[torch]'")
     from sentemb.backends.torch_backend import TorchBackend
 

@@ -8,9 +8,9 @@
     later loads
         -> read the file; use its winner unless it is damaged or its backend is no longer installed
 
-The key holds what the ranking depends on: CPU architecture, model and ISA flags, library versions,
-the model's weights (sha256) and the precision. Nothing here assumes x86: ``/proc/cpuinfo`` may be
-missing (macOS, Windows) or list ARM ``Features``; the flag reader keeps whatever it finds.
+The key holds what the ranking depends on: the machine's CPU facts (:meth:`sentemb.machine.Machine.facts`:
+architecture, model, ISA flags and caps, cores), library versions, the model's weights (sha256) and the
+precision.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,15 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sentemb")
 
-SCHEMA = 3  # 2: bf16 also times exact fp32 ("openvino fp32"); 3: ONNX Runtime runs a batch per core
-# CPU flags that change which backend wins (x86 and ARM spellings); the rest are left out of the key.
-RELEVANT_FLAGS = (
-    "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile",
-    "asimd", "asimddp", "bf16", "i8mm", "sve", "sve2", "sme",
-)  # fmt: skip
-# Environment variables that make this CPU's kernels behave like an older CPU's (part of the key).
-ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
-_ONEDNN_BELOW_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"})
+SCHEMA = 3  # the key's layout; a new one measures every cached choice again
 # Candidates per precision, in the order used when timings tie. "openvino fp32" runs exact fp32 for a
 # bf16 request: on CPUs whose bf16 units are no faster than fp32 (AVX512-BF16 without AMX on some
 # Xeons) it wins, and its vectors are closer to the model's, not further.
@@ -92,60 +82,6 @@ class Choice:
             "cache": self.path,
             **({"failed": dict(self.errors)} if self.errors else {}),
         }
-
-
-def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
-    """CPU model and flags from ``/proc/cpuinfo`` text: x86 ``model name``/``flags`` or ARM
-    ``Hardware``/``CPU part``/``Features``; unknown layouts give ('', {})."""
-    model, flags = "", set[str]()
-    for line in text.splitlines():
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        name = name.strip().lower()
-        if name in ("model name", "hardware", "cpu model") and not model:
-            model = value.strip()
-        elif name == "cpu part" and not model:
-            model = f"cpu part {value.strip()}"
-        elif name in ("flags", "features") and not flags:
-            flags = set(value.split())
-    return model, frozenset(flags)
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def cpu_facts(cpuinfo: str | None = None) -> dict[str, object]:
-    """Architecture, model and the flags that matter for speed, without assuming x86 or Linux."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            cpuinfo = ""
-    model, flags = parse_cpuinfo(cpuinfo)
-    return {
-        "machine": platform.machine().lower(),
-        "model": model or platform.processor(),
-        "flags": sorted(flags & set(RELEVANT_FLAGS)),
-        "cores": usable_cores(),
-        # an ISA cap (oneDNN: OpenVINO and torch bf16; ATen; MKL: torch fp32) changes the ranking as
-        # much as another CPU would
-        "isa_caps": {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)},
-    }
-
-
-def native_bf16(facts: dict[str, object]) -> bool:
-    """Whether bf16 matmuls run natively: AVX512-BF16 or AMX on x86, the BF16 extension on ARM, and no
-    ``ONEDNN_MAX_CPU_ISA`` cap below them (capped, oneDNN emulates bf16 as an older CPU would)."""
-    flags = facts["flags"]
-    caps = facts.get("isa_caps") or {}
-    capped = str(caps.get("ONEDNN_MAX_CPU_ISA", "")).upper() in _ONEDNN_BELOW_BF16  # type: ignore[attr-defined]
-    return not capped and any(flag in flags for flag in ("avx512_bf16", "amx_bf16", "bf16"))  # type: ignore[operator]
 
 
 def candidate_parts(label: str) -> tuple[str, str | None]:

@@ -2,24 +2,23 @@
 
 On the CPU it runs several batches at once, by default one per core with one thread each (as the
 OpenVINO backend's streams do): a batch of short texts is too small to keep two cores busy inside one
-run, so the encoder keeps ``parallel`` batches in flight instead. Once the export is cached, building
+run, so the encoder keeps ``streams`` batches in flight instead. Once the export is cached, building
 this backend imports neither torch nor transformers: the session reads ``model.onnx`` and the
 tokenizer comes from the ``tokenizer.json`` saved beside it.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sentemb.backends import cuda_fallback
-from sentemb.backends.choice import usable_cores
 from sentemb.config import Pooling, Precision
 from sentemb.errors import BackendError, ConfigError
 from sentemb.extras import require
 from sentemb.models.modules import check_backbone_width
+from sentemb.plan import ORT_THREADS_ENV, env_count, ort_cpu_streams
 from sentemb.pooling import apply_dense, pool
 
 if TYPE_CHECKING:
@@ -27,32 +26,9 @@ if TYPE_CHECKING:
     from sentemb.config import EncoderConfig
     from sentemb.export import Exported
     from sentemb.export.prebuilt import Prebuilt
+    from sentemb.machine import Machine
     from sentemb.models import ModelSpec
     from sentemb.tokenize import LoadedTokenizer
-
-# Batches run at once on the CPU; default: one per core this process may use.
-STREAMS_ENV = "SENTEMB_ORT_STREAMS"
-# Threads per batch; default: the cores shared out among the streams (ONNX Runtime's choice on CUDA).
-THREADS_ENV = "SENTEMB_ORT_THREADS"
-
-
-def _env_count(name: str) -> int | None:
-    value = os.environ.get(name)
-    if not value:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"{name}={value!r}: give a whole number of at least 1, or unset it")
-    return int(value)
-
-
-def cpu_streams(cores: int) -> tuple[int, int]:
-    """(batches at once, threads for each) on ``cores`` CPU cores: one thread per batch and a batch per
-    core, unless SENTEMB_ORT_STREAMS / SENTEMB_ORT_THREADS say otherwise (the other shares the cores)."""
-    streams, threads = _env_count(STREAMS_ENV), _env_count(THREADS_ENV)
-    if streams is None:
-        streams = max(1, cores // (threads or 1))
-    return streams, threads or max(1, cores // streams)
-
 
 def _ort_errors() -> tuple[type[Exception], ...]:
     """ONNX Runtime's own exception classes (they derive from Exception only)."""
@@ -69,7 +45,13 @@ class OnnxBackend:
     tokenizer: LoadedTokenizer | None
 
     def __init__(
-        self, exported: Exported | Prebuilt, device: str, tokenizer: LoadedTokenizer, spec: ModelSpec | None = None
+        self,
+        exported: Exported | Prebuilt,
+        device: str,
+        tokenizer: LoadedTokenizer,
+        spec: ModelSpec | None = None,
+        *,
+        cores: int = 1,
     ) -> None:
         ort = require("onnxruntime", "onnx", "the ONNX backend")
         options = ort.SessionOptions()
@@ -79,16 +61,18 @@ class OnnxBackend:
         if device.startswith("cuda"):
             index = device.split(":")[1] if ":" in device else "0"
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
-            self.parallel, threads = 1, _env_count(THREADS_ENV) or 0  # 0: ONNX Runtime's choice
-        else:  # InferenceSession.run is thread-safe: each of ``parallel`` runs at once gets its own threads
-            self.parallel, threads = cpu_streams(usable_cores())
+            self.streams, threads = 1, env_count(ORT_THREADS_ENV) or 0  # 0: ONNX Runtime's choice
+        else:  # InferenceSession.run is thread-safe: each of ``streams`` runs at once gets its own threads
+            self.streams, threads = ort_cpu_streams(cores)
         options.intra_op_num_threads = threads
+        self.threads = threads or None
         errors: tuple[type[Exception], ...] = (*_ort_errors(), RuntimeError, OSError)
         try:
             self.session = ort.InferenceSession(str(exported.model), options, providers=providers)
         except errors as exc:
             raise BackendError(f"onnxruntime could not load {exported.model}: {exc}") from None
         self.device = device
+        self.graph: str | None = str(exported.model)
         self.tokenizer = tokenizer
         self._inputs = [item.name for item in self.session.get_inputs()]
         hidden = int(self.session.get_outputs()[0].shape[-1])
@@ -101,7 +85,7 @@ class OnnxBackend:
         return apply_dense(pooled, self._dense) if self._dense else pooled
 
 
-def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:
+def create_onnx_backend(spec: ModelSpec, config: EncoderConfig, machine: Machine) -> OnnxBackend:
     """Export (once, cached) and load ``spec`` at ``config.precision`` (fp32 or int8)."""
     ort = require("onnxruntime", "onnx", "the ONNX backend")
     from sentemb.export import ensure_export
@@ -119,4 +103,4 @@ def create_onnx_backend(spec: ModelSpec, config: EncoderConfig) -> OnnxBackend:
     exported = find_prebuilt(spec, "onnx", config.file_name) or ensure_export(
         spec, precision, export_dir=config.export_dir, trust_remote_code=config.trust_remote_code
     )
-    return OnnxBackend(exported, device, exported.load_tokenizer(), spec)
+    return OnnxBackend(exported, device, exported.load_tokenizer(), spec, cores=machine.cores)

@@ -1,7 +1,7 @@
 """OpenVINO backend: the cached IR of the model on the CPU, fp32, bf16 (a compile-time hint) or int8.
 
 It compiles for throughput: several streams, each with its own share of the cores, so that
-``parallel`` batches run at once (the encoder keeps that many in flight). Once the export is cached,
+``streams`` batches run at once (the encoder keeps that many in flight). Once the export is cached,
 building this backend imports neither torch nor transformers.
 """
 
@@ -36,6 +36,7 @@ class OpenVinoBackend:
 
     name = "openvino"
     device = "cpu"
+    threads: int | None = None  # each stream's share of the cores is OpenVINO's choice
     tokenizer: LoadedTokenizer | None
 
     def __init__(
@@ -65,11 +66,12 @@ class OpenVinoBackend:
             self.compiled = core.compile_model(str(exported.model), "CPU", config)
         except RuntimeError as exc:
             raise BackendError(f"OpenVINO could not load {exported.model}: {exc}") from None
-        self.parallel = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self.streams = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(self.parallel):
+        for _ in range(self.streams):
             self._requests.put(self.compiled.create_infer_request())
         self._inputs = {item.get_any_name() for item in self.compiled.inputs}
+        self.graph: str | None = str(exported.model)
         self._warm_up()
         self.tokenizer = tokenizer
         hidden = int(self.compiled.outputs[0].get_partial_shape()[-1].get_length())

@@ -32,7 +32,9 @@ class TorchBackend:
 
     name = "torch"
     # One batch at a time, also on a GPU: a second thread launching kernels measured 0.3-0.9x.
-    parallel = 1
+    streams = 1
+    threads: int | None = None  # torch's own intra-op threads
+    graph: str | None = None
     tokenizer: LoadedTokenizer | None = None
 
     def __init__(self, spec: ModelSpec, config: EncoderConfig) -> None:

@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sentemb.batch.shards import Shard
+from sentemb.tokenize import lone_surrogate
 
 TMP_PREFIX = ".tmp-"
 META_KEY = b"sentemb.batch"
@@ -118,11 +119,10 @@ def _jsonl_lines(fs: pafs.FileSystem, shard: Shard) -> list[tuple[int, bytes]]:
 
 def _not_unicode(text: str) -> str | None:
     """Why ``text`` cannot reach the tokenizer (a lone surrogate), or None."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"text is not valid Unicode: character {exc.start} is a lone surrogate (U+{ord(text[exc.start]):04X})"
-    return None
+    position = lone_surrogate(text)
+    if position is None:
+        return None
+    return f"text is not valid Unicode: character {position} is a lone surrogate (U+{ord(text[position]):04X})"
 
 
 def _read_jsonl(fs: pafs.FileSystem, shard: Shard, id_column: str, text_column: str, carry: list[str]) -> ShardRows:

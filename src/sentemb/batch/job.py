@@ -28,11 +28,12 @@ from sentemb.batch.manifest import (
     reconcile,
     shard_entry,
 )
-from sentemb.batch.model import check_worker, describe_model, worker_config
+from sentemb.batch.model import check_worker, describe_job_model, worker_config
 from sentemb.batch.shards import Shard, plan, resolve_filesystem
 from sentemb.batch.spec import BatchJob, BatchResult
 from sentemb.config import EncoderConfig, LongText
 from sentemb.errors import InvalidInputError, InvalidTextError, SentembError
+from sentemb.machine import Machine
 
 log = logging.getLogger("sentemb")
 
@@ -53,7 +54,8 @@ class EmbedShards:
         # itself (one line for the user), but an __init__ error only as text inside ActorDiedError.
         self.failed: SentembError | None = None
         try:
-            self.encoder = sentemb.load(config.model, config=worker_config(config, job.num_gpus_per_actor))
+            worker = worker_config(config, job.num_gpus_per_actor, Machine.here())
+            self.encoder = sentemb.load(config.model, config=worker)
             check_worker(self.encoder, config, header, job.num_gpus_per_actor)
         except SentembError as exc:
             self.failed = exc
@@ -231,7 +233,7 @@ def run_batch(
              "embedding_column": job.embedding_column, "carry_columns": list(job.carry_columns),
              **output_facts(job.output_type, calibration)}  # fmt: skip
     header = make_header(
-        describe_model(config, job.num_gpus_per_actor, prompt_name=job.prompt_name, prompt=job.prompt),
+        describe_job_model(config, job.num_gpus_per_actor, prompt_name=job.prompt_name, prompt=job.prompt),
         names, job.shard_rows, job.shard_bytes,
     )  # fmt: skip
     manifest, todo = reconcile(out_fs, out_dir, header, planned)

@@ -11,13 +11,16 @@ ONNX Runtime comes first: its session starts faster than OpenVINO's compile for 
 
 from __future__ import annotations
 
-import importlib.util
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
 from sentemb.errors import SentembError
+
+if TYPE_CHECKING:
+    from sentemb.config import EncoderConfig
+    from sentemb.machine import Machine
 
 RUNTIMES = ("onnx", "openvino")
 _MODULES = {"onnx": "onnxruntime", "openvino": "openvino"}
@@ -31,36 +34,37 @@ def fastest_cached(params: dict[str, Any]) -> dict[str, Any]:
     # a flag not given is None (the dataclass default applies: torch, fp32, auto)
     if params.get("backend") not in (None, "torch") or str(params.get("precision") or "fp32").lower() != "fp32":
         return params
-    device = str(params.get("device") or "auto")
-    if device.startswith("cuda") or (device == "auto" and _gpu_present()):
+    from sentemb.cli.options import config_from_options
+    from sentemb.machine import Machine
+    from sentemb.plan import on_gpu
+
+    machine = Machine.here()
+    try:
+        config = config_from_options(**params)
+    except SentembError:
+        return params  # the normal path reports it
+    if on_gpu(config, machine):
         return params  # torch on a GPU is the fast path there
-    runtime = cached_runtime(params)
+    runtime = cached_runtime(config, machine)
     return params if runtime is None else {**params, "backend": runtime, "device": "cpu"}
 
 
-def cached_runtime(params: dict[str, Any]) -> str | None:
+def cached_runtime(config: EncoderConfig, machine: Machine) -> str | None:
     """The first runtime (onnx, then openvino) with an intact fp32 export of the model in the cache."""
-    from sentemb.cli.options import config_from_options
     from sentemb.config import Precision
     from sentemb.export import find_export
-    from sentemb.models import read_model_folder, resolve_model, wanted_graphs
+    from sentemb.models import read_model_folder, resolve_model
+    from sentemb.plan import wanted_graphs
 
     try:
-        config = config_from_options(**params)
-        resolved = resolve_model(config.model, config.revision, config.cache_dir, graphs=wanted_graphs(config))
+        resolved = resolve_model(config.model, config.revision, config.cache_dir, graphs=wanted_graphs(config, machine))
         spec = read_model_folder(resolved.path, allow_pickle=config.allow_pickle,
                                  trust_remote_code=config.trust_remote_code)
     except SentembError:
         return None  # the normal path reports it
     for runtime in RUNTIMES:
-        if importlib.util.find_spec(_MODULES[runtime]) is None:
+        if not machine.has(_MODULES[runtime]):
             continue
         if find_export(spec, Precision.FP32, runtime=runtime, export_dir=config.export_dir) is not None:
             return runtime
     return None
-
-
-def _gpu_present() -> bool:
-    from sentemb.backends import _gpu_present as present
-
-    return present()

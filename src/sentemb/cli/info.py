@@ -14,7 +14,6 @@ from typing import Any
 import click
 
 from sentemb.cli.options import EXIT_CODES_HELP, config_from_options, encoder_options, load_encoder
-from sentemb.errors import ConfigError
 
 EXAMPLES = """\b
 Examples:
@@ -23,12 +22,11 @@ Examples:
   sentemb info sentence-transformers/all-MiniLM-L6-v2 --backend onnx --check
 
 \b
-Without --check, dim comes from the model's config.json and backend/device are what would be
-asked for; --check loads the backend and reports what runs (dim from a real forward pass setup).
+Without --check, dim comes from the model folder (the transformer's width, its Dense layers and
+truncate_dim) and backend/device/precision are what the rules choose (auto is measured only when a
+backend is built); --check loads the backend and reports what runs, with its plan.
 
 """
-# config.json keys that hold the width of the token embeddings (= the sentence vector's dim).
-_WIDTH_KEYS = ("hidden_size", "d_model", "dim", "n_embd")
 
 
 @click.command(epilog=EXAMPLES + EXIT_CODES_HELP)
@@ -40,6 +38,7 @@ def info(as_json: bool, check: bool, **encoder_params: Any) -> None:
     if check:
         encoder = load_encoder(**encoder_params)
         facts = encoder.describe().to_dict()
+        facts["plan"] = encoder.plan.to_dict()
         facts["checked"] = True
         folder = encoder.resolved.path
     else:
@@ -60,44 +59,15 @@ def info(as_json: bool, check: bool, **encoder_params: Any) -> None:
 
 def folder_facts(**encoder_params: Any) -> tuple[dict[str, object], Path]:
     """The keys of ``Encoder.describe()`` from the model folder and the options alone (no backend)."""
-    from sentemb.backends import _gpu_present, resolve_choice
-    from sentemb.encoder import BATCH_SIZE
-    from sentemb.models import read_model_folder, resolve_model, wanted_graphs
-    from sentemb.models.resolve import sha256_file
+    from sentemb.machine import Machine
+    from sentemb.plan import describe_model, open_model
 
     config = config_from_options(**encoder_params)
-    resolved = resolve_model(config.model, config.revision, config.cache_dir, graphs=wanted_graphs(config))
-    spec = read_model_folder(
-        resolved.path, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
-    )
-    if config.max_length is not None and config.max_length > spec.limit:
-        raise ConfigError(f"max_length={config.max_length} is more than this model takes ({spec.limit} tokens)")
-    chosen = resolve_choice(config)
-    device = chosen.device if chosen.device != "auto" else ("cuda" if _gpu_present() else "cpu")
-    facts: dict[str, object] = {
-        "model": config.model,
-        "source": resolved.source,
-        "path": str(resolved.path),
-        "revision": resolved.revision,
-        "model_type": spec.model_type,
-        "dim": _width(spec.transformer_dir / "config.json"),
-        "pooling": (config.pooling or spec.pooling).value,
-        "normalize": spec.normalize if config.normalize is None else config.normalize,
-        "max_length": config.max_length or spec.max_length,
-        "batch_size": config.batch_size or BATCH_SIZE[device.split(":")[0]],
-        "long_text": config.long_text.value,
-        "backend": chosen.backend.value,
-        "device": device,
-        "precision": chosen.precision.value,
-        "sha256": {p.name: sha256_file(p) for p in spec.weights},
-        "checked": False,
-    }
+    machine = Machine.here()
+    resolved, spec = open_model(config, machine)
+    facts = describe_model(config, resolved, spec, machine).to_dict()
+    facts["checked"] = False
     return facts, resolved.path
-
-
-def _width(config_path: Path) -> int | None:
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    return next((int(config[key]) for key in _WIDTH_KEYS if isinstance(config.get(key), int)), None)
 
 
 def model_files(folder: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import IO
 
 from sentemb.cli.options import InputError
+from sentemb.tokenize import lone_surrogate
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -32,15 +33,6 @@ def check_encoding(handle: IO[bytes], label: str) -> None:
             )
 
 
-def _lone_surrogate(text: str) -> int | None:
-    """Position of the first character with no UTF-8 form (a lone surrogate such as \\ud800), or None."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return exc.start
-    return None
-
-
 def _replace_surrogates(text: str) -> str:
     """U+FFFD for each undecodable byte (surrogateescape) or other lone surrogate."""
     try:
@@ -51,7 +43,7 @@ def _replace_surrogates(text: str) -> str:
 
 def bad_unicode(text: str, where: str, source_label: str, errors: str) -> str | None:
     """``text`` if valid; None (skip) or the text with U+FFFD for a lone surrogate; raises under strict."""
-    position = _lone_surrogate(text)
+    position = lone_surrogate(text)
     if position is None:
         return text
     if errors == "skip":
@@ -71,7 +63,7 @@ def check_inline(texts: Iterable[str], what: str, errors: str) -> list[tuple[int
     """
     kept = []
     for index, text in enumerate(texts):
-        position = _lone_surrogate(text)
+        position = lone_surrogate(text)
         if position is not None:
             if errors == "skip":
                 continue

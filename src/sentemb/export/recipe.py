@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from sentemb.models import ModelSpec
 
 # Bump when the builder writes different files for the same recipe fields.
-SCHEMA = 3  # 3: the packed graph's tokens are (1, N, H), not (N, H)
+SCHEMA = 3  # the layout of exports; a new one builds every export again
 OPSET = 17
 RUNTIMES = ("onnx", "openvino")
 RUNTIME_LABELS = {"onnx": "ONNX", "openvino": "OpenVINO"}

@@ -16,6 +16,7 @@ from sentemb.models.modules import (
     LEGACY_POOLING_KEYS,
     ST_POOLING_NAMES,
     DenseLayer,
+    hidden_width,
     read_json,
     read_pipeline,
 )
@@ -61,6 +62,11 @@ class ModelSpec:
     include_prompt: bool = True  # False: prompt tokens are left out of pooling
     dense: tuple[DenseLayer, ...] = ()  # Dense modules after pooling, in order
     st: StConfig = field(default_factory=StConfig)
+
+    @property
+    def width(self) -> int:
+        """Numbers per vector before ``truncate_dim``: the last Dense layer's, else the transformer's width."""
+        return self.dense[-1].out_features if self.dense else hidden_width(self.transformer_dir / "config.json")
 
 
 def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelSpec:

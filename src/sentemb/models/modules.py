@@ -75,9 +75,21 @@ class Pipeline:
     transformer_path: str
     pooling: Pooling | None  # None: no Pooling module (a plain transformers folder): mean
     include_prompt: bool
-    pooled_width: int | None  # the Pooling config's embedding dimension
     dense: tuple[DenseLayer, ...]
     normalize: bool
+
+
+# Where transformers' configs keep the width of a token embedding, by model family.
+WIDTH_KEYS = ("hidden_size", "d_model", "dim", "n_embd")
+
+
+def hidden_width(config_json: Path) -> int:
+    """The transformer's token-embedding width from its ``config.json``; ModelNotFoundError if it names none."""
+    values = read_json(config_json)
+    for key in WIDTH_KEYS:
+        if isinstance(values.get(key), int):
+            return int(values[key])
+    raise ModelNotFoundError(f"{config_json} names no embedding size ({', '.join(WIDTH_KEYS)}); is it a text model?")
 
 
 def read_json(path: Path) -> dict:
@@ -91,7 +103,7 @@ def read_pipeline(root: Path, modules: list[dict], *, allow_pickle: bool) -> Pip
     """Read every module of ``modules.json`` in order; refuse what sentemb does not run."""
     kinds = [(str(m.get("type", "")).rsplit(".", 1)[-1], str(m.get("path", ""))) for m in modules]
     if not kinds:
-        return Pipeline("", None, True, None, (), False)
+        return Pipeline("", None, True, (), False)
     allowed = {0: {"Transformer"}, 1: {"Pooling"}}
     pooling: Pooling | None = None
     include_prompt, width = True, None
@@ -113,7 +125,7 @@ def read_pipeline(root: Path, modules: list[dict], *, allow_pickle: bool) -> Pip
         elif kind == "Normalize":
             normalize = True
     _check_chain(root, width, dense)
-    return Pipeline(kinds[0][1], pooling, include_prompt, width, tuple(dense), normalize)
+    return Pipeline(kinds[0][1], pooling, include_prompt, tuple(dense), normalize)
 
 
 def _read_pooling(folder: Path) -> tuple[Pooling, bool, int | None]:

@@ -168,7 +168,7 @@ def resolve_model(
 
 
 def _is_export(folder: Path) -> bool:
-    """A folder an older `sentemb export` wrote (manifest.json + model.onnx or model.xml, no config.json)."""
+    """A bare export: a graph and its manifest (manifest.json + model.onnx or model.xml) without config.json."""
     return (folder / "manifest.json").is_file() and not (folder / "config.json").is_file() and (
         (folder / "model.onnx").is_file() or (folder / "model.xml").is_file()
     )
@@ -183,7 +183,7 @@ def _export_message(folder: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return (
-        f"{folder} is an export written by an older `sentemb export`{made_from}, without the model's configs "
+        f"{folder} is a bare export{made_from}, without the model's configs "
         "(pooling, normalise); export it again with `sentemb export MODEL OUT --force` to load it as a model"
     )
 

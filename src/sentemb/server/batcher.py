@@ -163,8 +163,9 @@ class MicroBatcher:
         self._active: set[_Job] = set()  # submitted and not finished (queued or in the model)
         self._wakeup = asyncio.Event()
         self._closing = False
-        # Micro-batches in flight at once: more than one only for a backend that computes several
-        # batches at once (OpenVINO's streams), so that one batch's tail never leaves a stream idle.
+        # Micro-batches in flight at once: the plan's streams (the batches the backend computes at once:
+        # OpenVINO's streams, ONNX Runtime's runs on the CPU), so that one batch's tail never leaves a
+        # stream idle.
         self._concurrency = max(1, concurrency)
         self._executor = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="sentemb-model")
         self._worker: asyncio.Task[None] | None = None

@@ -91,7 +91,7 @@ class EmbeddingService:
             queue_size=settings.queue_size,
             micro_batch_tokens=settings.micro_batch_tokens,
             max_wait_s=settings.max_wait_ms / 1000,
-            concurrency=encoder.parallel,
+            concurrency=encoder.plan.streams,
             on_batch=self.metrics.on_batch,
             max_queue_seconds=settings.max_queue_seconds,
             batch_seconds=settings.batch_seconds,
