@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sentemb.batching import TokenBatch
-from sentemb.config import EncoderConfig, Pooling
+from sentemb.config import EncoderConfig
 from sentemb.encoder import Encoder
 from sentemb.models import read_model_folder, resolve_model
 from sentemb.tokenize import load_hf_tokenizer
@@ -41,7 +41,7 @@ class FakeBackend:
         self.batches: list[TokenBatch] = []
         self._lock = threading.Lock()
 
-    def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
+    def run(self, batch: TokenBatch) -> np.ndarray:
         with self._lock:
             self.batches.append(batch)
         self.entered.set()

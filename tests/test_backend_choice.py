@@ -13,7 +13,8 @@ import pytest
 import sentemb
 import sentemb.backends as backends
 from sentemb.backends import BACKEND_ENV, choice, choose_backend
-from sentemb.config import EncoderConfig, Precision
+from sentemb.config import EncoderConfig, Pooling, Precision
+from sentemb.heads import Pooled
 from sentemb.machine import ISA_CAPS, Machine, parse_cpuinfo
 from sentemb.plan import resolve
 
@@ -45,7 +46,7 @@ class Bench:
         flags = {"avx2", "avx512_vnni", "avx512_bf16"} if self.bf16 else {"avx2", "avx512_vnni"}
         return Machine(cpu="a test CPU", flags=frozenset(flags), cores=2, modules=frozenset(self.installed))
 
-    def create(self, spec: object, config: EncoderConfig, machine: Machine) -> SimpleNamespace:
+    def create(self, spec: object, config: EncoderConfig, machine: Machine, head: object) -> SimpleNamespace:
         name = resolve(config, machine)[0].backend
         if name not in self.costs:
             raise RuntimeError(f"{name} cannot run here")
@@ -61,7 +62,8 @@ class Bench:
         self.clock.now += self.costs[backend.label]
 
     def choose(self, spec: object, config: EncoderConfig) -> tuple[EncoderConfig, object, choice.Choice | None]:
-        return choose_backend(spec, config, self.run, machine=self.machine(), clock=self.clock)  # type: ignore[arg-type]
+        head = Pooled(Pooling.MEAN)
+        return choose_backend(spec, config, self.run, machine=self.machine(), head=head, clock=self.clock)  # type: ignore[arg-type]
 
 
 ALL = {"torch", "transformers", "onnxruntime", "openvino", "nncf"}

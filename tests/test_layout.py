@@ -8,8 +8,8 @@ import sentemb
 
 LAYERS = [
     "errors", "extras", "files", "options", "config", "facts", "scoped", "machine", "models", "plan", "tokenize",
-    "prompts", "batching", "pooling", "similarity", "export", "backends", "encoder", "evaluation", "retrieval",
-    "server", "batch", "cli", "demo",
+    "prompts", "batching", "pooling", "heads", "similarity", "export", "backends", "encoder", "rerank",
+    "evaluation", "retrieval", "server", "batch", "cli", "demo",
 ]  # fmt: skip
 
 

@@ -125,3 +125,63 @@ def sentence_transformer(folder: Path):
     if getattr(st[0].model.config, "is_encoder_decoder", False):
         st[0].model = st[0].model.get_encoder()
     return st
+
+
+# The cross-encoder families of the parity tests (bge-reranker is XLM-RoBERTa; ms-marco MiniLM is BERT).
+CROSS_ENCODERS = ("bert", "distilbert", "roberta", "xlm-roberta", "electra")
+ACTIVATION_PATHS = {
+    "sigmoid": "torch.nn.modules.activation.Sigmoid",
+    "identity": "torch.nn.modules.linear.Identity",
+    "tanh": "torch.nn.modules.activation.Tanh",
+}
+
+
+def build_tiny_cross_encoder(
+    model_type: str,
+    folder: Path,
+    *,
+    labels: int = 1,
+    activation: str | None = None,
+    layout: str = "st",
+    max_length: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random cross-encoder and return its folder.
+
+    ``layout``: "st" as sentence-transformers 6 saves a ``CrossEncoder`` (its activation in
+    config_sentence_transformers.json), "st4" as sentence-transformers 4 did (config.json's
+    ``sentence_transformers.activation_fn``), "hf" a plain ``*ForSequenceClassification`` folder.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = _tokenizer("roberta" if model_type == "xlm-roberta" else "bert" if model_type == "electra" else model_type)
+    tokenizer.model_max_length = max_length
+    torch.manual_seed(seed)
+    if model_type == "electra":
+        config = _config("bert", len(tokenizer), tokenizer.pad_token_id).to_dict()
+        from transformers import ElectraConfig
+
+        config = ElectraConfig(**{k: v for k, v in config.items() if k != "model_type"}, embedding_size=16)
+    else:
+        base = "roberta" if model_type == "xlm-roberta" else model_type
+        config = _config(base, len(tokenizer), tokenizer.pad_token_id)
+        if model_type == "xlm-roberta":
+            from transformers import XLMRobertaConfig
+
+            config = XLMRobertaConfig(**{k: v for k, v in config.to_dict().items() if k != "model_type"})
+    config.num_labels = labels
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if layout == "st4" and activation is not None:
+        values = json.loads((folder / "config.json").read_text())
+        values["sentence_transformers"] = {"activation_fn": ACTIVATION_PATHS[activation]}
+        (folder / "config.json").write_text(json.dumps(values))
+    if layout == "st":
+        from sentence_transformers import CrossEncoder
+
+        fn = None if activation is None else {"sigmoid": torch.nn.Sigmoid, "identity": torch.nn.Identity,
+                                              "tanh": torch.nn.Tanh}[activation]()  # fmt: skip
+        CrossEncoder(str(folder), device="cpu", activation_fn=fn).save_pretrained(str(folder))
+    return folder

@@ -32,6 +32,7 @@ from sentemb.similarity import Hit, cos_sim, dot_score, semantic_search
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder, EncodeResult, load
     from sentemb.evaluation import StsResult, evaluate_sts, read_sts
+    from sentemb.rerank import RankHit, Reranker, load_reranker
     from sentemb.retrieval.index import Index
     from sentemb.retrieval.quantize import quantize
     from sentemb.tokenize import TextInfo
@@ -47,6 +48,9 @@ _LAZY = {
     "read_sts": "sentemb.evaluation",
     "StsResult": "sentemb.evaluation",
     "TextInfo": "sentemb.tokenize",
+    "load_reranker": "sentemb.rerank",
+    "Reranker": "sentemb.rerank",
+    "RankHit": "sentemb.rerank",
     "Index": "sentemb.retrieval.index",
     "quantize": "sentemb.retrieval.quantize",
 }
@@ -80,6 +84,8 @@ __all__ = [
     "ModelNotFoundError",
     "Pooling",
     "Precision",
+    "RankHit",
+    "Reranker",
     "SentembError",
     "StsResult",
     "TextInfo",
@@ -92,6 +98,7 @@ __all__ = [
     "dot_score",
     "evaluate_sts",
     "load",
+    "load_reranker",
     "quantize",
     "read_sts",
     "semantic_search",

@@ -1,8 +1,10 @@
-"""Length-sorted batch plans bounded by a token budget, padding, and order restoration."""
+"""Length-sorted batch plans bounded by a token budget, padding, and order restoration; and the one
+loop every model kind runs its inputs through (:func:`run_batches`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,3 +82,52 @@ def pad(
         mask[row, : len(seq)] = 1
         types[row, : len(typ)] = typ
     return TokenBatch(input_ids, mask, types if with_types else None, skip)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Tokenised model inputs and how to batch them: the part of a model kind's pipeline that is shared."""
+
+    ids: Sequence[np.ndarray]
+    type_ids: Sequence[np.ndarray]
+    pad_id: int
+    with_types: bool
+    skip: np.ndarray | None = None  # (N,) leading positions pooling leaves out, per input
+
+
+def run_batches(
+    inputs: Inputs,
+    run: Callable[[TokenBatch], np.ndarray],
+    width: int,
+    *,
+    batch_size: int,
+    max_tokens: int,
+    pool: Executor | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """``run`` (a backend's) over length-sorted, padded batches of ``inputs``: a (N, width) float32
+    matrix in the inputs' order. With ``pool``, batches run at once (a backend's streams); after an
+    error, batches not started yet are dropped. ``progress`` is told each batch's size."""
+    out = np.empty((len(inputs.ids), width), dtype=np.float32)
+
+    def one(rows: np.ndarray) -> None:
+        skip = None if inputs.skip is None else inputs.skip[rows]
+        batch = pad([inputs.ids[r] for r in rows], [inputs.type_ids[r] for r in rows], inputs.pad_id,
+                    inputs.with_types, skip)  # fmt: skip
+        out[rows] = run(batch)
+        if progress is not None:
+            progress(len(rows))
+
+    plan = plan_batches([len(ids) for ids in inputs.ids], batch_size, max_tokens)
+    if pool is None or len(plan) < 2:
+        for rows in plan:
+            one(rows)
+        return out
+    futures = [pool.submit(one, rows) for rows in plan]
+    try:
+        for future in futures:
+            future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+    return out

@@ -13,10 +13,11 @@ import numpy as np
 
 from sentemb.backends import Backend, choose_backend
 from sentemb.backends.choice import SAMPLE, Choice
-from sentemb.batching import pad, plan_batches
+from sentemb.batching import Inputs, run_batches
 from sentemb.config import EncoderConfig, LoadOptions, Pooling
 from sentemb.errors import ConfigError
 from sentemb.facts import EncoderFacts
+from sentemb.heads import Pooled
 from sentemb.machine import Machine
 from sentemb.models import ModelSpec, SavePlan, write_st_folder
 from sentemb.models.resolve import Resolved
@@ -247,36 +248,18 @@ class Encoder:
         text, prompt_tokens = prompt
         sequences, info = tokenize(self._token_spec, texts, config.long_text, config.chunk_overlap, start, prompt=text)
         width = self._backend.dim
-        pooled = np.empty((len(sequences), width), dtype=np.float32)
         # Positions pooling leaves out per input: the prompt's, in a text's first (or only) window.
         first = [i == 0 or sequences[i - 1].text_index != s.text_index for i, s in enumerate(sequences)]
         skip = np.array(first, dtype=np.int64) * prompt_tokens if prompt_tokens else None
+        inputs = Inputs([s.ids for s in sequences], [s.type_ids for s in sequences], self._tokenizer.pad_id,
+                        self._tokenizer.uses_type_ids, skip)  # fmt: skip
 
-        def run(rows: np.ndarray) -> None:
-            chosen = [sequences[r] for r in rows]
-            batch = pad(
-                [s.ids for s in chosen],
-                [s.type_ids for s in chosen],
-                self._tokenizer.pad_id,
-                self._tokenizer.uses_type_ids,
-                None if skip is None else skip[rows],
-            )
-            pooled[rows] = self._backend.embed(batch, self.pooling)
-            if progress is not None:
-                progress.update(len(rows) * len(texts) / len(sequences))
+        def advance(rows: int) -> None:
+            progress.update(rows * len(texts) / len(sequences))
 
-        plan = plan_batches([len(s.ids) for s in sequences], self.batch_size, config.forward_tokens)
-        if self._forward_pool is not None and len(plan) > 1:  # keep every stream of the backend busy
-            futures = [self._forward_pool.submit(run, rows) for rows in plan]
-            try:
-                for future in futures:
-                    future.result()
-            finally:  # after an error, batches not started yet are dropped
-                for future in futures:
-                    future.cancel()
-        else:
-            for rows in plan:
-                run(rows)
+        pooled = run_batches(inputs, self._backend.run, width, batch_size=self.batch_size,
+                             max_tokens=config.forward_tokens, pool=self._forward_pool,
+                             progress=advance if progress is not None else None)  # fmt: skip
         if len(sequences) == len(texts):
             vectors = pooled
         else:  # chunked texts: token-weighted mean of their windows
@@ -358,7 +341,8 @@ def _build(config: EncoderConfig) -> Encoder:
                 machine=machine).encode(list(SAMPLE))  # fmt: skip
 
     asked = config
-    config, backend, choice = choose_backend(spec, config, sample_pass, machine=machine)
+    head = Pooled(config.pooling or spec.pooling, spec.dense)
+    config, backend, choice = choose_backend(spec, config, sample_pass, machine=machine, head=head)
     tokenizer = backend.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), config.trust_remote_code)
     truncate = config.truncate_dim or spec.st.truncate_dim
     if truncate is not None and truncate > backend.dim:

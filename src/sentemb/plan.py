@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sentemb.config import BackendName, EncoderConfig, Precision
-from sentemb.errors import ConfigError
+from sentemb.errors import ConfigError, UnsupportedModelError
 from sentemb.facts import EncoderFacts
 from sentemb.machine import Machine
 from sentemb.models import ModelSpec, Resolved, read_model_folder, resolve_model
@@ -80,7 +80,7 @@ def resolve(config: EncoderConfig, machine: Machine) -> tuple[EncoderConfig, str
         chosen, _ = _by_rule(config, machine)
         return chosen, "torch is not installed: the base install's runtime runs instead"
     if config.backend is not BackendName.AUTO:
-        return config, "asked for"
+        return config, "as configured"
     return _by_rule(config, machine)
 
 
@@ -136,20 +136,43 @@ def machine_line(machine: Machine) -> str:
     )
 
 
-def open_model(config: EncoderConfig, machine: Machine) -> tuple[Resolved, ModelSpec]:
+def open_model(config: EncoderConfig, machine: Machine, task: str = "embedding") -> tuple[Resolved, ModelSpec]:
     """Resolve ``config.model`` (fetching from the hub only the graph that will run, where one will) and
-    read its folder with the config's safety opt-ins; refuse a ``max_length`` the model cannot take.
-    Loads no backend."""
+    read its folder with the config's safety opt-ins; refuse a model of another task than ``task``
+    ("embedding" or "rerank") and a ``max_length`` the model cannot take. Loads no backend."""
     resolved = resolve_model(config.model, config.revision, config.cache_dir, graphs=wanted_graphs(config, machine))
     spec = read_model_folder(
         resolved.path, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
     )
+    check_task(spec, task)
+    if spec.task != task:  # a plain *ForSequenceClassification folder, run as what was asked for
+        spec = dataclasses.replace(spec, task=task)
     if config.max_length is not None and config.max_length > spec.limit:
         raise ConfigError(
             f"max_length={config.max_length} is more than this model takes ({spec.limit} tokens); "
             "use long_text='chunk' to embed longer texts"
         )
     return resolved, spec
+
+
+# How each task's model is loaded, for the message that sends a model to the right loader.
+LOADERS = {
+    "embedding": "an embedding model: load it with sentemb.load() (CLI: sentemb encode)",
+    "rerank": "a cross-encoder (reranker) that scores text pairs: load it with sentemb.load_reranker() "
+    "(CLI: sentemb rerank; server: --reranker)",
+    "sparse": "a sparse (SPLADE) encoder, which sentemb does not run yet: use sentence-transformers' SparseEncoder",
+}
+
+
+def check_task(spec: ModelSpec, task: str) -> None:
+    """Refuse a folder whose model computes something else than ``task`` (never run it as the wrong kind).
+
+    A plain transformers ``*ForSequenceClassification`` folder is both: sentence-transformers embeds with
+    its encoder (mean pooling) and scores pairs with its head."""
+    classifier = any(name.endswith("ForSequenceClassification") for name in spec.architectures)
+    if spec.task == task or (task == "rerank" and spec.task == "embedding" and classifier):
+        return
+    raise UnsupportedModelError(f"{spec.root} is {LOADERS[spec.task]}")
 
 
 def wanted_graphs(config: EncoderConfig, machine: Machine) -> tuple[tuple[str, ...], ...]:

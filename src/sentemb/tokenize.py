@@ -214,6 +214,62 @@ def prompt_length(spec: TokenizerSpec, prompt: str) -> int:
     return len(ids) - 1 if ids and ids[-1] in special else len(ids)
 
 
+def as_pairs(pairs: Iterable[Sequence[str]]) -> list[tuple[str, str]]:
+    """Validate text pairs: an iterable of (str, str); a bad item raises naming its index."""
+    if isinstance(pairs, (str, bytes, bytearray)) or not isinstance(pairs, Iterable):
+        raise InvalidInputError(f"expected a list of (query, document) pairs, got {type(pairs).__name__}", None)
+    items: list[tuple[str, str]] = []
+    for index, pair in enumerate(pairs):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise InvalidInputError(f"pairs[{index}] is not a (query, document) pair of two texts: {pair!r:.60}", index)
+        for side, text in enumerate(pair):
+            if not isinstance(text, str):
+                kind = type(text).__name__
+                message = f"pairs[{index}][{side}] is {kind} ({text!r:.40}), not str; every text must be a str"
+                raise InvalidInputError(message, index)
+        items.append((pair[0], pair[1]))
+    for index, pair in enumerate(items):
+        for side, text in enumerate(pair):
+            position = lone_surrogate(text)
+            if position is not None:
+                raise InvalidTextError(
+                    f"pairs[{index}][{side}] is not valid Unicode: character {position} is a lone surrogate "
+                    f"(U+{ord(text[position]):04X}), which has no UTF-8 form; fix the text's decoding first",
+                    index,
+                    position,
+                )
+    return items
+
+
+def pair_tokenizer(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
+    """A private copy that cuts a pair at ``max_length`` tokens as transformers' tokenizers do for a
+    cross-encoder (``longest_first``: a token at a time from the longer text), set once."""
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.no_padding()
+    copy.enable_truncation(max_length, strategy="longest_first")
+    return copy
+
+
+def tokenize_pairs(
+    spec: TokenizerSpec, truncating: Tokenizer, pairs: Sequence[tuple[str, str]]
+) -> tuple[list[ModelInput], list[TextInfo]]:
+    """Tokenise text pairs (first segment, separator, second segment, type ids 0 then 1 where the model
+    has them); a pair over ``spec.max_length`` is cut by ``truncating`` (:func:`pair_tokenizer`) and reported."""
+    firsts, cut_first = cap_chars(spec, [a for a, _ in pairs], LongText.TRUNCATE)
+    seconds, cut_second = cap_chars(spec, [b for _, b in pairs], LongText.TRUNCATE)
+    prepared = [(a.lower(), b.lower()) if spec.lowercase else (a, b) for a, b in zip(firsts, seconds, strict=True)]
+    full = spec.tokenizer.encode_batch(prepared, add_special_tokens=True)
+    over = [i for i, enc in enumerate(full) if len(enc) > spec.max_length]
+    cut = dict(zip(over, truncating.encode_batch([prepared[i] for i in over]), strict=True))
+    special = int(spec.tokenizer.num_special_tokens_to_add(True))
+    sequences, infos = [], []
+    for index, enc in enumerate(full):
+        chars_cut = cut_first[index] or cut_second[index]
+        sequences.append(_sequence(index, cut.get(index, enc), len(enc) - special))
+        infos.append(TextInfo(len(enc) - special, index in cut or chars_cut, 1, chars_cut))
+    return sequences, infos
+
+
 def _sequence(index: int, enc: Encoding, content_tokens: int) -> ModelInput:
     return ModelInput(index, np.array(enc.ids, dtype=np.int64), np.array(enc.type_ids, dtype=np.int64), content_tokens)
 

@@ -1,8 +1,10 @@
-"""The backend seam: a padded token batch in, pooled vectors (B, H) float32 out.
+"""The backend seam: a padded token batch in, a (B, D) float32 matrix out, as the backend's head says.
 
-Each backend pools where its token embeddings lie (numpy on the CPU, torch on a GPU, so that only
-(B, H) crosses back to the host) with the pure functions of :mod:`sentemb.pooling`; everything else
-(tokenising, batching, normalising) lives in the encoder, so each backend stays one small class.
+The head (:mod:`sentemb.heads`) is what differs between model kinds: pooled token embeddings plus the
+model's Dense layers (pooled where they lie: numpy on the CPU, torch on a GPU, so that only (B, D)
+crosses back to the host), or a classification head's logits computed inside the graph. Everything
+else (tokenising, batching, post-processing) lives in the model kind, so each backend stays one small
+class that serves every kind.
 ``create_backend`` picks the implementation; ``backend='auto'`` on the CPU is chosen by measurement
 (:func:`choose_backend`, :mod:`sentemb.backends.choice`).
 """
@@ -23,7 +25,8 @@ from sentemb.plan import on_gpu, resolve
 if TYPE_CHECKING:
     from sentemb.backends.choice import Choice
     from sentemb.batching import TokenBatch
-    from sentemb.config import EncoderConfig, Pooling
+    from sentemb.config import EncoderConfig
+    from sentemb.heads import Head
     from sentemb.machine import Machine
     from sentemb.models import ModelSpec
     from sentemb.tokenize import LoadedTokenizer
@@ -45,8 +48,8 @@ class Backend(Protocol):
     # The backend's own tokenizer (e.g. cached beside an ONNX export), or None for the model folder's.
     tokenizer: LoadedTokenizer | None
 
-    def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
-        """Pooled vectors (B, dim) as float32 for one padded batch (padding never counts)."""
+    def run(self, batch: TokenBatch) -> np.ndarray:
+        """The head's output (B, dim) as float32 for one padded batch (padding never counts)."""
         ...
 
 
@@ -71,6 +74,7 @@ def choose_backend(
     run: Callable[[EncoderConfig, Backend], None],
     *,
     machine: Machine,
+    head: Head,
     clock: Callable[[], float] | None = None,
 ) -> tuple[EncoderConfig, Backend, Choice | None]:
     """The config and backend that will run, and on the CPU with ``backend='auto'`` the measured choice.
@@ -90,24 +94,24 @@ def choose_backend(
         config = config.replace(backend=override)  # validated by EncoderConfig
     ruled, _ = resolve(config, machine)
     if config.backend != "auto" or (on_gpu(config, machine) and ruled.backend == "torch"):
-        return ruled, create_backend(spec, ruled, machine), None
+        return ruled, create_backend(spec, ruled, machine, head), None
     precision = measured.precision_name(ruled.precision)
     candidates = [n for n in measured.CANDIDATES.get(precision, ()) if measured.installed(n, precision, machine.has)]
     if len(candidates) < 2:
-        return ruled, create_backend(spec, ruled, machine), None
+        return ruled, create_backend(spec, ruled, machine, head), None
     from sentemb.models.prebuilt import graph_files
 
     # a folder that ships only its graph (no weights) is told apart by the graph's bytes
     weights = [sha256_file(p) for p in spec.weights or graph_files(spec.transformer_dir)]
-    key = measured.choice_key(weights, precision, measured.runtime_versions(version), machine.facts())
+    key = measured.choice_key(weights, precision, measured.runtime_versions(version), machine.facts(), head.graph_head)
     path = measured.choice_path(export_root(config.export_dir), key)
     cached = measured.read_cached(path, key, candidates)
     if cached is not None:
         chosen = measured.candidate_config(ruled, cached.backend)
-        return chosen, create_backend(spec, chosen, machine), cached
+        return chosen, create_backend(spec, chosen, machine, head), cached
 
     def build(label: str) -> Backend:
-        return create_backend(spec, measured.candidate_config(ruled, label), machine)
+        return create_backend(spec, measured.candidate_config(ruled, label), machine, head)
 
     def timed(label: str, backend: Backend) -> None:
         run(measured.candidate_config(ruled, label), backend)
@@ -120,23 +124,23 @@ def choose_backend(
     return measured.candidate_config(ruled, found.backend), backend, found
 
 
-def create_backend(spec: ModelSpec, config: EncoderConfig, machine: Machine) -> Backend:
+def create_backend(spec: ModelSpec, config: EncoderConfig, machine: Machine, head: Head) -> Backend:
     """Build the backend that ``config`` names (``auto`` is resolved first by :func:`sentemb.plan.resolve`)."""
     config, why = resolve(config, machine)
-    if why != "asked for":
+    if why != "as configured":
         log.info("sentemb: running %s (%s): %s", config.backend.value, config.precision.value, why)
     if config.backend == "openvino":
         from sentemb.backends.openvino_backend import create_openvino_backend
 
-        return create_openvino_backend(spec, config)
+        return create_openvino_backend(spec, config, head)
     if config.backend == "onnx":
         try:
             from sentemb.backends.onnx_backend import create_onnx_backend
         except ImportError as exc:  # onnxruntime missing
             raise ConfigError(f"the ONNX backend needs onnxruntime: pip install 'sentemb[onnx]' ({exc})") from None
-        return create_onnx_backend(spec, config, machine)
+        return create_onnx_backend(spec, config, machine, head)
     if not machine.torch:
         raise ConfigError("backend='torch' needs torch and transformers: pip install 'sentemb[torch]'")
     from sentemb.backends.torch_backend import TorchBackend
 
-    return TorchBackend(spec, config)
+    return TorchBackend(spec, config, head)

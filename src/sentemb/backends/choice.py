@@ -105,9 +105,17 @@ def installed(label: str, precision: str, find: Callable[[str], bool]) -> bool:
     return all(find(module) for module in needs)
 
 
-def choice_key(weights_sha256: Sequence[str], precision: str, versions: dict[str, str], cpu: dict[str, object]) -> str:
+def choice_key(
+    weights_sha256: Sequence[str],
+    precision: str,
+    versions: dict[str, str],
+    cpu: dict[str, object],
+    head: str = "hidden",
+) -> str:
     facts = {"schema": SCHEMA, "cpu": cpu, "versions": versions, "weights": sorted(weights_sha256),
              "precision": precision}  # fmt: skip
+    if head != "hidden":  # the same weights run as another kind (a classifier's logits) rank backends apart
+        facts["head"] = head
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 

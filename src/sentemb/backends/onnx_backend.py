@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sentemb.backends import cuda_fallback
-from sentemb.config import Pooling, Precision
+from sentemb.config import Precision
 from sentemb.errors import BackendError, ConfigError
 from sentemb.extras import require
-from sentemb.models.modules import check_backbone_width
+from sentemb.heads import head_width
 from sentemb.plan import ORT_THREADS_ENV, env_count, ort_cpu_streams
-from sentemb.pooling import apply_dense, pool
 
 if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
     from sentemb.config import EncoderConfig
     from sentemb.export import Exported
     from sentemb.export.prebuilt import Prebuilt
+    from sentemb.heads import Head
     from sentemb.machine import Machine
     from sentemb.models import ModelSpec
     from sentemb.tokenize import LoadedTokenizer
@@ -39,7 +39,7 @@ def _ort_errors() -> tuple[type[Exception], ...]:
 
 
 class OnnxBackend:
-    """Runs an exported graph whose output is ``last_hidden_state`` (B, T, H) float32."""
+    """Runs an exported graph whose output is the head's (``last_hidden_state`` or ``logits``)."""
 
     name = "onnx"
     tokenizer: LoadedTokenizer | None
@@ -49,7 +49,8 @@ class OnnxBackend:
         exported: Exported | Prebuilt,
         device: str,
         tokenizer: LoadedTokenizer,
-        spec: ModelSpec | None = None,
+        spec: ModelSpec,
+        head: Head,
         *,
         cores: int = 1,
     ) -> None:
@@ -75,17 +76,19 @@ class OnnxBackend:
         self.graph: str | None = str(exported.model)
         self.tokenizer = tokenizer
         self._inputs = [item.name for item in self.session.get_inputs()]
-        hidden = int(self.session.get_outputs()[0].shape[-1])
-        self._dense = spec.dense if spec is not None else ()  # the model's Dense layers, run in numpy
-        self.dim = check_backbone_width(spec.root, hidden, self._dense) if spec is not None else hidden
+        outputs = {item.name: item for item in self.session.get_outputs()}
+        if head.output not in outputs:
+            raise BackendError(f"{exported.model} has no output {head.output!r} (it has {sorted(outputs)}); "
+                               "export the model again with `sentemb export MODEL OUT --force`")  # fmt: skip
+        self.head = head
+        self.dim = head_width(spec, head, int(outputs[head.output].shape[-1]))
 
-    def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
-        (hidden,) = self.session.run(["last_hidden_state"], batch.feed(self._inputs))
-        pooled = pool(hidden, batch.pool_mask, pooling)
-        return apply_dense(pooled, self._dense) if self._dense else pooled
+    def run(self, batch: TokenBatch) -> np.ndarray:
+        (out,) = self.session.run([self.head.output], batch.feed(self._inputs))
+        return self.head.finish(out, batch)
 
 
-def create_onnx_backend(spec: ModelSpec, config: EncoderConfig, machine: Machine) -> OnnxBackend:
+def create_onnx_backend(spec: ModelSpec, config: EncoderConfig, machine: Machine, head: Head) -> OnnxBackend:
     """Export (once, cached) and load ``spec`` at ``config.precision`` (fp32 or int8)."""
     ort = require("onnxruntime", "onnx", "the ONNX backend")
     from sentemb.export import ensure_export
@@ -103,4 +106,4 @@ def create_onnx_backend(spec: ModelSpec, config: EncoderConfig, machine: Machine
     exported = find_prebuilt(spec, "onnx", config.file_name) or ensure_export(
         spec, precision, export_dir=config.export_dir, trust_remote_code=config.trust_remote_code
     )
-    return OnnxBackend(exported, device, exported.load_tokenizer(), spec, cores=machine.cores)
+    return OnnxBackend(exported, device, exported.load_tokenizer(), spec, head, cores=machine.cores)

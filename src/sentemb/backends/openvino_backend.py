@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sentemb.config import Pooling, Precision
+from sentemb.config import Precision
 from sentemb.errors import BackendError, ConfigError
 from sentemb.extras import require
-from sentemb.models.modules import check_backbone_width
-from sentemb.pooling import apply_dense, pool
+from sentemb.heads import head_width
 
 if TYPE_CHECKING:
     from sentemb.batching import TokenBatch
     from sentemb.config import EncoderConfig
     from sentemb.export import Exported
     from sentemb.export.prebuilt import Prebuilt
+    from sentemb.heads import Head
     from sentemb.models import ModelSpec
     from sentemb.tokenize import LoadedTokenizer
 
@@ -32,7 +32,7 @@ STREAMS_ENV = "SENTEMB_OV_STREAMS"
 
 
 class OpenVinoBackend:
-    """Runs an IR whose output is ``last_hidden_state`` (B, T, H) float32; embed() is thread-safe."""
+    """Runs an IR whose first output is the head's (``last_hidden_state`` or ``logits``); run() is thread-safe."""
 
     name = "openvino"
     device = "cpu"
@@ -44,7 +44,8 @@ class OpenVinoBackend:
         exported: Exported | Prebuilt,
         precision: Precision,
         tokenizer: LoadedTokenizer,
-        spec: ModelSpec | None = None,
+        spec: ModelSpec,
+        head: Head,
     ) -> None:
         ov = require("openvino", "openvino", "the OpenVINO backend")
         core = ov.Core()
@@ -74,9 +75,8 @@ class OpenVinoBackend:
         self.graph: str | None = str(exported.model)
         self._warm_up()
         self.tokenizer = tokenizer
-        hidden = int(self.compiled.outputs[0].get_partial_shape()[-1].get_length())
-        self._dense = spec.dense if spec is not None else ()  # the model's Dense layers, run in numpy
-        self.dim = check_backbone_width(spec.root, hidden, self._dense) if spec is not None else hidden
+        self.head = head
+        self.dim = head_width(spec, head, int(self.compiled.outputs[0].get_partial_shape()[-1].get_length()))
 
     def _warm_up(self) -> None:
         """One tiny inference on this thread before any concurrent use.
@@ -98,16 +98,15 @@ class OpenVinoBackend:
         finally:
             self._requests.put(request)
 
-    def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
+    def run(self, batch: TokenBatch) -> np.ndarray:
         request = self._requests.get()
-        try:  # pooled before the request (and its output buffer) is handed to the next batch
-            pooled = pool(request.infer(batch.feed(self._inputs))[0], batch.pool_mask, pooling)
+        try:  # finished before the request (and its output buffer) is handed to the next batch
+            return self.head.finish(request.infer(batch.feed(self._inputs))[0], batch)
         finally:
             self._requests.put(request)
-        return apply_dense(pooled, self._dense) if self._dense else pooled
 
 
-def create_openvino_backend(spec: ModelSpec, config: EncoderConfig) -> OpenVinoBackend:
+def create_openvino_backend(spec: ModelSpec, config: EncoderConfig, head: Head) -> OpenVinoBackend:
     """Export (once, cached) to OpenVINO IR and compile ``spec`` at ``config.precision`` on the CPU."""
     require("openvino", "openvino", "the OpenVINO backend")
     from sentemb.export import ensure_export
@@ -121,4 +120,4 @@ def create_openvino_backend(spec: ModelSpec, config: EncoderConfig) -> OpenVinoB
     exported = find_prebuilt(spec, "openvino", config.file_name) or ensure_export(
         spec, ir, runtime="openvino", export_dir=config.export_dir, trust_remote_code=config.trust_remote_code
     )
-    return OpenVinoBackend(exported, config.precision, exported.load_tokenizer(), spec)
+    return OpenVinoBackend(exported, config.precision, exported.load_tokenizer(), spec, head)

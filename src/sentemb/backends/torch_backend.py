@@ -1,7 +1,8 @@
-"""PyTorch backend: ``AutoModel`` in eval mode, fp32 / bf16 (CPU, CUDA) / fp16 (CUDA).
+"""PyTorch backend: ``AutoModel`` (a cross-encoder: ``AutoModelForSequenceClassification``) in eval
+mode, fp32 / bf16 (CPU, CUDA) / fp16 (CUDA).
 
 Pooling runs in torch, in fp32, where the token embeddings are, so that on a GPU only the pooled
-(B, H) vectors are copied back to the host.
+(B, H) vectors are copied back to the host; a classifier's logits come back as float32.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import AutoModel
+from transformers import AutoModel, AutoModelForSequenceClassification
 
 from sentemb.backends import cuda_fallback
 from sentemb.config import Pooling, Precision
 from sentemb.errors import ConfigError
-from sentemb.models.modules import DenseLayer, check_backbone_width
+from sentemb.heads import Head, Pooled, head_width
+from sentemb.models.modules import DenseLayer
 from sentemb.scoped import no_progress_bars
 
 if TYPE_CHECKING:
@@ -37,29 +39,33 @@ class TorchBackend:
     graph: str | None = None
     tokenizer: LoadedTokenizer | None = None
 
-    def __init__(self, spec: ModelSpec, config: EncoderConfig) -> None:
+    def __init__(self, spec: ModelSpec, config: EncoderConfig, head: Head) -> None:
         self.device = cuda_fallback(config.device, torch.cuda.is_available())
         precision = config.precision
         if precision is Precision.INT8:
             raise ConfigError("int8 runs on the CPU backends: pass backend='openvino' or 'onnx' (or 'auto')")
         if precision is Precision.FP16 and not self.device.startswith("cuda"):
             raise ConfigError("fp16 is for CUDA; on the CPU use precision='bf16' or 'fp32'")
+        pooled = isinstance(head, Pooled)
+        auto = AutoModel if pooled else AutoModelForSequenceClassification
         with no_progress_bars():  # a library should not draw bars for a 0.1 s weight load
-            model = AutoModel.from_pretrained(
+            model = auto.from_pretrained(
                 spec.transformer_dir,
                 trust_remote_code=config.trust_remote_code,
                 use_safetensors=not spec.pickle_weights,
             )
-        if getattr(model.config, "is_encoder_decoder", False):
+        if pooled and getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()
         self.model = model.to(device=self.device, dtype=_DTYPES[precision]).eval()
-        self.dim = check_backbone_width(spec.root, int(model.config.hidden_size), spec.dense)
-        self._head = torch_head(spec.dense, self.device)  # Dense layers, fp32, on the model's device
+        self.head = head
+        width = int(model.config.hidden_size) if pooled else int(model.config.num_labels)
+        self.dim = head_width(spec, head, width)
+        # Dense layers, fp32, on the model's device
+        self._dense = torch_head(head.dense, self.device) if isinstance(head, Pooled) else None
 
-    def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
+    def run(self, batch: TokenBatch) -> np.ndarray:
         with torch.inference_mode():
             mask = self._to_device(batch.attention_mask)
-            pool_mask = mask if batch.pool_mask is batch.attention_mask else self._to_device(batch.pool_mask)
             inputs = {
                 "input_ids": self._to_device(batch.input_ids),
                 # Without padding, no mask: transformers then neither builds one nor reads it back from
@@ -68,10 +74,13 @@ class TorchBackend:
             }
             if batch.token_type_ids is not None:
                 inputs["token_type_ids"] = self._to_device(batch.token_type_ids)
-            hidden = self.model(**inputs, return_dict=True).last_hidden_state
-            pooled = pool_tensor(hidden, pool_mask, pooling)
-            if self._head is not None:
-                pooled = self._head(pooled)
+            out = self.model(**inputs, return_dict=True)
+            if not isinstance(self.head, Pooled):
+                return out.logits.float().cpu().numpy()
+            pool_mask = mask if batch.pool_mask is batch.attention_mask else self._to_device(batch.pool_mask)
+            pooled = pool_tensor(out.last_hidden_state, pool_mask, self.head.pooling)
+            if self._dense is not None:
+                pooled = self._dense(pooled)
             return pooled.cpu().numpy()
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:

@@ -61,6 +61,7 @@ class Recipe:
     runtime: str  # "onnx" or "openvino"
     precision: Precision  # fp32 or int8 (OpenVINO's bf16 compiles the fp32 IR)
     graph: str = "padded"  # or "packed": BERT's linear layers on the real tokens only
+    head: str = "hidden"  # the graph's output: token embeddings ("hidden") or a classifier's "logits"
     fusion: str | None = None  # ORT optimizer model type applied to the fp32 ONNX graph
     quantization: str | None = None  # one of QUANTIZATION's values for int8
     calibration: str | None = None  # sha256 of the calibration texts (static int8)
@@ -78,6 +79,7 @@ class Recipe:
             "runtime": self.runtime,
             "precision": self.precision.value,
             "graph": self.graph,
+            "head": self.head,
             "fusion": self.fusion,
             "quantization": self.quantization,
             "calibration": self.calibration,
@@ -131,13 +133,15 @@ def recipe_for(spec: ModelSpec, precision: Precision, runtime: str = "onnx") -> 
     openvino = runtime == "openvino"
     builder = choose_builder(spec)
     helper = builder != BUILDER
+    head = "logits" if spec.task == "rerank" else "hidden"
     versioned = [name for name in _VERSIONED[runtime] if not (helper and name in ("torch", "transformers"))]
     return Recipe(
         model_type=spec.model_type,
         files=tuple((p.name, sha256_file(p)) for p in files),
         runtime=runtime,
         precision=precision,
-        graph="packed" if openvino and not helper and _packs(spec) else "padded",
+        graph="packed" if openvino and not helper and head == "hidden" and _packs(spec) else "padded",
+        head=head,
         fusion=None if int8 or openvino or helper else FUSION_TYPES.get(spec.model_type),
         quantization=QUANTIZATION[runtime] if int8 else None,
         calibration=sha256_file(CALIBRATION_FILE) if int8 and openvino else None,
@@ -154,6 +158,6 @@ def choose_builder(spec: ModelSpec) -> str:
         return BUILDER
     from sentemb.export import onnx_builder
 
-    if not onnx_builder.covers(spec):
+    if spec.task != "embedding" or not onnx_builder.covers(spec):
         raise ConfigError(onnx_builder.needs_torch(spec))
     return onnx_builder.NAME

@@ -1,5 +1,6 @@
-"""torch -> ONNX: the transformer (BART: its encoder) with dynamic batch and sequence axes,
-padded as transformers runs it, or packed (:mod:`sentemb.export.packed`) when the recipe says so."""
+"""torch -> ONNX: the transformer (BART: its encoder) with dynamic batch and sequence axes, padded as
+transformers runs it, or packed (:mod:`sentemb.export.packed`) when the recipe says so; for a
+cross-encoder, with its classification head (the graph's output is then the logits)."""
 
 from __future__ import annotations
 
@@ -15,18 +16,20 @@ if TYPE_CHECKING:
 
 
 def load_model(spec: ModelSpec, trust_remote_code: bool) -> Any:
-    """The transformer in eval mode (encoder-decoder models: the encoder), eager attention: it exports
-    as plain MatMul/Softmax, the pattern ORT's attention fusion recognises."""
-    from transformers import AutoModel
+    """The transformer in eval mode (encoder-decoder models: the encoder; a cross-encoder: with its
+    classification head), eager attention: it exports as plain MatMul/Softmax, the pattern ORT's
+    attention fusion recognises."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
+    auto = AutoModelForSequenceClassification if spec.task == "rerank" else AutoModel
     with no_progress_bars():
-        model = AutoModel.from_pretrained(
+        model = auto.from_pretrained(
             spec.transformer_dir,
             trust_remote_code=trust_remote_code,
             use_safetensors=not spec.pickle_weights,
             attn_implementation="eager",
         )
-    if getattr(model.config, "is_encoder_decoder", False):
+    if getattr(model.config, "is_encoder_decoder", False) and spec.task != "rerank":
         model = model.get_encoder()
     return model.eval()
 
@@ -38,19 +41,20 @@ def input_names(model: Any, uses_type_ids: bool) -> list[str]:
     return names
 
 
-def last_hidden(model: Any, names: list[str]) -> Any:
-    """A module taking the inputs positionally (in ``names``' order) and returning last_hidden_state."""
+def graph_output(model: Any, names: list[str], output: str) -> Any:
+    """A module taking the inputs positionally (in ``names``' order) and returning the model's
+    ``output`` (last_hidden_state, or a classifier's logits)."""
     import torch
 
-    class LastHidden(torch.nn.Module):
+    class Output(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.inner = model
 
         def forward(self, *args: torch.Tensor) -> torch.Tensor:
-            return self.inner(**dict(zip(names, args, strict=True)), return_dict=True).last_hidden_state
+            return getattr(self.inner(**dict(zip(names, args, strict=True)), return_dict=True), output)
 
-    return LastHidden().eval()
+    return Output().eval()
 
 
 def export_torch(spec: ModelSpec, recipe: Recipe, path: Path, uses_type_ids: bool, trust_remote_code: bool) -> None:
@@ -62,21 +66,23 @@ def export_torch(spec: ModelSpec, recipe: Recipe, path: Path, uses_type_ids: boo
     model = load_model(spec, trust_remote_code)
     names = input_names(model, uses_type_ids)
     # The packed module takes the inputs in the same order and returns last_hidden_state itself.
-    module = packed_bert(model, names) if recipe.graph == "packed" else last_hidden(model, names)
+    output = "logits" if recipe.head == "logits" else "last_hidden_state"
+    module = packed_bert(model, names) if recipe.graph == "packed" else graph_output(model, names, output)
 
     # A padded row, so that no "mask is all ones" shortcut is traced into the graph.
     ids = torch.full((2, 8), 5, dtype=torch.int64)
     mask = torch.ones((2, 8), dtype=torch.int64)
     mask[1, 5:] = 0
     dummy = (ids, mask, torch.zeros_like(ids))[: len(names)]
-    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
+    axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in names}
+    axes[output] = {0: "batch", 1: "sequence"} if output == "last_hidden_state" else {0: "batch"}
     with quiet("torch.onnx"), torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(
             module,
             dummy,
             str(path),
             input_names=names,
-            output_names=["last_hidden_state"],
+            output_names=[output],
             dynamic_axes=axes,
             opset_version=recipe.opset,
             do_constant_folding=True,

@@ -62,6 +62,12 @@ class ModelSpec:
     include_prompt: bool = True  # False: prompt tokens are left out of pooling
     dense: tuple[DenseLayer, ...] = ()  # Dense modules after pooling, in order
     st: StConfig = field(default_factory=StConfig)
+    # What the folder's model computes: "embedding" (feature extraction), "rerank" (a cross-encoder: a
+    # sequence-classification head scoring text pairs) or "sparse" (a fill-mask head, SPLADE).
+    task: str = "embedding"
+    architectures: tuple[str, ...] = ()  # config.json's, e.g. ("BertForSequenceClassification",)
+    labels: int = 0  # a classification head's outputs (config.json's id2label)
+    activation: str | None = None  # the cross-encoder's saved activation (a dotted path), None: its default
 
     @property
     def width(self) -> int:
@@ -101,6 +107,8 @@ def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_co
     st_config = read_json(st_config_path) if st_config_path.is_file() else {}
     limit = _model_limit(transformer_dir, config)
     max_length = min(int(st_config.get("max_seq_length") or limit), limit)
+    saved = root / "config_sentence_transformers.json"
+    st_model = read_json(saved) if saved.is_file() else {}
     return ModelSpec(
         root=root,
         transformer_dir=transformer_dir,
@@ -115,7 +123,34 @@ def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_co
         include_prompt=pipeline.include_prompt,
         dense=pipeline.dense,
         st=_read_st_config(root),
+        task=_task(st_model, st_config),
+        architectures=tuple(str(a) for a in config.get("architectures") or ()),
+        labels=len(config.get("id2label") or {}) or int(config.get("num_labels") or 2),
+        activation=_activation(st_model, config),
     )
+
+
+def _task(st_model: dict, st_config: dict) -> str:
+    """What sentence-transformers would load the folder as: its saved model type, else the Transformer
+    module's task; a plain transformers folder is an embedding model (as SentenceTransformer loads it)."""
+    kind = st_model.get("model_type")
+    task = st_config.get("transformer_task")
+    if kind == "CrossEncoder" or task == "sequence-classification":
+        return "rerank"
+    if kind == "SparseEncoder" or task == "fill-mask":
+        return "sparse"
+    return "embedding"
+
+
+def _activation(st_model: dict, config: dict) -> str | None:
+    """The cross-encoder's saved activation, where sentence-transformers looks for it: its own config
+    (5+), else config.json's ``sentence_transformers.activation_fn`` (4), else the key of 2-3."""
+    saved = st_model.get("activation_fn")
+    if saved is None and isinstance(config.get("sentence_transformers"), dict):
+        saved = config["sentence_transformers"].get("activation_fn")
+    if saved is None:
+        saved = config.get("sbert_ce_default_activation_function")
+    return str(saved) if saved is not None else None
 
 
 def _read_st_config(root: Path) -> StConfig:

@@ -1,0 +1,326 @@
+"""Cross-encoders (rerankers): text pairs in, a relevance score per pair out, as sentence-transformers'
+``CrossEncoder.predict`` and ``rank`` compute them.
+
+The second model kind on the same seam as the encoder: its inputs are pairs (tokenised together,
+cut ``longest_first`` at the model's max length), its head is the classifier inside the graph
+(:class:`sentemb.heads.Logits`), and its post-processing is the activation sentence-transformers
+applies. Tokenising, batching, the backends, ``backend='auto'``'s measurement and the export cache are
+the encoder's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sentemb.backends import Backend, choose_backend
+from sentemb.backends.choice import SAMPLE, Choice
+from sentemb.batching import Inputs, run_batches
+from sentemb.config import EncoderConfig, LoadOptions, LongText
+from sentemb.errors import ConfigError, UnsupportedModelError
+from sentemb.heads import Logits
+from sentemb.machine import Machine
+from sentemb.models import ModelSpec
+from sentemb.models.resolve import Resolved, sha256_file
+from sentemb.plan import RuntimePlan, batch_size, explain, machine_line, open_model
+from sentemb.tokenize import (
+    LoadedTokenizer,
+    TextInfo,
+    TokenizerSpec,
+    as_pairs,
+    load_hf_tokenizer,
+    pair_tokenizer,
+    tokenize_pairs,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+log = logging.getLogger("sentemb")
+
+# The activations sentence-transformers saves for cross-encoders, by the torch class it names.
+ACTIVATIONS = ("sigmoid", "identity", "tanh")
+_TORCH_ACTIVATIONS = {
+    "torch.nn.modules.activation.Sigmoid": "sigmoid",
+    "torch.nn.modules.linear.Identity": "identity",
+    "torch.nn.modules.activation.Tanh": "tanh",
+}
+# Options that decide how texts become vectors: an embedding model's, not a cross-encoder's.
+_EMBEDDING_ONLY = ("pooling", "normalize", "default_prompt_name", "truncate_dim")
+
+
+@dataclass(frozen=True)
+class RankHit:
+    """One document of :meth:`Reranker.rank`: its index in the documents given, its score, its text if asked."""
+
+    corpus_id: int
+    score: float
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """Scores plus, per pair, its token count (both texts, without special tokens) and whether it was cut."""
+
+    scores: np.ndarray
+    info: list[TextInfo]
+
+
+def activation_of(spec: ModelSpec, trust_remote_code: bool) -> str:
+    """The activation sentence-transformers applies to this model's logits: the one it saved (a torch
+    class), else Sigmoid for one label and none (identity) for several.
+
+    A saved activation outside torch is ignored with a warning unless remote code is trusted, as
+    sentence-transformers does; trusted, it is code sentemb cannot run, so the model is refused."""
+    default = "sigmoid" if spec.labels == 1 else "identity"
+    saved = spec.activation
+    if saved is None:
+        return default
+    if saved in _TORCH_ACTIVATIONS:
+        return _TORCH_ACTIVATIONS[saved]
+    if saved.startswith("torch.") or trust_remote_code:
+        raise UnsupportedModelError(
+            f"{spec.root}: the cross-encoder's activation is {saved!r}, which sentemb does not run; it runs "
+            f"{', '.join(_TORCH_ACTIVATIONS)}. Pass activation= to choose one, or use sentence-transformers"
+        )
+    log.warning("sentemb: %s names the activation %r, which is not trusted; using %s, as sentence-transformers "
+                "does without trust_remote_code", spec.root, saved, default)  # fmt: skip
+    return default
+
+
+def activate(logits: np.ndarray, activation: str, apply_softmax: bool) -> np.ndarray:
+    """``activation`` on every logit, then softmax over the labels where asked (several labels only)."""
+    if activation == "sigmoid":
+        scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    elif activation == "tanh":
+        scores = np.tanh(logits.astype(np.float64))
+    else:
+        scores = logits.astype(np.float64)
+    if apply_softmax and scores.shape[1] > 1:
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+    out = scores.astype(np.float32)
+    return out[:, 0] if out.shape[1] == 1 else out
+
+
+class Reranker:
+    """Scores (query, document) pairs with a cross-encoder. Build it with :func:`sentemb.load_reranker`.
+
+    Thread-safe: one reranker may serve many threads at once.
+    """
+
+    def __init__(
+        self,
+        config: EncoderConfig,
+        resolved: Resolved,
+        spec: ModelSpec,
+        tokenizer: LoadedTokenizer,
+        backend: Backend,
+        *,
+        plan: RuntimePlan,
+        activation: str,
+        choice: Choice | None = None,
+    ) -> None:
+        self.config = config
+        self.plan = plan
+        self.resolved = resolved
+        self.spec = spec
+        self.activation = activation
+        self.choice = choice
+        self._tokenizer = tokenizer
+        self._backend = backend
+        self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, config.max_chars)
+        self._truncating = pair_tokenizer(tokenizer.tokenizer, self.max_length)
+        self._forward_pool = (
+            ThreadPoolExecutor(plan.streams, thread_name_prefix="sentemb-forward") if plan.streams > 1 else None
+        )
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per pair, special tokens included: the config's, else the model's."""
+        return self.config.max_length or self.spec.max_length
+
+    @property
+    def labels(self) -> int:
+        """Scores per pair: 1 for a relevance model, more for a classifier (NLI: 3)."""
+        return self.plan.width
+
+    @property
+    def backend(self) -> str:
+        return self.plan.backend
+
+    @property
+    def device(self) -> str:
+        return self.plan.device
+
+    def __repr__(self) -> str:
+        return (
+            f"Reranker(model={self.config.model!r}, labels={self.labels}, activation={self.activation!r}, "
+            f"max_length={self.max_length}, backend={self.backend!r}, device={self.device!r})"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about this reranker for humans and logs: model, files' sha256, activation, and its plan."""
+        return {
+            "model": self.config.model,
+            "kind": "rerank",
+            "source": self.resolved.source,
+            "path": str(self.resolved.path),
+            "revision": self.resolved.revision,
+            "model_type": self.spec.model_type,
+            "labels": self.labels,
+            "activation": self.activation,
+            "max_length": self.max_length,
+            "sha256": {p.name: sha256_file(p) for p in self.spec.weights},
+            "plan": self.plan.to_dict(),
+            "auto_choice": self.choice.describe() if self.choice is not None else None,
+        }
+
+    def predict(
+        self,
+        pairs: Iterable[Sequence[str]],
+        *,
+        activation: str | None = None,
+        apply_softmax: bool = False,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Scores of ``pairs`` as float32: shape (N,) for a one-label model, (N, labels) otherwise.
+
+        ``activation`` ("sigmoid", "identity", "tanh") replaces the model's for this call;
+        ``apply_softmax`` turns several labels' scores into probabilities, as sentence-transformers."""
+        return self.predict_with_info(
+            pairs, activation=activation, apply_softmax=apply_softmax, show_progress=show_progress
+        ).scores
+
+    def predict_with_info(
+        self,
+        pairs: Iterable[Sequence[str]],
+        *,
+        activation: str | None = None,
+        apply_softmax: bool = False,
+        show_progress: bool | None = None,
+    ) -> PredictResult:
+        """Like :meth:`predict`, plus per pair its token count and whether it was cut at ``max_length``."""
+        chosen = self.activation if activation is None else _checked_activation(activation)
+        items = as_pairs(pairs)
+        if not items:
+            shape = (0,) if self.labels == 1 else (0, self.labels)
+            return PredictResult(np.zeros(shape, dtype=np.float32), [])
+        sequences, info = tokenize_pairs(self._token_spec, self._truncating, items)
+        inputs = Inputs([s.ids for s in sequences], [s.type_ids for s in sequences], self._tokenizer.pad_id,
+                        self._tokenizer.uses_type_ids)  # fmt: skip
+        progress = _progress(len(items), self.config.show_progress if show_progress is None else show_progress,
+                             4 * self.plan.batch_size)  # fmt: skip
+        logits = run_batches(inputs, self._backend.run, self.labels, batch_size=self.plan.batch_size,
+                             max_tokens=self.config.forward_tokens, pool=self._forward_pool,
+                             progress=progress.update if progress is not None else None)  # fmt: skip
+        if progress is not None:
+            progress.close()
+        return PredictResult(activate(logits, chosen, apply_softmax), info)
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_k: int | None = None,
+        return_documents: bool = False,
+        activation: str | None = None,
+        show_progress: bool | None = None,
+    ) -> list[RankHit]:
+        """The documents scored against ``query``, best first (ties keep the documents' order), at most
+        ``top_k``; each hit names the document's index, its score and, with ``return_documents``, its text."""
+        if self.labels != 1:
+            raise ConfigError(f"rank() needs a one-label model; this one gives {self.labels} scores per pair: "
+                              "use predict() and choose a label")  # fmt: skip
+        if top_k is not None and top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {top_k}")
+        if isinstance(documents, str):
+            raise ConfigError("documents must be a list of texts, not one str")
+        docs = list(documents)
+        scores = self.predict([(query, d) for d in docs], activation=activation, show_progress=show_progress)
+        order = np.argsort(-scores, kind="stable")[: top_k or len(docs)]
+        return [RankHit(int(i), float(scores[i]), docs[i] if return_documents else None) for i in order]
+
+
+def _checked_activation(name: str) -> str:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"activation={name!r} is not valid; choose one of {', '.join(map(repr, ACTIVATIONS))}")
+    return name
+
+
+def _progress(total: int, show: bool | None, threshold: int) -> Any:
+    if show is None:
+        show = total > threshold and sys.stderr.isatty()
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="pair", desc="reranking", dynamic_ncols=True)
+
+
+_OPTIONS = {f.name for f in fields(EncoderConfig)} - {"model"}
+
+
+def load_reranker(
+    model: str,
+    *,
+    activation: str | None = None,
+    config: EncoderConfig | None = None,
+    **options: Unpack[LoadOptions],
+) -> Reranker:
+    """Load a cross-encoder by local path or hub id and return its :class:`Reranker`.
+
+    It loads what sentence-transformers saves for a ``CrossEncoder`` and plain transformers
+    ``*ForSequenceClassification`` folders, by the rules of :func:`sentemb.load` (local folder, hub cache,
+    ``revision=``, safetensors only, no remote code, offline by default). ``options`` are the runtime
+    fields of :class:`EncoderConfig` (device, backend, precision, max_length, batch_size, ...);
+    ``activation`` ("sigmoid", "identity", "tanh") replaces the model's own.
+    """
+    given: dict[str, Any] = dict(options)
+    unknown = sorted(set(given) - _OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown}; valid options: {sorted(_OPTIONS - set(_EMBEDDING_ONLY))}")
+    for name in _EMBEDDING_ONLY:
+        if given.get(name) is not None:
+            raise ConfigError(f"{name}= is an embedding model's option; a cross-encoder scores pairs and has none")
+    base = config or EncoderConfig()
+    config = base.replace(model=str(model), **given)
+    if config.long_text is not LongText.TRUNCATE:
+        raise ConfigError("a cross-encoder cuts each pair at max_length (longest_first), as sentence-transformers; "
+                          "long_text must be 'truncate'")  # fmt: skip
+    if activation is not None:
+        _checked_activation(activation)
+    return _build(config, activation)
+
+
+def _build(config: EncoderConfig, activation: str | None) -> Reranker:
+    machine = Machine.here()
+    resolved, spec = open_model(config, machine, task="rerank")
+    chosen = activation or activation_of(spec, config.trust_remote_code)
+    head = Logits(spec.labels)
+
+    def reranker(conf: EncoderConfig, backend: Backend, why: tuple[str, ...], choice: Choice | None) -> Reranker:
+        tokenizer = backend.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), conf.trust_remote_code)
+        plan = RuntimePlan(
+            kind="rerank", backend=backend.name, precision=conf.precision.value, device=backend.device,
+            batch_size=batch_size(conf, backend.device), streams=backend.streams, threads=backend.threads,
+            width=backend.dim, graph=backend.graph, why=why, machine=machine_line(machine),
+        )  # fmt: skip
+        return Reranker(conf, resolved, spec, tokenizer, backend, plan=plan, activation=chosen, choice=choice)
+
+    def sample_pass(conf: EncoderConfig, candidate: Backend) -> None:  # one timed pass of auto's measurement
+        pairs = list(itertools.pairwise(SAMPLE))
+        reranker(conf.replace(show_progress=False), candidate, (), None).predict(pairs)
+
+    asked = config
+    config, backend, choice = choose_backend(spec, config, sample_pass, machine=machine, head=head)
+    why = explain(asked, config, choice.describe() if choice is not None else None, machine)
+    return reranker(config, backend, why, choice)

@@ -1,0 +1,147 @@
+"""Cross-encoders: the same scores as sentence-transformers' CrossEncoder.predict on tiny random models it
+saves, on every backend; rank(); what is refused and how."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import sentemb
+from tiny_models import CROSS_ENCODERS, build_tiny_cross_encoder
+
+pytest.importorskip("sentence_transformers")
+
+PAIRS = [
+    ("what is the capital of France?", "Paris is the capital and most populous city of France."),
+    ("", "an empty query"),
+    ("short", "The quick brown fox jumps over the lazy dog near the river bank. " * 10),  # cut at 64 tokens
+    ("a much longer query that goes on and on " * 8, "short doc"),  # cut from the query's side
+    ("Ünïcödé query 🙂", "Two sentences. The second one is a little longer than the first one."),
+]
+BACKENDS = ["torch", "onnx", "openvino"]
+
+
+def st_scores(folder, **kwargs):
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(folder), device="cpu").predict(PAIRS, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Tiny cross-encoders: every family with one label; NLI-style three labels; each activation setting."""
+    root = tmp_path_factory.mktemp("cross-encoders")
+    built = {family: build_tiny_cross_encoder(family, root / family) for family in CROSS_ENCODERS}
+    built["nli"] = build_tiny_cross_encoder("bert", root / "nli", labels=3, seed=1)
+    built["ms-marco"] = build_tiny_cross_encoder("bert", root / "msmarco", activation="identity", seed=2)
+    built["tanh"] = build_tiny_cross_encoder("bert", root / "tanh", activation="tanh", seed=3)
+    built["st4"] = build_tiny_cross_encoder("roberta", root / "st4", layout="st4", activation="identity", seed=4)
+    built["plain"] = build_tiny_cross_encoder("distilbert", root / "plain", layout="hf", seed=5)
+    return built
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", [*CROSS_ENCODERS, "nli", "ms-marco", "tanh", "st4", "plain"])
+def test_scores_equal_sentence_transformers(onnx_cache, models, name, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    reranker = sentemb.load_reranker(str(models[name]), backend=backend, device="cpu")
+    ours = reranker.predict(PAIRS)
+    reference = st_scores(models[name])
+    assert ours.dtype == np.float32 and ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0)
+
+
+def test_activation_follows_sentence_transformers_and_can_be_overridden(models):
+    assert sentemb.load_reranker(str(models["bert"]), device="cpu").activation == "sigmoid"  # one label
+    assert sentemb.load_reranker(str(models["ms-marco"]), device="cpu").activation == "identity"  # saved
+    assert sentemb.load_reranker(str(models["st4"]), device="cpu").activation == "identity"  # config.json
+    assert sentemb.load_reranker(str(models["plain"]), device="cpu").activation == "sigmoid"  # none at all
+    nli = sentemb.load_reranker(str(models["nli"]), device="cpu")
+    assert nli.activation == "identity" and nli.labels == 3
+    np.testing.assert_allclose(nli.predict(PAIRS, apply_softmax=True), st_scores(models["nli"], apply_softmax=True),
+                               atol=1e-6)  # fmt: skip
+    assert np.allclose(nli.predict(PAIRS, apply_softmax=True).sum(axis=1), 1.0, atol=1e-6)
+    import torch
+
+    raw = sentemb.load_reranker(str(models["bert"]), device="cpu", activation="identity").predict(PAIRS)
+    np.testing.assert_allclose(raw, st_scores(models["bert"], activation_fn=torch.nn.Identity()), atol=1e-6)
+    tanh = sentemb.load_reranker(str(models["bert"]), device="cpu").predict(PAIRS, activation="tanh")
+    np.testing.assert_allclose(tanh, np.tanh(raw), atol=1e-6)
+
+
+def test_long_pairs_are_cut_longest_first_and_reported(models):
+    reranker = sentemb.load_reranker(str(models["bert"]), device="cpu")
+    result = reranker.predict_with_info(PAIRS)
+    assert [info.truncated for info in result.info] == [False, False, True, True, False]
+    assert result.info[2].num_tokens > reranker.max_length
+    np.testing.assert_array_equal(result.scores, reranker.predict(PAIRS))
+
+
+def test_rank_is_best_first_like_sentence_transformers(models):
+    from sentence_transformers import CrossEncoder
+
+    query, documents = "capital of France", [doc for _, doc in PAIRS]
+    reranker = sentemb.load_reranker(str(models["ms-marco"]), device="cpu")
+    hits = reranker.rank(query, documents, return_documents=True)
+    theirs = CrossEncoder(str(models["ms-marco"]), device="cpu").rank(query, documents)
+    assert [hit.corpus_id for hit in hits] == [int(hit["corpus_id"]) for hit in theirs]
+    np.testing.assert_allclose([hit.score for hit in hits], [float(hit["score"]) for hit in theirs], atol=1e-6)
+    assert all(hit.text == documents[hit.corpus_id] for hit in hits)
+    top = reranker.rank(query, documents, top_k=2)
+    assert [hit.corpus_id for hit in top] == [hit.corpus_id for hit in hits[:2]] and top[0].text is None
+    with pytest.raises(sentemb.ConfigError, match="one-label"):
+        sentemb.load_reranker(str(models["nli"]), device="cpu").rank(query, documents)
+
+
+def test_inputs_are_checked_and_named(models):
+    reranker = sentemb.load_reranker(str(models["bert"]), device="cpu")
+    assert reranker.predict([]).shape == (0,)
+    with pytest.raises(sentemb.InvalidInputError, match=r"pairs\[1\] is not a \(query, document\) pair"):
+        reranker.predict([("a", "b"), ("only one",)])
+    with pytest.raises(sentemb.InvalidInputError, match=r"pairs\[0\]\[1\] is int"):
+        reranker.predict([("a", 3)])
+    with pytest.raises(sentemb.InvalidTextError, match=r"pairs\[0\]\[0\] is not valid Unicode"):
+        reranker.predict([("bad \ud800", "b")])
+    with pytest.raises(sentemb.ConfigError, match="activation='softplus'"):
+        reranker.predict(PAIRS, activation="softplus")
+
+
+def test_each_kind_is_refused_by_the_other_loader(models, tiny_dirs):
+    with pytest.raises(sentemb.UnsupportedModelError, match="load_reranker"):
+        sentemb.load(str(models["bert"]))
+    with pytest.raises(sentemb.UnsupportedModelError, match=r"sentemb.load\(\)"):
+        sentemb.load_reranker(str(tiny_dirs["bert"]))
+    with pytest.raises(sentemb.ConfigError, match="pooling= is an embedding model's option"):
+        sentemb.load_reranker(str(models["bert"]), pooling="cls")
+
+
+def test_an_activation_sentemb_cannot_run_is_refused(models, tmp_path):
+    import shutil
+
+    folder = tmp_path / "custom"
+    shutil.copytree(models["bert"], folder)
+    path = folder / "config_sentence_transformers.json"
+    config = json.loads(path.read_text())
+    config["activation_fn"] = "torch.nn.modules.activation.Softplus"
+    path.write_text(json.dumps(config))
+    with pytest.raises(sentemb.UnsupportedModelError, match="Softplus"):
+        sentemb.load_reranker(str(folder))
+    assert sentemb.load_reranker(str(folder), activation="sigmoid").activation == "sigmoid"
+
+
+def test_int8_keeps_the_order_of_fp32(onnx_cache, models):
+    fp32 = sentemb.load_reranker(str(models["ms-marco"]), backend="onnx", device="cpu").predict(PAIRS)
+    int8 = sentemb.load_reranker(str(models["ms-marco"]), backend="onnx", precision="int8", device="cpu")
+    assert int8.plan.precision == "int8"
+    np.testing.assert_allclose(int8.predict(PAIRS), fp32, atol=0.05)
+
+
+def test_the_plan_and_facts_say_what_runs(onnx_cache, models):
+    reranker = sentemb.load_reranker(str(models["bert"]), backend="onnx", device="cpu")
+    facts = reranker.describe()
+    assert facts["kind"] == "rerank" == reranker.plan.kind and facts["labels"] == 1
+    assert facts["plan"]["backend"] == "onnx" and facts["plan"]["graph"].endswith("model.onnx")
+    assert set(facts["sha256"]) == {"model.safetensors"}
