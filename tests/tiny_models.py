@@ -155,7 +155,8 @@ def build_tiny_cross_encoder(
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    tokenizer = _tokenizer("roberta" if model_type == "xlm-roberta" else "bert" if model_type == "electra" else model_type)
+    vocab = {"xlm-roberta": "roberta", "electra": "bert"}.get(model_type, model_type)
+    tokenizer = _tokenizer(vocab)
     tokenizer.model_max_length = max_length
     torch.manual_seed(seed)
     if model_type == "electra":
