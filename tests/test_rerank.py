@@ -145,3 +145,52 @@ def test_the_plan_and_facts_say_what_runs(onnx_cache, models):
     assert facts["kind"] == "rerank" == reranker.plan.kind and facts["labels"] == 1
     assert facts["plan"]["backend"] == "onnx" and facts["plan"]["graph"].endswith("model.onnx")
     assert set(facts["sha256"]) == {"model.safetensors"}
+
+
+DOCS = ["Paris is the capital of France.", "Berlin is the capital of Germany.", "Cats sleep a lot.",
+        "The Eiffel Tower is in Paris.", "Bread needs flour, water and yeast."]  # fmt: skip
+
+
+def test_the_rerank_command_prints_the_libraries_ranking(models, tmp_path):
+    from cli_helpers import invoke
+
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(DOCS) + "\n")
+    out = invoke("rerank", "capital of France", "--docs", str(docs), "-m", str(models["ms-marco"]), "-k", "3",
+                 "--device", "cpu", "--format", "jsonl").stdout  # fmt: skip
+    rows = [json.loads(line) for line in out.splitlines()]
+    hits = sentemb.load_reranker(str(models["ms-marco"]), device="cpu").rank("capital of France", DOCS, top_k=3)
+    assert [row["id"] for row in rows] == [hit.corpus_id for hit in hits]
+    np.testing.assert_allclose([row["score"] for row in rows], [hit.score for hit in hits], atol=1e-6)
+    assert [row["text"] for row in rows] == [DOCS[hit.corpus_id] for hit in hits] and rows[0]["rank"] == 1
+
+
+def test_search_then_rerank_prints_both_scores(models, tmp_path):
+    from cli_helpers import invoke
+
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(DOCS) + "\n")
+    out = invoke("search", "capital of France", "--corpus", str(docs), "-k", "2", "--rerank", str(models["ms-marco"]),
+                 "--rerank-candidates", "4", "--device", "cpu", "--format", "jsonl").stdout  # fmt: skip
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 2 and {"score", "retrieval_score", "text"} <= set(rows[0])
+    candidates = sentemb.semantic_search(sentemb.load(device="cpu").encode("capital of France"),
+                                         sentemb.load(device="cpu").encode(DOCS), top_k=4)[0]  # fmt: skip
+    texts = [DOCS[hit.corpus_id] for hit in candidates]
+    best = sentemb.load_reranker(str(models["ms-marco"]), device="cpu").rank("capital of France", texts, top_k=2)
+    assert [row["text"] for row in rows] == [texts[hit.corpus_id] for hit in best]
+    by_text = {DOCS[hit.corpus_id]: hit.score for hit in candidates}
+    np.testing.assert_allclose([row["retrieval_score"] for row in rows], [by_text[row["text"]] for row in rows],
+                               atol=1e-5)  # fmt: skip
+
+
+def test_rerank_command_errors_are_one_line(models, tiny_dirs, tmp_path):
+    from cli_helpers import invoke
+
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(DOCS) + "\n")
+    assert "-m/--model" in invoke("rerank", "q", "--docs", str(docs), code=2).stderr
+    assert "load()" in invoke("rerank", "q", "--docs", str(docs), "-m", str(tiny_dirs["bert"]), code=3).stderr
+    assert "--corpus" in invoke("search", "q", "--embeddings", str(docs), "--rerank", str(models["bert"]), code=2).stderr
+    assert "no such" in invoke("rerank", "q", "--docs", str(tmp_path / "missing.txt"), "-m", str(models["bert"]),
+                               code=1).stderr.lower()  # fmt: skip

@@ -23,7 +23,7 @@ import numpy as np
 from sentemb.backends import Backend, choose_backend
 from sentemb.backends.choice import SAMPLE, Choice
 from sentemb.batching import Inputs, run_batches
-from sentemb.config import EncoderConfig, LoadOptions, LongText
+from sentemb.config import EncoderConfig, LoadOptions
 from sentemb.errors import ConfigError, UnsupportedModelError
 from sentemb.heads import Logits
 from sentemb.machine import Machine
@@ -53,7 +53,7 @@ _TORCH_ACTIVATIONS = {
     "torch.nn.modules.activation.Tanh": "tanh",
 }
 # Options that decide how texts become vectors: an embedding model's, not a cross-encoder's.
-_EMBEDDING_ONLY = ("pooling", "normalize", "default_prompt_name", "truncate_dim")
+EMBEDDING_OPTIONS = ("pooling", "normalize", "default_prompt_name", "truncate_dim", "long_text", "chunk_overlap")
 
 
 @dataclass(frozen=True)
@@ -287,15 +287,14 @@ def load_reranker(
     given: dict[str, Any] = dict(options)
     unknown = sorted(set(given) - _OPTIONS)
     if unknown:
-        raise ConfigError(f"unknown option(s) {unknown}; valid options: {sorted(_OPTIONS - set(_EMBEDDING_ONLY))}")
-    for name in _EMBEDDING_ONLY:
-        if given.get(name) is not None:
-            raise ConfigError(f"{name}= is an embedding model's option; a cross-encoder scores pairs and has none")
+        raise ConfigError(f"unknown option(s) {unknown}; valid options: {sorted(_OPTIONS - set(EMBEDDING_OPTIONS))}")
     base = config or EncoderConfig()
     config = base.replace(model=str(model), **given)
-    if config.long_text is not LongText.TRUNCATE:
-        raise ConfigError("a cross-encoder cuts each pair at max_length (longest_first), as sentence-transformers; "
-                          "long_text must be 'truncate'")  # fmt: skip
+    defaults = EncoderConfig()
+    for name in EMBEDDING_OPTIONS:
+        if getattr(config, name) != getattr(defaults, name):
+            raise ConfigError(f"{name}= is an embedding model's option; a cross-encoder scores pairs (cut at "
+                              "max_length, longest_first, as sentence-transformers) and has none")  # fmt: skip
     if activation is not None:
         _checked_activation(activation)
     return _build(config, activation)

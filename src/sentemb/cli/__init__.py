@@ -32,6 +32,9 @@ _COMMANDS: dict[str, _Entry] = {
     "search": _Entry(
         "sentemb.cli.search", "search", "cli", "Top-k semantic search of queries against a corpus or saved embeddings."
     ),
+    "rerank": _Entry(
+        "sentemb.cli.rerank", "rerank", "cli", "Score documents against queries with a cross-encoder, best first."
+    ),
     "eval": _Entry(
         "sentemb.cli.evaluate", "eval_group", "cli", "Evaluate a model (sts: Spearman/Pearson on an STS file)."
     ),

@@ -92,20 +92,22 @@ def flags_of(cls: type) -> tuple[Flag, ...]:
     return tuple(_flag(f, hints[f.name]) for f in dataclasses.fields(cls) if "help" in f.metadata)
 
 
-def add_flags(cls: type) -> Callable[[F], F]:
-    """Decorator: add ``cls``'s flags to a click command (in field order in ``--help``)."""
+def add_flags(cls: type, skip: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Decorator: add ``cls``'s flags, but those of the ``skip`` fields, to a click command (in field
+    order in ``--help``)."""
 
     def decorate(func: F) -> F:
         for flag in reversed(flags_of(cls)):
-            func = flag.decorator(func)
+            if flag.field not in skip:
+                func = flag.decorator(func)
         return func
 
     return decorate
 
 
-def params_of(cls: type) -> tuple[str, ...]:
+def params_of(cls: type, skip: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The callback keywords that :func:`add_flags` adds for ``cls``."""
-    return tuple(flag.param for flag in flags_of(cls))
+    return tuple(flag.param for flag in flags_of(cls) if flag.field not in skip)
 
 
 def build(cls: type[T], params: dict[str, Any], **fixed: Any) -> T:

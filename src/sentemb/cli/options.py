@@ -30,6 +30,7 @@ from sentemb.errors import ConfigError, SentembError
 
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder
+    from sentemb.rerank import Reranker
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -159,6 +160,22 @@ def encoder_options(func: F | None = None, *, positional_model: bool = False) ->
         return f
 
     return decorate(func) if func is not None else decorate
+
+
+def reranker_options(func: F) -> F:
+    """The flags of :class:`EncoderConfig` that a cross-encoder takes (not the embedding-only ones)."""
+    from sentemb.rerank import EMBEDDING_OPTIONS
+
+    return add_flags(EncoderConfig, skip=EMBEDDING_OPTIONS)(func)
+
+
+def load_reranker(activation: str | None = None, **params: Any) -> Reranker:
+    """Build a reranker from :func:`reranker_options`' keywords (the model is required)."""
+    import sentemb
+
+    config = config_from_options(**params)
+    with _quiet_warnings():
+        return sentemb.load_reranker(config.model, config=config, activation=activation)
 
 
 def split_encoder_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

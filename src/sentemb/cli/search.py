@@ -60,17 +60,24 @@ the model is used when there is one (same vectors, faster start).
               help="Invalid UTF-8 or a row without text: stop, replace bad bytes, or skip the row.")
 @click.option("--format", "fmt", type=click.Choice(["table", "tsv", "jsonl"]), default=None,
               help="Output style [default: table on a terminal, jsonl when piped].")
+@click.option("--rerank", "rerank_model", default=None, metavar="MODEL",
+              help="Rerank each query's candidates with this cross-encoder (needs --corpus for the texts).")
+@click.option("--rerank-candidates", type=click.IntRange(min=1), default=50, show_default=True,
+              help="With --rerank: candidates retrieved per query, of which the best -k are kept.")
 @encoder_options
 def search(
     *,
     queries: tuple[str, ...], queries_file: str | None, corpus: str | None, embeddings: str | None,
     index_path: str | None, rescore_multiplier: int | None, field: str, id_field: str | None, top_k: int,
     score: str | None, errors: str, fmt: str | None, query_prompt_name: str | None,
-    query_prompt: str | None, corpus_prompt_name: str | None, corpus_prompt: str | None, **encoder_params: Any,
+    query_prompt: str | None, corpus_prompt_name: str | None, corpus_prompt: str | None, rerank_model: str | None,
+    rerank_candidates: int, **encoder_params: Any,
 ) -> None:
-    """Find the corpus rows closest to each query."""
+    """Find the corpus rows closest to each query (then, with --rerank, rerank them with a cross-encoder)."""
     if bool(queries) == bool(queries_file):
         raise UsageError("give QUERIES or --queries FILE (one of them)")
+    if rerank_model is not None and corpus is None:
+        raise UsageError("--rerank scores the candidates' texts: give --corpus FILE")
     if index_path is not None and (embeddings is not None or score is not None):
         raise UsageError("--index searches the index's own vectors with its own score: drop --embeddings/--score")
     if corpus is None and embeddings is None and index_path is None:
@@ -78,13 +85,15 @@ def search(
     query_texts = texts_from(queries_file, queries, field=field, errors=errors, what="QUERY")
     if not query_texts:
         raise InputError("no queries left to search (every one was skipped)")
+    retrieved_k = max(top_k, rerank_candidates) if rerank_model is not None else top_k
     if index_path is not None:
         from sentemb.cli.corpus import retrieval_errors
 
         with retrieval_errors():
-            search_index(index_path, query_texts, top_k=top_k, rescore_multiplier=rescore_multiplier, fmt=fmt,
-                         corpus=corpus, texts_options={"field": field, "id_field": id_field, "errors": errors},
-                         prompts=(query_prompt_name, query_prompt), encoder_params=encoder_params)  # fmt: skip
+            found = search_index(index_path, query_texts, top_k=retrieved_k, rescore_multiplier=rescore_multiplier,
+                                 corpus=corpus, texts_options={"field": field, "id_field": id_field, "errors": errors},
+                                 prompts=(query_prompt_name, query_prompt), encoder_params=encoder_params)  # fmt: skip
+        _print(query_texts, found, top_k, fmt, rerank_model=rerank_model, params=encoder_params)
         return
     corpus_source = None
     if corpus is not None:
@@ -108,15 +117,33 @@ def search(
     import sentemb
 
     score = score or encoder.similarity_fn_name
-    hits = sentemb.semantic_search(encoder.encode(query_texts, prompt=query_prompt), vectors, top_k, score=score)
-    rows = []
-    for query, found in zip(query_texts, hits, strict=True):
-        for rank, hit in enumerate(found, start=1):
-            row: list[Any] = [query, rank, ids[hit.corpus_id], hit.score]
-            if texts:
-                row.append(texts[hit.corpus_id])
-            rows.append(row)
-    columns = ["query", "rank", "id", "score"] + (["text"] if texts else [])
+    hits = sentemb.semantic_search(encoder.encode(query_texts, prompt=query_prompt), vectors, retrieved_k, score=score)
+    found = [[(ids[hit.corpus_id], hit.score, texts[hit.corpus_id] if texts else None) for hit in row] for row in hits]
+    _print(query_texts, found, top_k, fmt, rerank_model=rerank_model, params=encoder_params)
+
+
+Found = list[list[tuple[Any, float, "str | None"]]]  # per query: (id, score, text or None) of each hit
+
+
+def _print(
+    queries: list[str], found: Found, top_k: int, fmt: str | None, *, rerank_model: str | None, params: dict[str, Any]
+) -> None:
+    """The hits as rows (query, rank, id, score[, text]); with ``rerank_model``, reranked by that cross-encoder
+    (the retrieval score beside its own), the best ``top_k``."""
+    if rerank_model is not None:
+        from sentemb.cli.options import load_reranker
+        from sentemb.cli.rerank import reranked_rows
+        from sentemb.rerank import EMBEDDING_OPTIONS
+
+        runtime = {k: v for k, v in params.items() if k not in EMBEDDING_OPTIONS and k != "model_arg"}
+        reranker = load_reranker(**{**runtime, "model": rerank_model})
+        candidates: list[list[tuple[Any, float | None, str]]] = [[(i, s, t or "") for i, s, t in row] for row in found]
+        columns, rows = reranked_rows(reranker, queries, candidates, top_k)
+    else:
+        with_text = any(t is not None for row in found for _, _, t in row)
+        rows = [[query, rank, i, s, *([t] if with_text else [])]
+                for query, row in zip(queries, found, strict=True) for rank, (i, s, t) in enumerate(row, start=1)]
+        columns = ["query", "rank", "id", "score"] + (["text"] if with_text else [])
     print_rows(columns, rows, table_format(fmt, piped="jsonl"), title=f"top {top_k}")
 
 
@@ -142,10 +169,9 @@ def _corpus(
 
 
 def search_index(
-    index_path: str, query_texts: list[str], *, top_k: int, rescore_multiplier: int | None, fmt: str | None,
-    corpus: str | None, texts_options: dict[str, Any], prompts: tuple[str | None, str | None],
-    encoder_params: dict[str, Any],
-) -> None:  # fmt: skip
+    index_path: str, query_texts: list[str], *, top_k: int, rescore_multiplier: int | None, corpus: str | None,
+    texts_options: dict[str, Any], prompts: tuple[str | None, str | None], encoder_params: dict[str, Any],
+) -> Found:  # fmt: skip
     """Queries against a saved :class:`sentemb.Index`; with ``corpus``, the texts of the hit ids beside them."""
     import sentemb
 
@@ -162,15 +188,7 @@ def search_index(
     prompt = encoder.resolve_prompt(prompt_name=prompts[0] or encoder_task("query", encoder), prompt=prompts[1])
     hits = index.search(encoder.encode(query_texts, prompt=prompt), top_k, model=encoder,
                         rescore_multiplier=rescore_multiplier)  # fmt: skip
-    rows = []
-    for query, found in zip(query_texts, hits, strict=True):
-        for rank, hit in enumerate(found, start=1):
-            row: list[Any] = [query, rank, hit.id, hit.score]
-            if by_id:
-                row.append(by_id.get(hit.id, ""))
-            rows.append(row)
-    columns = ["query", "rank", "id", "score"] + (["text"] if by_id else [])
-    print_rows(columns, rows, table_format(fmt, piped="jsonl"), title=f"top {top_k}")
+    return [[(hit.id, hit.score, by_id.get(hit.id, "") if by_id else None) for hit in row] for row in hits]
 
 
 def encoder_task(task: str, encoder: Encoder) -> str | None:
