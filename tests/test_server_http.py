@@ -130,6 +130,10 @@ def test_idle_keep_alive_connections_make_room_longest_idle_first(roomy):
             assert read_all(idle[n]) == b""  # closed silently, as a keep-alive timeout closes it
         idle[2].sendall(HEALTH)  # the most recently active is still open: it was not evicted
         assert read_response(idle[2])[0] == 200
+        newcomers[0].sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # on a connection holding a slot
+        metrics = read_response(newcomers[0])[1].decode()
+        assert 'sentemb_dropped_connections_total{reason="evicted_idle"} 2.0' in metrics
+        assert "sentemb_connections 6.0" in metrics  # every slot is still held
     finally:
         for sock in idle + newcomers:
             sock.close()
@@ -145,6 +149,7 @@ def test_slow_header_senders_make_room_and_get_a_json_503(roomy):
         status, body = exchange_on(slow[0])
         assert status == 503 and body["error"]["code"] == "too_many_connections"
         assert "whole request at once" in body["error"]["message"]
+        assert 'sentemb_dropped_connections_total{reason="evicted_headers"}' in httpx.get(f"{roomy}/metrics").text
     finally:
         for sock in slow:
             sock.close()
@@ -163,6 +168,7 @@ def test_a_new_connection_gets_503_only_when_every_slot_is_serving_a_request(roo
         for sock in busy:
             sock.close()
     wait_until(lambda: served(roomy, HEALTH)[0] == 200, "the slots to be freed")
+    assert 'sentemb_dropped_connections_total{reason="server_full"}' in httpx.get(f"{roomy}/metrics").text
 
 
 def test_a_client_at_its_cap_makes_room_from_its_own_connections(roomy):

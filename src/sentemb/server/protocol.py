@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -35,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sentemb.errors import ConfigError
 from sentemb.server.errors import INVALID, SERVER, error_body
+from sentemb.server.metrics import Metrics
 from sentemb.server.settings import ServerSettings
 from sentemb.server.slots import Slots
 
@@ -55,20 +57,25 @@ def raw_response(status: int, message: str, code: str, headers: dict[str, str] |
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
 
 
-def guarded_protocol(settings: ServerSettings) -> type[HttpToolsProtocol]:
+def guarded_protocol(settings: ServerSettings, metrics: Metrics | None = None) -> type[HttpToolsProtocol]:
     """The protocol class for ``uvicorn.Config(http=...)`` with ``settings``' limits (one per server:
-    its connections share one set of slots)."""
+    its connections share one set of slots), counting open and dropped connections in ``metrics``."""
     check_uvicorn()
-    return type(
-        "GuardedHttpToolsProtocol",
-        (GuardedProtocol,),
-        {
-            "header_timeout": settings.header_timeout,
-            "read_timeout": settings.read_timeout,
-            "max_header_bytes": settings.max_header_bytes,
-            "slots": Slots(settings.max_connections, settings.max_client_connections),
-        },
-    )
+    slots: Slots[GuardedProtocol] = Slots(settings.max_connections, settings.max_client_connections)
+    attributes: dict[str, Any] = {
+        "header_timeout": settings.header_timeout,
+        "read_timeout": settings.read_timeout,
+        "max_header_bytes": settings.max_header_bytes,
+        "slots": slots,
+    }
+    if metrics is not None:
+        metrics.connections.set_function(lambda: len(slots))
+        attributes["dropped"] = staticmethod(metrics.dropped_connection)
+    return type("GuardedHttpToolsProtocol", (GuardedProtocol,), attributes)
+
+
+def _not_counted(reason: str) -> None:
+    pass
 
 
 # What GuardedProtocol uses of uvicorn beyond asyncio.Protocol: the parser callbacks it wraps, and
@@ -96,6 +103,7 @@ class GuardedProtocol(HttpToolsProtocol):
     read_timeout: float = 30.0
     max_header_bytes: int = 32 * 1024
     slots: Slots[GuardedProtocol] = Slots(512, 256)
+    dropped: Callable[[str], None] = staticmethod(_not_counted)  # a closed or refused connection's reason
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -123,8 +131,12 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         cycle = self.cycle
-        if not self._seen_bytes or (cycle is not None and cycle.response_started):
-            self.transport.close()  # nothing to answer to, or an answer is on its way already
+        if cycle is not None and cycle.response_started:
+            self.transport.close()  # an answer is on its way already
+            return
+        self.dropped("header_timeout" if self._in_headers else "body_timeout")
+        if not self._seen_bytes:
+            self.transport.close()  # nothing came: nothing to answer
             return
         if self._in_headers:
             message = f"the request's headers did not arrive within {self.header_timeout:g}s"
@@ -154,6 +166,7 @@ class GuardedProtocol(HttpToolsProtocol):
             admission.evict._make_room()
         if admission.admitted:
             return True
+        self.dropped("client_cap" if admission.full == "client" else "server_full")
         if admission.full == "client":
             message = (
                 f"this address has {self.slots.per_client} connections open, all serving requests; retry shortly "
@@ -167,11 +180,13 @@ class GuardedProtocol(HttpToolsProtocol):
     def _make_room(self) -> None:
         """Give up this connection's slot to a new one: it is idle, or still sending its headers."""
         if not self._seen_bytes:  # idle (or silent since it opened): close it as keep-alive timeouts do
+            self.dropped("evicted_idle")
             self._refused = True
             self._disarm()
             self.slots.release(self)
             self.transport.close()
             return
+        self.dropped("evicted_headers")
         self._refuse(
             503,
             "the server needed this connection's slot for another while the request's headers were still "
@@ -249,6 +264,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
     def _too_large(self) -> None:
+        self.dropped("headers_too_large")
         self._refuse(
             431,
             f"the request line and headers are larger than this server's limit of {self.max_header_bytes} bytes",
@@ -257,4 +273,5 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         if not self._refused:
+            self.dropped("invalid_http")
             self._refuse(400, "the request is not valid HTTP/1.1", "invalid_http")

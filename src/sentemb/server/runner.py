@@ -102,7 +102,7 @@ def build_server(encoder: Encoder, settings: ServerSettings, *, log_level: str =
         proxy_headers=False,
         lifespan="on",
         ws="none",
-        http=guarded_protocol(settings),  # read deadlines, header cap, connection limit, JSON refusals
+        http=guarded_protocol(settings, app.state.service.metrics),  # deadlines, header cap, slots, JSON refusals
     )
     return DrainingServer(config, app.state.service.lifecycle, settings.drain_seconds)
 
