@@ -139,11 +139,13 @@ def server_rate(url: str) -> str:
     return "?"
 
 
-def slow_clients_phase(url: str, sentences: list[str], seconds: float, slow: int, idle: int) -> bool:
+def slow_clients_phase(
+    url: str, sentences: list[str], seconds: float, slow: int, idle: int, addresses: int = 1
+) -> bool:
     """One normal client beside connections that hold slots without sending requests; True if it met
     the goal (>= 99% of its requests answered 200, p99 under 1 s)."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    process, ready, stop, results = slow_clients.start(host, int(port), slow, idle)
+    process, ready, stop, results = slow_clients.start(host, int(port), slow, idle, addresses)
     try:
         if not ready.wait(120):
             raise RuntimeError("the slow clients did not start in 120 s")
@@ -153,7 +155,9 @@ def slow_clients_phase(url: str, sentences: list[str], seconds: float, slow: int
     statuses = Counter(s for s, _ in log)
     share = statuses["200"] / len(log) if log else 0.0
     p99 = p99_ms(log)
-    print(f"slow clients: {slow} slow-header + {idle} idle keep-alive connections (reconnecting), {seconds:g} s")
+    where = "127.0.0.1, as the normal client" if addresses <= 1 else f"{addresses} addresses"
+    print(f"slow clients: {slow} slow-header + {idle} idle keep-alive connections from {where}, reconnecting")
+    print(f"  for {seconds:g} s beside one client sending one-sentence requests from 127.0.0.1")
     print(f"  normal client            {share:.1%} of {len(log)} requests answered 200 {dict(statuses)}")
     print(f"  its latency              p50 {p99_ms(log, q=50):.0f} ms, p99 {p99:.0f} ms")
     print(f"  slow clients saw         {dict(sorted(stats.items()))}")
@@ -168,13 +172,16 @@ def main() -> None:
     parser.add_argument("--slow-clients", action="store_true", help="run only the slow-client phase")
     parser.add_argument("--slow", type=int, default=1000, help="slow-header connections (--slow-clients)")
     parser.add_argument("--idle", type=int, default=512, help="idle keep-alive connections (--slow-clients)")
+    parser.add_argument(
+        "--addresses", type=int, default=1, help="slow clients' source addresses, 127.0.0.2 on (default: 127.0.0.1)"
+    )
     args = parser.parse_args()
     print(cpu_line(), flush=True)
     sentences = sts_sentences()
     proc, url = start_server()
     if args.slow_clients:
         try:
-            met = slow_clients_phase(url, sentences, min(args.duration, 120.0), args.slow, args.idle)
+            met = slow_clients_phase(url, sentences, min(args.duration, 120.0), args.slow, args.idle, args.addresses)
         finally:
             proc.terminate()
             proc.wait(timeout=60)

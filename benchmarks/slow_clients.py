@@ -1,7 +1,8 @@
 """Clients that hold connections without sending requests, in a process of their own (serve_overload.py
 --slow-clients): slow-header senders trickle a request at one byte a second, idle keep-alives send one
 GET /health and then sit on the connection, renewing it with another now and then. Both reconnect
-a second after the server closes them, as an attacker would."""
+a second after the server closes them, as an attacker would. With ``addresses`` > 1 they come from
+127.0.0.2, 127.0.0.3, ... (Linux routes all of 127/8 to loopback), as if from several machines."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 SLOW_REQUEST = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100_000
 HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+Local = tuple[str, int] | None  # a connection's local address (None: the kernel picks 127.0.0.1)
 RENEW_SECONDS = 10.0  # an idle keep-alive sends another request this often (uvicorn's keep-alive: 75 s)
 
 
@@ -33,10 +35,10 @@ async def read_response(reader: asyncio.StreamReader) -> str:
     return answer(head)
 
 
-async def slow_header(host: str, port: int, stop: asyncio.Event, stats: Counter[str]) -> None:
+async def slow_header(host: str, port: int, source: Local, stop: asyncio.Event, stats: Counter[str]) -> None:
     while not stop.is_set():
         try:
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, local_addr=source)
         except OSError:
             stats["slow: connect failed"] += 1
             await asyncio.sleep(1)
@@ -60,10 +62,10 @@ async def slow_header(host: str, port: int, stop: asyncio.Event, stats: Counter[
         await asyncio.sleep(1)
 
 
-async def idle_keep_alive(host: str, port: int, stop: asyncio.Event, stats: Counter[str]) -> None:
+async def idle_keep_alive(host: str, port: int, source: Local, stop: asyncio.Event, stats: Counter[str]) -> None:
     while not stop.is_set():
         try:
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, local_addr=source)
         except OSError:
             stats["idle: connect failed"] += 1
             await asyncio.sleep(1)
@@ -89,12 +91,21 @@ async def idle_keep_alive(host: str, port: int, stop: asyncio.Event, stats: Coun
         await asyncio.sleep(1)
 
 
-async def hold(host: str, port: int, slow: int, idle: int, ready: Any, stop: Any) -> Counter[str]:
+def source(n: int, addresses: int) -> Local:
+    """The n-th client's local address (None: the kernel's choice, 127.0.0.1 on loopback)."""
+    return None if addresses <= 1 else (f"127.0.0.{2 + n % addresses}", 0)
+
+
+async def hold(host: str, port: int, slow: int, idle: int, addresses: int, ready: Any, stop: Any) -> Counter[str]:
     stats: Counter[str] = Counter()
     stopped = asyncio.Event()
-    tasks = [asyncio.create_task(idle_keep_alive(host, port, stopped, stats)) for _ in range(idle)]
+    tasks = [
+        asyncio.create_task(idle_keep_alive(host, port, source(n, addresses), stopped, stats)) for n in range(idle)
+    ]
     await asyncio.sleep(2)  # the keep-alives first, as if they were clients before the slow ones came
-    tasks += [asyncio.create_task(slow_header(host, port, stopped, stats)) for _ in range(slow)]
+    tasks += [
+        asyncio.create_task(slow_header(host, port, source(n, addresses), stopped, stats)) for n in range(slow)
+    ]
     await asyncio.sleep(3)
     ready.set()
     while not stop.is_set():
@@ -106,18 +117,20 @@ async def hold(host: str, port: int, slow: int, idle: int, ready: Any, stop: Any
     return stats
 
 
-def run(host: str, port: int, slow: int, idle: int, ready: Any, stop: Any, results: Any) -> None:
+def run(host: str, port: int, slow: int, idle: int, addresses: int, ready: Any, stop: Any, results: Any) -> None:
     """The process's target: hold the connections until ``stop`` is set, then report what happened."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~1,500 sockets and their reconnects
-    results.put(dict(asyncio.run(hold(host, port, slow, idle, ready, stop))))
+    results.put(dict(asyncio.run(hold(host, port, slow, idle, addresses, ready, stop))))
 
 
-def start(host: str, port: int, slow: int, idle: int) -> tuple[multiprocessing.Process, Any, Any, Any]:
+def start(
+    host: str, port: int, slow: int, idle: int, addresses: int = 1
+) -> tuple[multiprocessing.Process, Any, Any, Any]:
     """Start the slow clients; returns the process, its ready and stop events, and its result queue."""
     context = multiprocessing.get_context("spawn")
     ready, stop, results = context.Event(), context.Event(), context.Queue()
-    process = context.Process(target=run, args=(host, port, slow, idle, ready, stop, results), daemon=True)
+    process = context.Process(target=run, args=(host, port, slow, idle, addresses, ready, stop, results), daemon=True)
     process.start()
     return process, ready, stop, results
 
