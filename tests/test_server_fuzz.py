@@ -45,8 +45,12 @@ def body_cases() -> list[tuple[str, bytes]]:
     for n in range(150):
         body = {field: rng.choice(VALUES) for field in rng.sample(FIELDS, rng.randint(0, len(FIELDS)))}
         cases.append((f"mix {n}", json.dumps(body).encode()))
-    raw = [b"", b"null", b"[]", b'"x"', b"{", b'{"input": "\xff\xfe"}', b'{"input": "\\u0000"}', b"\x00" * 64,
-           b'{"input": ' * 5000, b'{"input": "ok", "input": 1}', "{\"input\": \"é\"}".encode("latin-1")]  # fmt: skip
+    raw = [
+        b"", b"null", b"[]", b'"x"', b"{", b'{"input": "\xff\xfe"}', b'{"input": "\\u0000"}', b"\x00" * 64,
+        b'{"input": ' * 5000, b'{"input": "ok", "input": 1}', '{"input": "\u00e9"}'.encode("latin-1"),
+        b'{"input": "ok", "\\ud800\\u0000": 1}', b'{"input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"input": "ok"}' + b" " * 1000 + b"trailing", b'{"input": 1e999999}', b'\xef\xbb\xbf{"input": "bom"}',
+    ]  # fmt: skip
     cases += [(f"raw {n}", data) for n, data in enumerate(raw)]
     return cases
 

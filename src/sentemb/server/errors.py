@@ -94,7 +94,7 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
         return f"'{where}' is required", param
     if not loc and first.get("type") in ("model_attributes_type", "dict_type"):
         return "the request body must be a JSON object", None
-    return f"'{where}': {first.get('msg', 'invalid value')}", param
+    return f"'{where}': {shown(str(first.get('msg', 'invalid value')), 200)}", param
 
 
 async def _on_api_error(_request: Request, exc: Exception) -> JSONResponse:

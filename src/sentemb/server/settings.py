@@ -45,7 +45,7 @@ class ServerSettings:
         2.0, help="After SIGTERM, answer /ready with 503 this long before closing the listener.", min=0
     )
     shutdown_timeout: float = option(
-        30.0, help="After the drain period, how long in-flight requests may take before they are cut.", min=0
+        30.0, help="After the drain period, how long in-flight requests may take before they are cut (503).", min=0
     )
     ready_timeout: float = option(10.0, help="Seconds /ready's forward pass may take before it says 503.")
     # An idle keep-alive connection is closed after this long. Longer than clients keep idle connections
