@@ -29,7 +29,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -67,6 +67,7 @@ def guarded_protocol(settings: ServerSettings, metrics: Metrics | None = None) -
         "read_timeout": settings.read_timeout,
         "max_header_bytes": settings.max_header_bytes,
         "slots": slots,
+        "lingering": set(),
     }
     if metrics is not None:
         metrics.connections.set_function(lambda: len(slots))
@@ -102,8 +103,11 @@ class GuardedProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     read_timeout: float = 30.0
     max_header_bytes: int = 32 * 1024
-    slots: Slots[GuardedProtocol] = Slots(512, 256)
+    slots: ClassVar[Slots[GuardedProtocol]] = Slots(512, 256)
     dropped: Callable[[str], None] = staticmethod(_not_counted)  # a closed or refused connection's reason
+    # Refused connections given _LINGER_SECONDS to read their answer; at most as many as there are slots,
+    # so that clients refused in a flood cannot use up the process's file descriptors.
+    lingering: ClassVar[set[GuardedProtocol]] = set()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -155,6 +159,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self.transport.write(raw_response(status, message, code, headers))
         if self.transport.can_write_eof():
             self.transport.write_eof()
+        if len(self.lingering) >= self.slots.total:  # refused by the thousand: no file descriptors to spare
+            self.transport.close()
+            return
+        self.lingering.add(self)
         self.loop.call_later(_LINGER_SECONDS, self.transport.close)
 
     # -- slots -------------------------------------------------------------------------------------
@@ -205,6 +213,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self.slots.release(self)
+        self.lingering.discard(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
