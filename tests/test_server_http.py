@@ -177,9 +177,10 @@ def test_a_client_at_its_cap_makes_room_from_its_own_connections(roomy):
     try:
         for sock in busy:
             sock.sendall(BUSY)
-        wait_until(lambda: served(roomy, HEALTH, "127.0.0.2")[0] == 503, "127.0.0.2 to hold its 4 slots")
+        wait_until(lambda: served(roomy, HEALTH, "127.0.0.2")[0] == 429, "127.0.0.2 to hold its 4 slots")
         status, body = served(roomy, HEALTH, "127.0.0.2")
-        assert status == 503 and "this address has 4 connections open" in body["error"]["message"]
+        assert status == 429 and "this address has 4 connections open" in body["error"]["message"]
+        assert body["error"]["type"] == "rate_limit_error"
         assert served(roomy, HEALTH, "127.0.0.3")[0] == 200  # another address still gets in
         assert served(roomy, HEALTH)[0] == 200
     finally:

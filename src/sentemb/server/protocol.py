@@ -13,7 +13,8 @@ malformed HTTP in plain text. Per connection, this protocol adds:
   ``max_client_connections`` per client address, where a new connection takes the slot of the
   longest-waiting connection that is not serving a request (idle keep-alive, or still sending its
   headers), so slow and idle clients cannot lock others out; only when every slot is serving a
-  request is a new connection answered 503 and closed;
+  request is a new connection answered 503 (429 when its client's own slots are the ones all serving)
+  and closed;
 - malformed HTTP answered in the JSON error shape (400).
 
 Idle keep-alive connections are also closed by uvicorn's own ``timeout_keep_alive``.
@@ -49,7 +50,7 @@ _LINGER_SECONDS = 2.0
 
 def raw_response(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> bytes:
     """A whole HTTP/1.1 response in the JSON error shape, closing the connection."""
-    kind = SERVER if status >= 500 else INVALID
+    kind = SERVER if status >= 500 else "rate_limit_error" if status == 429 else INVALID
     body = json.dumps(error_body(message, kind, None, code)).encode()
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json"]
     lines += [f"content-length: {len(body)}", "connection: close"]
@@ -174,15 +175,17 @@ class GuardedProtocol(HttpToolsProtocol):
             admission.evict._make_room()
         if admission.admitted:
             return True
-        self.dropped("client_cap" if admission.full == "client" else "server_full")
-        if admission.full == "client":
+        if admission.full == "client":  # the client's own doing: 429, as for too many requests
+            self.dropped("client_cap")
             message = (
-                f"this address has {self.slots.per_client} connections open, all serving requests; retry shortly "
-                "(or send fewer requests at once)"
+                f"this address has {self.slots.per_client} connections open, all serving requests; send fewer "
+                "requests at once, or retry shortly"
             )
+            self._refuse(429, message, "too_many_connections", {"retry-after": "1"})
         else:
+            self.dropped("server_full")
             message = f"the server has {self.slots.total} connections open, all serving requests; retry shortly"
-        self._refuse(503, message, "too_many_connections", {"retry-after": "1"})
+            self._refuse(503, message, "too_many_connections", {"retry-after": "1"})
         return False
 
     def _make_room(self) -> None:

@@ -69,8 +69,8 @@ class ServerSettings:
         min=1,
     )  # fmt: skip
     max_client_connections: int = option(
-        256, help="Open connections per client address; past it the client's own waiting connections make room "
-        "(behind a proxy or NAT every client shares one address: raise it to --max-connections).",
+        256, help="Open connections per client address; past it the client's own waiting connections make room, "
+        "429 if all are serving (behind a proxy or NAT all share one address: raise it to --max-connections).",
         min=1,
     )  # fmt: skip
     header_timeout: float = option(
