@@ -55,3 +55,12 @@ def test_release_frees_the_slot_and_is_idempotent():
     slots.release("a1")
     slots.release("never-admitted")
     assert slots.admit("b1", "B").admitted and len(slots) == 1 and slots.held_by("A") == 0
+
+
+def test_a_connection_whose_request_has_arrived_is_passed_over():
+    slots: Slots[str] = Slots(total=3, per_client=3)
+    for name in ("a1", "a2", "a3"):
+        slots.admit(name, "A")
+    assert slots.admit("a4", "A", evictable=lambda c: c != "a1").evict == "a2"  # a1's bytes are unread
+    refused = slots.admit("b1", "B", evictable=lambda c: False)
+    assert not refused.admitted and refused.full == "server"

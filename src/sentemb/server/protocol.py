@@ -26,6 +26,7 @@ uvicorn does not promise to keep: pyproject bounds uvicorn to the versions teste
 
 from __future__ import annotations
 
+import array
 import asyncio
 import json
 from collections.abc import Callable
@@ -43,6 +44,19 @@ from sentemb.server.slots import Slots
 
 # The uvicorn versions this protocol was tested with (pyproject.toml says the same).
 SUPPORTED_UVICORN = ">=0.29,<0.56"
+
+try:  # bytes waiting in a socket's receive buffer (FIONREAD: Linux, macOS, the BSDs)
+    import fcntl
+    import termios
+
+    def _unread(fd: int) -> int:
+        count = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, count)
+        return count[0]
+
+    _unread_bytes: Callable[[int], int] | None = _unread
+except ImportError:  # pragma: no cover - Windows: every waiting connection may make room
+    _unread_bytes = None
 
 # A refused connection is half-closed and then given this long to read the answer and hang up.
 _LINGER_SECONDS = 2.0
@@ -98,6 +112,19 @@ def check_uvicorn() -> None:
             f"uvicorn {uvicorn.__version__} changed the HTTP protocol the sentemb server builds on "
             f"(no {', '.join(missing)}); install a supported one: pip install 'uvicorn{SUPPORTED_UVICORN}'"
         )
+
+
+def _has_no_request_waiting(connection: GuardedProtocol) -> bool:
+    """False when bytes have arrived that this server has not read yet: its client has sent the next
+    request (the event loop may accept a burst of connections before it reads), so closing it now would
+    fail a request in flight."""
+    if _unread_bytes is None:
+        return True
+    sock = connection.transport.get_extra_info("socket")
+    try:
+        return sock is None or _unread_bytes(sock.fileno()) == 0
+    except OSError:
+        return True
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -170,7 +197,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _take_slot(self) -> bool:
         client = self.client[0] if self.client else ""
-        admission = self.slots.admit(self, client)
+        admission = self.slots.admit(self, client, _has_no_request_waiting)
         if admission.evict is not None:
             admission.evict._make_room()
         if admission.admitted:

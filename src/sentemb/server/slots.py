@@ -17,17 +17,29 @@ connection that has just answered is the one its client is about to reuse, and c
 that client's next request; an attacker's keep-alive left idle, or headers trickled in a byte at a
 time, have waited longest and go first.
 
+A connection whose next request has already arrived (bytes not yet read, as when the server accepts
+a burst of connections before it reads) is passed over: ``admit``'s ``evictable`` says so.
+
 On loopback every client is 127.0.0.1: then the per-client cap makes room from the same client's
 waiting connections, which never refuses a client that sends whole requests promptly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 C = TypeVar("C", bound=Hashable)
+
+# How many of a client's longest-waiting connections are offered to ``evictable``, and how many of the
+# clients holding most slots are tried, before a new connection is refused: bounds the work per admission.
+LOOK_AHEAD = 8
+CLIENTS_TRIED = 4
+
+
+def _any(_connection: object) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -56,15 +68,16 @@ class Slots(Generic[C]):
     def held_by(self, client: str) -> int:
         return self._held.get(client, 0)
 
-    def admit(self, connection: C, client: str) -> Admission[C]:
-        """Give ``connection`` a slot (as WAITING), closing another's if needed; or refuse it."""
+    def admit(self, connection: C, client: str, evictable: Callable[[C], bool] = _any) -> Admission[C]:
+        """Give ``connection`` a slot (as WAITING), closing another's if needed; or refuse it.
+        ``evictable`` is False for a waiting connection that must not be closed (its request has come)."""
         evict: C | None = None
         if self.held_by(client) >= self.per_client:
-            evict = self._longest_waiting(client)
+            evict = self._longest_waiting(client, evictable)
             if evict is None:
                 return Admission(False, full="client")
         elif len(self._client) >= self.total:
-            evict = self._victim()
+            evict = self._victim(evictable)
             if evict is None:
                 return Admission(False, full="server")
         if evict is not None:
@@ -106,13 +119,18 @@ class Slots(Generic[C]):
             if not waiting:
                 del self._waiting[client]
 
-    def _longest_waiting(self, client: str) -> C | None:
-        waiting = self._waiting.get(client)
-        return next(iter(waiting)) if waiting else None
+    def _longest_waiting(self, client: str, evictable: Callable[[C], bool]) -> C | None:
+        for n, connection in enumerate(self._waiting.get(client, ())):
+            if n == LOOK_AHEAD:
+                break
+            if evictable(connection):
+                return connection
+        return None
 
-    def _victim(self) -> C | None:
+    def _victim(self, evictable: Callable[[C], bool]) -> C | None:
         """The longest-waiting connection of the client that holds the most slots and has one waiting."""
-        if not self._waiting:
-            return None
-        client = max(self._waiting, key=self.held_by)
-        return self._longest_waiting(client)
+        for client in sorted(self._waiting, key=self.held_by, reverse=True)[:CLIENTS_TRIED]:
+            connection = self._longest_waiting(client, evictable)
+            if connection is not None:
+                return connection
+        return None
