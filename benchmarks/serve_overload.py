@@ -2,12 +2,16 @@
 
     python benchmarks/serve_overload.py                   # ~75 s in all; starts and stops its own server
     python benchmarks/serve_overload.py --rate 300 --duration 10
+    python benchmarks/serve_overload.py --slow-clients    # only the slow-client phase (~45 s)
 
 Phases, each bounded in requests and time:
   1. small alone:    one client, one-sentence requests, 8 s             -> p99 of small requests
   2. big neighbour:  the same, beside a client sending 100-text requests -> p99 of small requests
   3. overload:       open loop at --rate requests/s (--texts 16 64 sentences each), --duration s
                      -> share of 429s answered within 100 ms, p99 of accepted requests, 5xx count
+  --slow-clients: 1,000 connections sending headers at one byte a second and 512 idle keep-alives
+                  (each renewed every 10 s; all reconnect when closed), from another process, while
+                  one client sends one-sentence requests for --duration s -> its share of 200s and p99
 Prints the CPU model and ISA flags first and the server's RSS at the start and end of the overload.
 The server runs the default model on the CPU with the library's default ServerSettings (port aside).
 """
@@ -26,6 +30,7 @@ from collections import Counter
 import httpx
 import numpy as np
 import psutil
+import slow_clients
 from machine import cpu_line
 from serve_load import free_port, sts_sentences
 
@@ -134,15 +139,53 @@ def server_rate(url: str) -> str:
     return "?"
 
 
+def slow_clients_phase(
+    url: str, sentences: list[str], seconds: float, slow: int, idle: int, addresses: int = 1
+) -> bool:
+    """One normal client beside connections that hold slots without sending requests; True if it met
+    the goal (>= 99% of its requests answered 200, p99 under 1 s)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    process, ready, stop, results = slow_clients.start(host, int(port), slow, idle, addresses)
+    try:
+        if not ready.wait(120):
+            raise RuntimeError("the slow clients did not start in 120 s")
+        log = asyncio.run(small_requests(url, sentences, seconds, big=False))
+    finally:
+        stats = slow_clients.stop_and_report(process, stop, results)
+    statuses = Counter(s for s, _ in log)
+    share = statuses["200"] / len(log) if log else 0.0
+    p99 = p99_ms(log)
+    where = "127.0.0.1, as the normal client" if addresses <= 1 else f"{addresses} addresses"
+    print(f"slow clients: {slow} slow-header + {idle} idle keep-alive connections from {where}, reconnecting")
+    print(f"  for {seconds:g} s beside one client sending one-sentence requests from 127.0.0.1")
+    print(f"  normal client            {share:.1%} of {len(log)} requests answered 200 {dict(statuses)}")
+    print(f"  its latency              p50 {p99_ms(log, q=50):.0f} ms, p99 {p99:.0f} ms")
+    print(f"  slow clients saw         {dict(sorted(stats.items()))}")
+    return share >= 0.99 and p99 < 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=20.0, help="overload requests per second")
     parser.add_argument("--texts", type=int, nargs=2, default=(16, 64), help="sentences per overload request")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of overload (at most 120)")
+    parser.add_argument("--slow-clients", action="store_true", help="run only the slow-client phase")
+    parser.add_argument("--slow", type=int, default=1000, help="slow-header connections (--slow-clients)")
+    parser.add_argument("--idle", type=int, default=512, help="idle keep-alive connections (--slow-clients)")
+    parser.add_argument(
+        "--addresses", type=int, default=1, help="slow clients' source addresses, 127.0.0.2 on (default: 127.0.0.1)"
+    )
     args = parser.parse_args()
     print(cpu_line(), flush=True)
     sentences = sts_sentences()
     proc, url = start_server()
+    if args.slow_clients:
+        try:
+            met = slow_clients_phase(url, sentences, min(args.duration, 120.0), args.slow, args.idle, args.addresses)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        sys.exit(0 if met else 1)
     try:
         server = psutil.Process(proc.pid)
         alone = asyncio.run(small_requests(url, sentences, 8.0, big=False))

@@ -1,5 +1,6 @@
 """Slow and malformed clients, over raw sockets against a real server (fake backend): read deadlines,
-the header cap, the connection limit, JSON refusals, HEAD, bodies sent as curl -d sends them, gzip."""
+the header cap, connection slots (idle and slow connections make room; busy ones are kept), JSON
+refusals, HEAD, bodies sent as curl -d sends them, gzip."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ pytest.importorskip("fastapi")
 
 from fakes import FakeBackend, fake_encoder
 from sentemb.server import ServerSettings, serve_in_background
+from waiting import wait_until
 
 SETTINGS = ServerSettings(
-    port=0, drain_seconds=0, read_timeout=0.5, max_connections=6, max_header_bytes=16 * 1024,
-    max_body_bytes=1024 * 1024,
+    port=0, drain_seconds=0, header_timeout=0.5, read_timeout=0.5, max_connections=6, max_client_connections=6,
+    max_header_bytes=16 * 1024, max_body_bytes=1024 * 1024,
 )  # fmt: skip
+HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+# headers in, body still to come: the connection is serving a request until its body deadline
+BUSY = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
 
 
 @pytest.fixture(scope="module")
@@ -71,19 +76,122 @@ def test_a_stalled_request_is_answered_408_and_closed(url, sent, part):
 
 def test_a_connection_that_sends_nothing_is_closed(url):
     with socket.create_connection(address(url)) as sock:
-        assert read_all(sock) == b""  # closed by the server after read_timeout
+        assert read_all(sock) == b""  # closed by the server after header_timeout
 
 
-def test_connections_past_the_limit_are_refused_with_503():
-    settings = SETTINGS.replace(read_timeout=120.0)  # the idle connections stay for the whole test
-    with serve_in_background(fake_encoder(FakeBackend()), settings) as url:
-        idle = [socket.create_connection(address(url)) for _ in range(settings.max_connections)]
-        try:
-            status, body = exchange(url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        finally:
-            for sock in idle:
-                sock.close()
-    assert status == 503 and body["error"]["code"] == "too_many_connections"
+def connect(url: str, source: str = "127.0.0.1") -> socket.socket:
+    """A connection from ``source`` (any 127.x.y.z address reaches a loopback server on Linux)."""
+    return socket.create_connection(address(url), source_address=(source, 0))
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One response whose body has a Content-Length, on a connection that stays open."""
+    sock.settimeout(30)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    fields = dict(line.lower().split(b":", 1) for line in head.split(b"\r\n")[1:])
+    length = int(fields[b"content-length"])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split()[1]), body
+
+
+def served(url: str, request: bytes, source: str = "127.0.0.1") -> tuple[int, dict]:
+    with connect(url, source) as sock:
+        sock.sendall(request)
+        status, body = read_response(sock)
+    return status, json.loads(body)
+
+
+@pytest.fixture()
+def roomy():
+    """A server whose deadlines outlast the test, so only the slots decide who gets in."""
+    settings = SETTINGS.replace(header_timeout=120.0, read_timeout=120.0, max_client_connections=4)
+    with serve_in_background(fake_encoder(FakeBackend()), settings) as base:
+        yield base
+
+
+def test_idle_keep_alive_connections_make_room_longest_idle_first(roomy):
+    sources = ["127.0.0.2"] * 4 + ["127.0.0.3"] * 2  # 127.0.0.2 holds the most slots (its cap of 4)
+    idle = [connect(roomy, source) for source in sources]
+    newcomers = []
+    try:
+        for sock in idle:
+            sock.sendall(HEALTH)
+            assert read_response(sock)[0] == 200  # now idle, kept alive; the server is full
+        for n in range(2):
+            newcomers.append(connect(roomy))
+            newcomers[-1].sendall(HEALTH)
+            assert read_response(newcomers[-1])[0] == 200  # it took the slot of 127.0.0.2's longest idle
+            assert read_all(idle[n]) == b""  # closed silently, as a keep-alive timeout closes it
+        idle[2].sendall(HEALTH)  # the most recently active is still open: it was not evicted
+        assert read_response(idle[2])[0] == 200
+        newcomers[0].sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # on a connection holding a slot
+        metrics = read_response(newcomers[0])[1].decode()
+        assert 'sentemb_dropped_connections_total{reason="evicted_idle"} 2.0' in metrics
+        assert "sentemb_connections 6.0" in metrics  # every slot is still held
+    finally:
+        for sock in idle + newcomers:
+            sock.close()
+
+
+def test_slow_header_senders_make_room_and_get_a_json_503(roomy):
+    slow = [connect(roomy, f"127.0.0.{2 + n % 2}") for n in range(SETTINGS.max_connections)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHo")  # and nothing more
+        status, _ = served(roomy, HEALTH)
+        assert status == 200
+        status, body = exchange_on(slow[0])
+        assert status == 503 and body["error"]["code"] == "too_many_connections"
+        assert "whole request at once" in body["error"]["message"]
+        assert 'sentemb_dropped_connections_total{reason="evicted_headers"}' in httpx.get(f"{roomy}/metrics").text
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_a_new_connection_gets_503_only_when_every_slot_is_serving_a_request(roomy):
+    busy = [connect(roomy, f"127.0.0.{2 + n % 2}") for n in range(SETTINGS.max_connections)]
+    try:
+        for sock in busy:
+            sock.sendall(BUSY)
+        wait_until(lambda: served(roomy, HEALTH)[0] == 503, "the busy connections to hold every slot")
+        status, body = served(roomy, HEALTH)
+        assert status == 503 and body["error"]["code"] == "too_many_connections"
+        assert "all serving requests" in body["error"]["message"]
+    finally:
+        for sock in busy:
+            sock.close()
+    wait_until(lambda: served(roomy, HEALTH)[0] == 200, "the slots to be freed")
+    assert 'sentemb_dropped_connections_total{reason="server_full"}' in httpx.get(f"{roomy}/metrics").text
+
+
+def test_a_client_at_its_cap_makes_room_from_its_own_connections(roomy):
+    """max_client_connections=4: one address's busy connections cannot take the slots others need."""
+    busy = [connect(roomy, "127.0.0.2") for _ in range(4)]
+    try:
+        for sock in busy:
+            sock.sendall(BUSY)
+        wait_until(lambda: served(roomy, HEALTH, "127.0.0.2")[0] == 429, "127.0.0.2 to hold its 4 slots")
+        status, body = served(roomy, HEALTH, "127.0.0.2")
+        assert status == 429 and "this address has 4 connections open" in body["error"]["message"]
+        assert body["error"]["type"] == "rate_limit_error"
+        assert served(roomy, HEALTH, "127.0.0.3")[0] == 200  # another address still gets in
+        assert served(roomy, HEALTH)[0] == 200
+    finally:
+        for sock in busy:
+            sock.close()
+
+
+def exchange_on(sock: socket.socket) -> tuple[int, dict]:
+    raw = read_all(sock)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
 
 
 def test_headers_over_the_cap_are_431_in_json(url):

@@ -43,6 +43,7 @@ def create_app(encoder: Encoder, settings: ServerSettings | None = None) -> Fast
         api_key=service.settings.api_key,
         max_body_bytes=service.settings.max_body_bytes,
         metrics=service.metrics,
+        shutting_down=lambda: service.lifecycle.phase is Phase.DRAINING,
         log_access=service.settings.access_log,
     )
     if service.settings.cors_origins:  # added last: outermost, so preflights and refusals carry CORS headers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from collections.abc import Sequence
@@ -55,12 +56,28 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, f"the request body is larger than this server's limit of {limit} bytes")
 
 
+def shown(value: str, limit: int = 100) -> str:
+    """A client's string made safe to quote in a message or a log line: at most ``limit`` characters
+    (then "..."), each one that is not printable (NUL, controls, line breaks, lone surrogates, which
+    have no UTF-8 form) written as its Python escape, e.g. ``\\ud800``."""
+    cut = value[:limit]
+    safe = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in cut)
+    return safe + ("..." if len(value) > limit else "")
+
+
+class ErrorResponse(JSONResponse):
+    """JSON written as ASCII: an error body can always be sent, whatever a message quotes."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 def error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(
+    return ErrorResponse(
         error_body(error.message, error.type, error.param, error.code), status_code=error.status, headers=error.headers
     )
 
@@ -72,12 +89,12 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
         return "the request body is not valid JSON", None
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = loc[0] if loc else None
-    where = ".".join(loc) if loc else "body"
+    where = shown(".".join(loc), 200) if loc else "body"
     if first.get("type") == "missing":
         return f"'{where}' is required", param
     if not loc and first.get("type") in ("model_attributes_type", "dict_type"):
         return "the request body must be a JSON object", None
-    return f"'{where}': {first.get('msg', 'invalid value')}", param
+    return f"'{where}': {shown(str(first.get('msg', 'invalid value')), 200)}", param
 
 
 async def _on_api_error(_request: Request, exc: Exception) -> JSONResponse:

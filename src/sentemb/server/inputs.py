@@ -18,7 +18,7 @@ from sentemb.config import LongText
 from sentemb.errors import InvalidTextError
 from sentemb.pooling import truncate_dim
 from sentemb.retrieval.quantize import quantization_ranges, quantize
-from sentemb.server.errors import ApiError, validation_message
+from sentemb.server.errors import ApiError, shown, validation_message
 from sentemb.server.schemas import EmbeddingRequest
 from sentemb.tokenize import TextInfo, check_unicode
 
@@ -31,7 +31,7 @@ def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
     if encoding not in ("gzip", "x-gzip"):
         raise ApiError(
             415,
-            f"Content-Encoding '{encoding:.40}' is not supported; send the body uncompressed or as gzip",
+            f"Content-Encoding '{shown(encoding, 40)}' is not supported; send the body uncompressed or as gzip",
             code="unsupported_media_type",
         )
     unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -54,7 +54,7 @@ def parse_request(body: bytes, content_type: str) -> EmbeddingRequest:
         data = json.loads(body)
     except (ValueError, RecursionError):
         media = content_type.split(";", 1)[0].strip() or "none"
-        hint = "" if media == "application/json" else f" (Content-Type: {media:.60}; send application/json)"
+        hint = "" if media == "application/json" else f" (Content-Type: {shown(media, 60)}; send application/json)"
         raise ApiError(400, f"the request body is not valid JSON{hint}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object like {\"input\": [...]}", code="invalid_value")

@@ -50,6 +50,18 @@ class Metrics:
             "sentemb_estimated_tokens_per_second", "The model's measured rate, which admission uses", registry=r
         )
         self.rate.set_function(tokens_per_second)
+        self.connections = Gauge("sentemb_connections", "Open connections holding a slot", registry=r)
+        self.dropped_connections = Counter(
+            "sentemb_dropped_connections",
+            "Connections closed or refused without a request answered: evicted_idle, evicted_headers (their "
+            "slot went to a new connection), client_cap, server_full, header_timeout, body_timeout, "
+            "headers_too_large, invalid_http",
+            ["reason"],
+            registry=r,
+        )
+
+    def dropped_connection(self, reason: str) -> None:
+        self.dropped_connections.labels(reason).inc()
 
     def on_batch(self, report: BatchReport) -> None:
         self.batch_inputs.observe(report.inputs)

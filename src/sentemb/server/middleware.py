@@ -5,14 +5,16 @@ It runs before routing, so an unauthenticated or oversized request is refused be
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sentemb.server.errors import ApiError, BodyTooLarge, error_response, internal_error, log_unexpected
+from sentemb.server.errors import SERVER, ApiError, BodyTooLarge, error_response, internal_error, log_unexpected
 from sentemb.server.metrics import Metrics
 
 access_log = logging.getLogger("sentemb.server.access")
@@ -29,9 +31,17 @@ class Guard:
     """Pure ASGI middleware in front of the FastAPI app."""
 
     def __init__(
-        self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, metrics: Metrics, log_access: bool = True
+        self,
+        app: ASGIApp,
+        *,
+        api_key: str | None,
+        max_body_bytes: int,
+        metrics: Metrics,
+        shutting_down: Callable[[], bool],
+        log_access: bool = True,
     ) -> None:
         self.app = app
+        self._shutting_down = shutting_down
         self._key = _digest(api_key.encode()) if api_key else None
         self._max_body = max_body_bytes
         self._metrics = metrics
@@ -59,6 +69,12 @@ class Guard:
                 await error_response(refusal)(scope, receive, tracked_send)
             else:
                 await self.app(scope, self._limited(receive), tracked_send)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when the shutdown timeout ends and would answer
+            # a plain-text 500; this answers in the JSON shape, and the request's task ends there.
+            if response_started or not self._shutting_down():
+                raise
+            await error_response(_CUT_AT_SHUTDOWN)(scope, receive, tracked_send)
         except Exception as exc:  # the last line of defence: answer 500 and log no request content
             log_unexpected(exc)
             if not response_started:
@@ -109,6 +125,15 @@ class Guard:
             return message
 
         return limited_receive
+
+
+_CUT_AT_SHUTDOWN = ApiError(
+    503,
+    "the server shut down before this request finished; send it again (to another instance if there is one)",
+    kind=SERVER,
+    code="shutting_down",
+    headers={"Retry-After": "1", "Connection": "close"},
+)
 
 
 def _unauthorized(message: str) -> ApiError:

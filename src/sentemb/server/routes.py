@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import ClientDisconnect
 
-from sentemb.server.errors import ApiError
+from sentemb.server.errors import ApiError, shown
 from sentemb.server.inputs import (
     check_dimensions,
     decode_body,
@@ -143,5 +143,5 @@ def _card(name: str, created: int) -> dict[str, Any]:
 
 def _unknown_model(name: str) -> ApiError:
     return ApiError(
-        404, f"the model '{name:.200}' does not exist; see GET /v1/models", param="model", code="model_not_found"
+        404, f"the model '{shown(name, 200)}' does not exist; see GET /v1/models", param="model", code="model_not_found"
     )

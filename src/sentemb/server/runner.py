@@ -48,7 +48,10 @@ def log_config() -> dict[str, Any]:
 
 class DrainingServer(uvicorn.Server):
     """On the first SIGTERM, report not-ready for ``drain_seconds`` (so load balancers stop sending),
-    then let uvicorn stop listening and wait for in-flight requests. SIGINT skips the wait."""
+    then let uvicorn stop listening and wait for in-flight requests. SIGINT skips the wait.
+
+    A SIGTERM shutdown that has drained returns normally, so the process exits 0: uvicorn's own handler
+    raises the signal again once it has stopped (exit 143), which supervisors count as a crash."""
 
     def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_seconds: float) -> None:
         super().__init__(config)
@@ -58,15 +61,29 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._lifecycle.drain()
-        if sig == signal.SIGTERM and self._drain_seconds > 0 and self._timer is None:
+        if sig != signal.SIGTERM:  # Ctrl+C: uvicorn's handling (a second one forces the exit)
+            if self._timer is not None:
+                self._timer.cancel()
+            super().handle_exit(sig, frame)
+            return
+        if self._drain_seconds > 0 and self._timer is None:
             log.info("SIGTERM: draining for %.1fs before closing the listener", self._drain_seconds)
-            self._timer = threading.Timer(self._drain_seconds, super().handle_exit, (sig, frame))
+            self._timer = threading.Timer(self._drain_seconds, self._stop)
             self._timer.daemon = True
             self._timer.start()
             return
-        if self._timer is not None:
+        if self._timer is not None:  # a second SIGTERM while draining: stop waiting
             self._timer.cancel()
-        super().handle_exit(sig, frame)
+        self._stop()
+
+    def _stop(self) -> None:
+        self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Draining before uvicorn cancels what is still running, however the stop was asked for: the
+        # app answers a cancelled request 503 'shutting_down' only while the service is draining.
+        self._lifecycle.drain()
+        await super().shutdown(sockets)
 
 
 def build_server(encoder: Encoder, settings: ServerSettings, *, log_level: str = "info") -> DrainingServer:
@@ -85,7 +102,7 @@ def build_server(encoder: Encoder, settings: ServerSettings, *, log_level: str =
         proxy_headers=False,
         lifespan="on",
         ws="none",
-        http=guarded_protocol(settings),  # read deadlines, header cap, connection limit, JSON refusals
+        http=guarded_protocol(settings, app.state.service.metrics),  # deadlines, header cap, slots, JSON refusals
     )
     return DrainingServer(config, app.state.service.lifecycle, settings.drain_seconds)
 

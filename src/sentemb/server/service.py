@@ -20,7 +20,7 @@ from sentemb.encoder import EncodeResult
 from sentemb.errors import ConfigError, InvalidTextError, TextTooLongError
 from sentemb.export.recipe import CALIBRATION_FILE
 from sentemb.server.batcher import BatcherClosed, MicroBatcher, QueueFull
-from sentemb.server.errors import SERVER, ApiError, log_unexpected
+from sentemb.server.errors import SERVER, ApiError, log_unexpected, shown
 from sentemb.server.inputs import invalid_text
 from sentemb.server.metrics import Metrics
 from sentemb.server.settings import ServerSettings
@@ -159,8 +159,15 @@ class EmbeddingService:
         """The prompt text of a request's ``prompt_name`` (the model's default when None), or a 400."""
         try:
             return self.encoder.resolve_prompt(prompt_name=prompt_name)
-        except ConfigError as exc:
-            raise ApiError(400, str(exc), param="prompt_name", code="invalid_value") from None
+        except ConfigError:  # its message quotes the whole name and suggests a library argument
+            known = ", ".join(f"'{shown(name)}'" for name in self.encoder.prompts) or "none"
+            raise ApiError(
+                400,
+                f"'prompt_name' '{shown(prompt_name or '')}' is not one of this model's prompts ({known}); "
+                "send one of them or leave it out",
+                param="prompt_name",
+                code="invalid_value",
+            ) from None
 
     async def encode(self, request: Request, texts: list[str], prompt: str = "") -> EncodeResult:
         """Queue ``texts`` (encoded after ``prompt``); if the client goes away first, drop them from the queue."""

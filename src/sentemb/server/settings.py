@@ -45,7 +45,7 @@ class ServerSettings:
         2.0, help="After SIGTERM, answer /ready with 503 this long before closing the listener.", min=0
     )
     shutdown_timeout: float = option(
-        30.0, help="After the drain period, how long in-flight requests may take before they are cut.", min=0
+        30.0, help="After the drain period, how long in-flight requests may take before they are cut (503).", min=0
     )
     ready_timeout: float = option(10.0, help="Seconds /ready's forward pass may take before it says 503.")
     # An idle keep-alive connection is closed after this long. Longer than clients keep idle connections
@@ -64,11 +64,22 @@ class ServerSettings:
         min=0.001,
     )  # fmt: skip
     max_connections: int = option(
-        512, help="Open connections at most; more are answered 503 and closed (keep it below ulimit -n).", min=1
+        512, help="Open connections at most (keep it below ulimit -n). When all are taken, a new one takes the "
+        "slot of the longest-waiting idle or header-sending connection; 503 only if all are serving requests.",
+        min=1,
+    )  # fmt: skip
+    max_client_connections: int = option(
+        256, help="Open connections per client address; past it the client's own waiting connections make room, "
+        "429 if all are serving (behind a proxy or NAT all share one address: raise it to --max-connections).",
+        min=1,
+    )  # fmt: skip
+    header_timeout: float = option(
+        10.0, help="Seconds a client gets to send a request line and headers (408 past it).", min=0.001
     )
     read_timeout: float = option(
-        30.0, help="Seconds a client gets to send a request's headers, and again its body (408 past it).", min=0.001
-    )
+        30.0, help="Seconds a client gets to send a request's body once its headers are in (408 past it).",
+        min=0.001,
+    )  # fmt: skip
     max_header_bytes: int = option(
         32 * 1024, help="Request line and headers at most this many bytes (431 past it).", min=1024
     )
@@ -83,7 +94,7 @@ class ServerSettings:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
         for name in (
             "max_inputs", "max_chars", "max_body_bytes", "queue_size", "micro_batch_tokens", "max_connections",
-            "max_header_bytes",
+            "max_header_bytes", "max_client_connections",
         ):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -95,7 +106,7 @@ class ServerSettings:
         for name in ("max_wait_ms", "drain_seconds", "shutdown_timeout", "keep_alive_seconds"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("ready_timeout", "max_queue_seconds", "batch_seconds", "read_timeout"):
+        for name in ("ready_timeout", "max_queue_seconds", "batch_seconds", "read_timeout", "header_timeout"):
             if float(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
 
