@@ -191,6 +191,7 @@ def test_rerank_command_errors_are_one_line(models, tiny_dirs, tmp_path):
     docs.write_text("\n".join(DOCS) + "\n")
     assert "-m/--model" in invoke("rerank", "q", "--docs", str(docs), code=2).stderr
     assert "load()" in invoke("rerank", "q", "--docs", str(docs), "-m", str(tiny_dirs["bert"]), code=3).stderr
-    assert "--corpus" in invoke("search", "q", "--embeddings", str(docs), "--rerank", str(models["bert"]), code=2).stderr
+    without_corpus = invoke("search", "q", "--embeddings", str(docs), "--rerank", str(models["bert"]), code=2)
+    assert "--corpus" in without_corpus.stderr
     assert "no such" in invoke("rerank", "q", "--docs", str(tmp_path / "missing.txt"), "-m", str(models["bert"]),
                                code=1).stderr.lower()  # fmt: skip
