@@ -55,7 +55,7 @@ def test_concurrent_jobs_merge_into_one_call_and_keep_their_rows():
         batcher = make(rec)
         batcher.start()
         jobs = [["a", "bb"], ["ccc"], ["dddd", "e", "ff"]]
-        results = await asyncio.gather(*(batcher.encode(j) for j in jobs))
+        results = await asyncio.gather(*(batcher.submit(j) for j in jobs))
         await batcher.close()
         return rec, jobs, results
 
@@ -71,7 +71,7 @@ def test_micro_batch_tokens_splits_batches_in_order():
         rec = Recorder()
         batcher = make(rec, micro_batch_tokens=10)
         batcher.start()
-        await asyncio.gather(*(batcher.encode([c * 6]) for c in "xyz"))  # 6 estimated tokens each
+        await asyncio.gather(*(batcher.submit([c * 6]) for c in "xyz"))  # 6 estimated tokens each
         await batcher.close()
         return rec
 
@@ -85,7 +85,7 @@ def test_first_job_runs_alone_after_max_wait():
         batcher.start()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await batcher.encode(["solo"])
+        await batcher.submit(["solo"])
         elapsed = loop.time() - started
         await batcher.close()
         return rec, elapsed
@@ -137,7 +137,7 @@ def test_too_long_text_fails_only_its_request():
         batcher = make(rec)
         batcher.start()
         results = await asyncio.gather(
-            batcher.encode(["ok1"]), batcher.encode(["fine", "LONG"]), batcher.encode(["ok2"]), return_exceptions=True
+            batcher.submit(["ok1"]), batcher.submit(["fine", "LONG"]), batcher.submit(["ok2"]), return_exceptions=True
         )
         await batcher.close()
         return rec, results
@@ -155,8 +155,8 @@ def test_a_failed_batch_fails_its_requests_and_the_worker_goes_on():
         batcher = make(rec, max_wait_s=0.0)
         batcher.start()
         with pytest.raises(RuntimeError):
-            await batcher.encode(["bad"])
-        rows = await batcher.encode(["good"])
+            await batcher.submit(["bad"])
+        rows = await batcher.submit(["good"])
         await batcher.close()
         return rows
 

@@ -36,6 +36,7 @@ from sentemb.tokenize import (
 )
 
 if TYPE_CHECKING:
+    from tokenizers import Tokenizer
     from typing_extensions import Unpack
 
 # Texts tokenised and planned together: bounds memory while keeping length sorting effective.
@@ -86,6 +87,11 @@ class Encoder:
             ThreadPoolExecutor(plan.streams, thread_name_prefix="sentemb-forward") if plan.streams > 1 else None
         )
         self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, config.max_chars)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer (``tokenizers.Tokenizer``, truncation and padding off; read-only use)."""
+        return self._tokenizer.tokenizer
 
     @property
     def dim(self) -> int:

@@ -41,6 +41,7 @@ from sentemb.tokenize import (
 )
 
 if TYPE_CHECKING:
+    from tokenizers import Tokenizer
     from typing_extensions import Unpack
 
 log = logging.getLogger("sentemb")
@@ -146,6 +147,16 @@ class Reranker:
     def max_length(self) -> int:
         """Tokens per pair, special tokens included: the config's, else the model's."""
         return self.config.max_length or self.spec.max_length
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer (``tokenizers.Tokenizer``, truncation and padding off; read-only use)."""
+        return self._tokenizer.tokenizer
+
+    def with_max_chars(self, max_chars: int | None) -> Reranker:
+        """The same model (backend and tokenizer shared, nothing loaded again) with another character cap."""
+        return Reranker(self.config.replace(max_chars=max_chars), self.resolved, self.spec, self._tokenizer,
+                        self._backend, plan=self.plan, activation=self.activation, choice=self.choice)  # fmt: skip
 
     @property
     def labels(self) -> int:

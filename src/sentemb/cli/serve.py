@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from sentemb.cli.flags import add_flags, build
-from sentemb.cli.options import encoder_options, handle_errors, load_encoder, split_encoder_params
+from sentemb.cli.options import encoder_options, handle_errors, load_encoder, load_reranker, split_encoder_params
 from sentemb.server.settings import ServerSettings
 
 # A server's cores are shared: the event loop, the HTTP clients and the model's OpenMP threads all want
@@ -28,7 +28,7 @@ OMP_WAIT_POLICY = "PASSIVE"
 )
 @handle_errors
 def serve(**params: Any) -> None:
-    """Serve embeddings over HTTP, compatible with OpenAI's /v1/embeddings.
+    """Serve embeddings (OpenAI's /v1/embeddings) and rerankers (Cohere's /v1/rerank, TEI's /rerank) over HTTP.
 
     Concurrent requests are merged into micro-batches (--batch-tokens, --max-wait-ms).
 
@@ -36,6 +36,7 @@ def serve(**params: Any) -> None:
     Examples:
       sentemb serve                                   # all-MiniLM-L6-v2 on 127.0.0.1:8000
       SENTEMB_API_KEY=secret sentemb serve --port 9000
+      sentemb serve --reranker ./bge-reranker-base    # + POST /v1/rerank, /v2/rerank, /rerank
       curl -s 127.0.0.1:8000/v1/embeddings -H 'Content-Type: application/json' \\
            -d '{"model": "all-MiniLM-L6-v2", "input": ["a sentence"]}'
     """
@@ -47,11 +48,16 @@ def serve(**params: Any) -> None:
 
     _configure_logging(log_level)
     encoder = load_encoder(**encoder_params)
+    # each reranker runs where the embedding model does (the same runtime flags), under its own name
+    from sentemb.rerank import EMBEDDING_OPTIONS
+
+    runtime = {k: v for k, v in encoder_params.items() if k not in (*EMBEDDING_OPTIONS, "model_arg")}
+    rerankers = [load_reranker(**{**runtime, "model": name}) for name in settings.rerankers]
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         click.echo(
             f"warning: listening on {settings.host} without --api-key: anyone who can reach it may use it", err=True
         )
-    server.serve(encoder, settings, log_level=log_level)
+    server.serve(encoder, settings, log_level=log_level, rerankers=rerankers)
 
 
 def _configure_logging(level: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -12,32 +12,45 @@ from fastapi.middleware.cors import CORSMiddleware
 from sentemb import __version__
 from sentemb.server.errors import install_error_handlers
 from sentemb.server.middleware import Guard
+from sentemb.server.rerank_routes import router as rerank_router
+from sentemb.server.rerank_service import RerankService
 from sentemb.server.routes import TRUNCATED_HEADER, router
 from sentemb.server.service import EmbeddingService, Lifecycle, Phase, served_names
 from sentemb.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder
+    from sentemb.rerank import Reranker
 
 __all__ = ["Lifecycle", "Phase", "create_app", "served_names"]
 
 
-def create_app(encoder: Encoder, settings: ServerSettings | None = None) -> FastAPI:
-    """The service for ``encoder``: same vectors as ``encoder.encode``, merged into micro-batches."""
+def create_app(
+    encoder: Encoder, settings: ServerSettings | None = None, rerankers: Sequence[Reranker] = ()
+) -> FastAPI:
+    """The service for ``encoder`` (same vectors as ``encoder.encode``, merged into micro-batches) and for
+    each of ``rerankers`` (the scores of ``Reranker.predict``), in one process."""
     service = EmbeddingService(encoder, settings or ServerSettings())
+    served = [RerankService(reranker, service.settings, service.metrics) for reranker in rerankers]
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        for reranker in served:
+            await reranker.start()
         try:
             yield
         finally:
             await service.stop()
+            for reranker in served:
+                await reranker.stop()
 
     app = FastAPI(title="sentemb", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.service = service
+    app.state.rerankers = served
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(rerank_router)
     app.add_middleware(
         Guard,
         api_key=service.settings.api_key,

@@ -29,6 +29,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -66,12 +67,12 @@ class BatchReport:
     seconds: float
 
 
-EncodeFn = Callable[[list[str], str], EncodeResult]  # (texts, prompt)
+EncodeFn = Callable[[list[Any], str], EncodeResult]  # (inputs: texts or pairs, prompt) -> a row per input
 
 
 @dataclass(eq=False)
 class _Job:
-    texts: list[str]
+    texts: list[Any]  # the inputs: texts, or (query, document) pairs
     costs: list[int]  # estimated tokens per text
     future: asyncio.Future[EncodeResult]
     prompt: str = ""  # put before each text; only requests with the same prompt share a micro-batch
@@ -139,7 +140,7 @@ class MicroBatcher:
     def __init__(
         self,
         encode: EncodeFn,
-        estimate_tokens: Callable[[str], int],
+        estimate_tokens: Callable[[Any], int],
         *,
         queue_size: int,
         micro_batch_tokens: int,
@@ -176,10 +177,6 @@ class MicroBatcher:
         return sum(job.untaken for job in self._active if job.live)
 
     @property
-    def closing(self) -> bool:
-        return self._closing
-
-    @property
     def tokens_per_second(self) -> float:
         """The measured rate of all model threads together."""
         return self.throughput.tokens_per_second * self._concurrency
@@ -192,16 +189,12 @@ class MicroBatcher:
         """Run ``fn`` in the model thread, between micro-batches (used by /ready)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    async def encode(self, texts: Sequence[str], prompt: str = "") -> EncodeResult:
-        """Vectors and facts for ``texts``; raises QueueFull, BatcherClosed or the encoder's error."""
-        return await self.submit(texts, prompt)  # cancelling the caller cancels the future: the job is dropped
-
     def projected_wait(self, tokens: int) -> float:
         """Seconds a new request of ``tokens`` estimated tokens would wait for the work admitted before it."""
         others = [job.remaining_tokens for job in self._active if job.live]
         return expected_wait(tokens, others, self.tokens_per_second)
 
-    def submit(self, texts: Sequence[str], prompt: str = "") -> asyncio.Future[EncodeResult]:
+    def submit(self, texts: Sequence[Any], prompt: str = "") -> asyncio.Future[EncodeResult]:
         """Queue ``texts`` (to be encoded after ``prompt``) and return the future of their rows (cancel it
         to drop the work)."""
         if self._closing:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect, Request
 
 from sentemb.config import LongText
 from sentemb.errors import InvalidTextError
@@ -20,7 +21,9 @@ from sentemb.pooling import truncate_dim
 from sentemb.retrieval.quantize import quantization_ranges, quantize
 from sentemb.server.errors import ApiError, shown, validation_message
 from sentemb.server.schemas import EmbeddingRequest
-from sentemb.tokenize import TextInfo, check_unicode
+from sentemb.tokenize import TextInfo, check_unicode, lone_surrogate
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
@@ -48,8 +51,8 @@ def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
     return body
 
 
-def parse_request(body: bytes, content_type: str) -> EmbeddingRequest:
-    """The embeddings request; JSON is accepted with any Content-Type (``curl -d`` sends a form type)."""
+def parse_request(body: bytes, content_type: str, schema: type[Model] = EmbeddingRequest) -> Model:  # type: ignore[assignment]
+    """The request as ``schema``; JSON is accepted with any Content-Type (``curl -d`` sends a form type)."""
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
@@ -57,12 +60,46 @@ def parse_request(body: bytes, content_type: str) -> EmbeddingRequest:
         hint = "" if media == "application/json" else f" (Content-Type: {shown(media, 60)}; send application/json)"
         raise ApiError(400, f"the request body is not valid JSON{hint}", code="invalid_json") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object like {\"input\": [...]}", code="invalid_value")
+        raise ApiError(400, "the request body must be a JSON object", code="invalid_value")
     try:
-        return EmbeddingRequest.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         message, param = validation_message(exc.errors())
         raise ApiError(400, message, param=param, code="invalid_value") from None
+
+
+async def read_request(request: Request, schema: type[Model], max_bytes: int) -> Model:
+    """The request's body, unpacked (gzip) and parsed as ``schema``; 499 if the client went away."""
+    try:
+        packed = await request.body()
+    except ClientDisconnect:  # gone, or cut off by the read deadline (which answered 408 itself)
+        raise ApiError(499, "the client closed the request", code="client_closed_request") from None
+    raw = decode_body(packed, request.headers.get("content-encoding", ""), max_bytes)
+    return parse_request(raw, request.headers.get("content-type", ""), schema)
+
+
+def documents_from(value: list[Any], max_inputs: int, param: str = "documents") -> list[str]:
+    """A rerank request's documents as strings: each a string or an object with a string 'text'; at least
+    one, at most ``max_inputs`` (413, as text-embeddings-inference); a bad one is a 400 naming it."""
+    if not value:
+        raise ApiError(400, f"'{param}' is an empty array; send at least one document", param=param,
+                       code="empty_input")  # fmt: skip
+    if len(value) > max_inputs:
+        raise ApiError(413, f"'{param}' has {len(value)} items; this server takes at most {max_inputs} per request",
+                       param=param, code="too_many_inputs")  # fmt: skip
+    texts = []
+    for index, item in enumerate(value):
+        text = item.get("text") if isinstance(item, dict) else item
+        if not isinstance(text, str):
+            what = "an object without a string 'text'" if isinstance(item, dict) else _json_type(item)
+            raise ApiError(400, f"{param}[{index}] is {what}, not a string", param=param, code="invalid_type")
+        position = lone_surrogate(text)
+        if position is not None:
+            raise ApiError(400, f"{param}[{index}] is not valid Unicode: character {position} is a lone surrogate, "
+                           "which has no UTF-8 form; send the text as valid UTF-8", param=param,
+                           code="invalid_text")  # fmt: skip
+        texts.append(text)
+    return texts
 
 
 def texts_from_input(value: object, max_inputs: int) -> list[str]:

@@ -26,6 +26,8 @@ class Metrics:
             "sentemb_request_seconds", "HTTP request latency", ["route"], buckets=_SECONDS, registry=r
         )
         self.inputs = Counter("sentemb_inputs", "Texts embedded", registry=r)
+        self.rerank_pairs = Counter("sentemb_rerank_pairs", "(query, document) pairs scored, by reranker", ["model"],
+                                    registry=r)  # fmt: skip
         self.tokens = Counter("sentemb_tokens", "Tokens in the texts embedded", registry=r)
         self.truncated = Counter("sentemb_truncated_inputs", "Texts cut to fit the model", registry=r)
         self.rejected = Counter(

@@ -20,7 +20,8 @@ from sentemb.server.metrics import Metrics
 access_log = logging.getLogger("sentemb.server.access")
 
 OPEN_PATHS = frozenset({"/health"})
-ROUTES = frozenset({"/health", "/ready", "/metrics", "/v1/models", "/v1/embeddings"})
+ROUTES = frozenset({"/health", "/ready", "/metrics", "/v1/models", "/v1/embeddings", "/v1/rerank", "/v2/rerank",
+                    "/rerank", "/tokenize"})  # fmt: skip
 
 
 def _digest(value: bytes) -> bytes:

@@ -10,18 +10,17 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.requests import ClientDisconnect
 
 from sentemb.server.errors import ApiError, shown
 from sentemb.server.inputs import (
     check_dimensions,
-    decode_body,
     embedded_tokens,
     format_vectors,
-    parse_request,
+    read_request,
     refuse_over_max_chars,
     texts_from_input,
 )
+from sentemb.server.rerank_service import RerankService
 from sentemb.server.schemas import EmbeddingRequest, EmbeddingResponse, ErrorBody, ModelList
 from sentemb.server.service import EmbeddingService
 
@@ -56,6 +55,11 @@ def service_of(request: Request) -> EmbeddingService:
     return service
 
 
+def rerankers_of(request: Request) -> list[RerankService]:
+    rerankers: list[RerankService] = request.app.state.rerankers
+    return rerankers
+
+
 @_read("/health")
 async def health() -> dict[str, str]:
     """Liveness: the process answers. No model call."""
@@ -77,16 +81,26 @@ async def prometheus(request: Request) -> Response:
 
 @_read("/v1/models", response_model=ModelList)
 async def models(request: Request) -> dict[str, Any]:
-    service = service_of(request)
-    return {"object": "list", "data": [_card(name, service.lifecycle.started) for name in service.names[:1]]}
+    """Every served model (the embedding model, then each reranker) with its kind and limits."""
+    return {"object": "list", "data": [card for card, _ in _cards(request)]}
 
 
 @_read("/v1/models/{model_id:path}", responses=_ERRORS)
 async def model(model_id: str, request: Request) -> dict[str, Any]:
+    for card, names in _cards(request):
+        if model_id in names:
+            return {**card, "id": model_id}
+    raise unknown_model(model_id)
+
+
+def _cards(request: Request) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
     service = service_of(request)
-    if model_id not in service.names:
-        raise _unknown_model(model_id)
-    return _card(model_id, service.lifecycle.started)
+    created, inputs = service.lifecycle.started, service.settings.max_inputs
+    cards = [(_card(service.names[0], created, "embedding", service.encoder.max_length, inputs), service.names)]
+    for reranker in rerankers_of(request):
+        card = _card(reranker.names[0], created, "rerank", reranker.reranker.max_length, inputs)
+        cards.append((card, reranker.names))
+    return cards
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS, openapi_extra=_REQUEST_SCHEMA)
@@ -94,14 +108,12 @@ async def embeddings(request: Request) -> Response:
     """OpenAI-compatible embeddings. Header X-Truncated-Inputs counts the inputs cut to fit."""
     service = service_of(request)
     settings = service.settings
-    try:
-        packed = await request.body()
-    except ClientDisconnect:  # gone, or cut off by the read deadline (which answered 408 itself)
-        raise ApiError(499, "the client closed the request", code="client_closed_request") from None
-    raw = decode_body(packed, request.headers.get("content-encoding", ""), settings.max_body_bytes)
-    body = parse_request(raw, request.headers.get("content-type", ""))
+    body = await read_request(request, EmbeddingRequest, settings.max_body_bytes)
     if body.model is not None and body.model not in service.names:
-        raise _unknown_model(body.model)
+        if any(body.model in reranker.names for reranker in rerankers_of(request)):
+            raise ApiError(400, f"'{shown(body.model, 200)}' is a reranker: POST /v1/rerank with a query and "
+                           "documents", param="model", code="wrong_model_kind")  # fmt: skip
+        raise unknown_model(body.model)
     texts = texts_from_input(body.input, settings.max_inputs)
     check_dimensions(body.dimensions, service.encoder.dim)
     prompt = service.prompt(body.prompt_name)
@@ -137,11 +149,12 @@ def render_bytes(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str
     return json.dumps(render(embeddings, body, tokens, name, calibration), separators=(",", ":")).encode()
 
 
-def _card(name: str, created: int) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": "sentemb"}
+def _card(name: str, created: int, kind: str, max_tokens: int, max_inputs: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "sentemb", "kind": kind,
+            "max_input_tokens": max_tokens, "max_inputs": max_inputs}  # fmt: skip
 
 
-def _unknown_model(name: str) -> ApiError:
+def unknown_model(name: str) -> ApiError:
     return ApiError(
         404, f"the model '{shown(name, 200)}' does not exist; see GET /v1/models", param="model", code="model_not_found"
     )

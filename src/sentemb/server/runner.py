@@ -10,7 +10,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from sentemb.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder
+    from sentemb.rerank import Reranker
 
 log = logging.getLogger("sentemb.server")
 
@@ -86,9 +87,11 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def build_server(encoder: Encoder, settings: ServerSettings, *, log_level: str = "info") -> DrainingServer:
+def build_server(
+    encoder: Encoder, settings: ServerSettings, *, log_level: str = "info", rerankers: Sequence[Reranker] = ()
+) -> DrainingServer:
     """A ready-to-run server; ``server.run()`` blocks until it has drained and stopped."""
-    app = create_app(encoder, settings)
+    app = create_app(encoder, settings, rerankers)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -107,18 +110,25 @@ def build_server(encoder: Encoder, settings: ServerSettings, *, log_level: str =
     return DrainingServer(config, app.state.service.lifecycle, settings.drain_seconds)
 
 
-def serve(encoder: Encoder, settings: ServerSettings, *, log_level: str = "info") -> None:
-    """Serve ``encoder`` until SIGTERM or Ctrl+C."""
-    build_server(encoder, settings, log_level=log_level).run()
+def serve(
+    encoder: Encoder, settings: ServerSettings, *, log_level: str = "info", rerankers: Sequence[Reranker] = ()
+) -> None:
+    """Serve ``encoder`` (and ``rerankers``) until SIGTERM or Ctrl+C."""
+    build_server(encoder, settings, log_level=log_level, rerankers=rerankers).run()
 
 
 @contextlib.contextmanager
 def serve_in_background(
-    encoder: Encoder, settings: ServerSettings, *, log_level: str = "warning", start_timeout: float = 60.0
+    encoder: Encoder,
+    settings: ServerSettings,
+    *,
+    log_level: str = "warning",
+    start_timeout: float = 60.0,
+    rerankers: Sequence[Reranker] = (),
 ) -> Iterator[str]:
     """Run the service in a daemon thread (port 0: any free port) and yield its base URL, e.g. for
     notebooks and tests. Leaving the block stops it gracefully (in-flight requests finish)."""
-    server = build_server(encoder, settings, log_level=log_level)
+    server = build_server(encoder, settings, log_level=log_level, rerankers=rerankers)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

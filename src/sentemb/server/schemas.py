@@ -54,6 +54,58 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "sentemb"
+    kind: Literal["embedding", "rerank"] = "embedding"
+    max_input_tokens: int | None = Field(default=None, description="Tokens per input (a text, or a pair).")
+    max_inputs: int | None = Field(default=None, description="Inputs (texts, or documents) per request.")
+
+
+class RerankRequest(BaseModel):
+    """``POST /v1/rerank`` and ``/v2/rerank``, as Cohere and Jina define them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    query: str
+    documents: list[Any] = Field(description="Strings, or objects with a 'text' field.")
+    model: str | None = Field(default=None, description="A served reranker's name; the first one when left out.")
+    top_n: StrictInt | None = Field(default=None, description="Return the best N (all when left out).")
+    return_documents: bool = False
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: dict[str, str] | None = None
+
+
+class RerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[RerankResult]
+    usage: Usage
+    meta: dict[str, Any]
+
+
+class TeiRerankRequest(BaseModel):
+    """``POST /rerank`` as Hugging Face text-embeddings-inference defines it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    query: str
+    texts: list[Any]
+    raw_scores: bool = False
+    return_text: bool = False
+    truncate: bool = Field(default=False, description="Cut pairs over the model's length (else 413).")
+    model: str | None = None
+
+
+class TokenizeRequest(BaseModel):
+    """``POST /tokenize`` as text-embeddings-inference defines it, with an optional served model name."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: str | list[Any]
+    add_special_tokens: bool = True
+    model: str | None = None
 
 
 class ModelList(BaseModel):

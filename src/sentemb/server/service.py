@@ -11,7 +11,7 @@ import enum
 import logging
 import time
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,20 +56,21 @@ class Lifecycle:
         self.phase = Phase.DRAINING
 
 
-def served_names(encoder: Encoder, settings: ServerSettings) -> tuple[str, ...]:
-    """Names a client may send as ``model``; the first is the one the service answers with."""
-    if settings.model_names:
-        return settings.model_names
-    model = encoder.config.model
+def served_names(model: str, given: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Names a client may send as ``model`` for the model loaded from ``model``: ``given``, else its id and
+    short name (a local folder: its short name only, never the server's file paths); the first is the
+    one the service answers with."""
+    if given:
+        return given
     short = PurePosixPath(model.replace("\\", "/").rstrip("/")).name or model
     if Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
-        return (short,)  # a local folder: never show clients the server's file paths
+        return (short,)
     return tuple(dict.fromkeys([model, short]))
 
 
 def special_tokens(encoder: Encoder) -> int:
     """Special tokens the tokenizer adds to each text (CLS and SEP: 2), to count the content embedded."""
-    return int(encoder._token_spec.num_special)  # the encoder exposes no public count yet
+    return int(encoder.tokenizer.num_special_tokens_to_add(False))
 
 
 class EmbeddingService:
@@ -80,7 +81,7 @@ class EmbeddingService:
             encoder = encoder.with_max_chars(settings.max_chars)
         self.encoder = encoder
         self.settings = settings
-        self.names = served_names(encoder, settings)
+        self.names = served_names(encoder.config.model, settings.model_names)
         self.lifecycle = Lifecycle()
         self.long_text = encoder.config.long_text
         self.content_room = encoder.max_length - special_tokens(encoder)
@@ -171,21 +172,8 @@ class EmbeddingService:
 
     async def encode(self, request: Request, texts: list[str], prompt: str = "") -> EncodeResult:
         """Queue ``texts`` (encoded after ``prompt``); if the client goes away first, drop them from the queue."""
-        future = self._submit(texts, prompt)
-        watcher = asyncio.ensure_future(_until_disconnected(request))
         try:
-            await asyncio.wait((future, watcher), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        finally:
-            watcher.cancel()
-        if not future.done():  # nobody will read the answer (499 is nginx's name for this)
-            future.cancel()
-            self.metrics.rejected.labels("client_gone").inc()
-            raise ApiError(499, "the client closed the request", code="client_closed_request")
-        try:
-            return future.result()
+            return await queued(request, self.batcher, self.metrics, texts, prompt)
         except InvalidTextError as exc:
             raise invalid_text(exc.index, exc.position) from None
         except TextTooLongError as exc:
@@ -197,21 +185,43 @@ class EmbeddingService:
                 code="context_length_exceeded",
             ) from None
 
-    def _submit(self, texts: list[str], prompt: str) -> asyncio.Future[EncodeResult]:
-        try:
-            return self.batcher.submit(texts, prompt)
-        except QueueFull as exc:
-            self.metrics.rejected.labels(exc.reason).inc()
-            raise ApiError(
-                429,
-                f"the server is busy: {exc}; retry in {exc.retry_after}s",
-                kind="rate_limit_error",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": str(exc.retry_after)},
-            ) from None
-        except BatcherClosed:
-            self.metrics.rejected.labels("shutting_down").inc()
-            raise ApiError(503, "the server is shutting down", kind=SERVER, code="shutting_down") from None
+
+async def queued(
+    request: Request, batcher: MicroBatcher, metrics: Metrics, items: list[Any], prompt: str = ""
+) -> EncodeResult:
+    """Queue ``items`` on ``batcher`` and wait for their rows; if the client goes away first, drop them
+    from the queue (499). A full queue is a 429 with Retry-After, a closing one a 503."""
+    future = _submit(batcher, metrics, items, prompt)
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait((future, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not future.done():  # nobody will read the answer (499 is nginx's name for this)
+        future.cancel()
+        metrics.rejected.labels("client_gone").inc()
+        raise ApiError(499, "the client closed the request", code="client_closed_request")
+    return future.result()
+
+
+def _submit(batcher: MicroBatcher, metrics: Metrics, items: list[Any], prompt: str) -> asyncio.Future[EncodeResult]:
+    try:
+        return batcher.submit(items, prompt)
+    except QueueFull as exc:
+        metrics.rejected.labels(exc.reason).inc()
+        raise ApiError(
+            429,
+            f"the server is busy: {exc}; retry in {exc.retry_after}s",
+            kind="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from None
+    except BatcherClosed:
+        metrics.rejected.labels("shutting_down").inc()
+        raise ApiError(503, "the server is shutting down", kind=SERVER, code="shutting_down") from None
 
 
 async def _until_disconnected(request: Request) -> None:

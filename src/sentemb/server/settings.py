@@ -29,7 +29,11 @@ class ServerSettings:
         (), help="Name(s) clients send as 'model' (repeatable) [default: the model's id and short name].",
         flag="--served-model-name", metavar="NAME",
     )  # fmt: skip
-    max_inputs: int = option(2048, help="Inputs per request.", min=1)
+    rerankers: tuple[str, ...] = option(
+        (), help="A cross-encoder to serve beside the embedding model (repeatable): POST /v1/rerank, /v2/rerank, "
+        "/rerank; clients pick it by its name in 'model'.", flag="--reranker", metavar="MODEL",
+    )  # fmt: skip
+    max_inputs: int = option(2048, help="Inputs (texts, or documents to rerank) per request; 413 past it.", min=1)
     # Not a flag: ``serve --max-chars`` is the encoder's (EncoderConfig.max_chars); this is the cap the
     # served encoder gets when its config sets none, so that a 1 GB input is never tokenised.
     max_chars: int = 32_768
@@ -87,6 +91,7 @@ class ServerSettings:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "model_names", tuple(self.model_names))
+        set_(self, "rerankers", tuple(self.rerankers))
         set_(self, "cors_origins", tuple(self.cors_origins))
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key is empty; pass a non-empty key or none at all")
