@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from sentemb.tokenize import LoadedTokenizer
 
 log = logging.getLogger("sentemb")
+# The runtimes that run a graph without torch (what the base install has, and what a shipped graph needs).
+GRAPH_RUNTIMES = ("onnx", "openvino")
 
 
 class Backend(Protocol):
@@ -93,10 +95,7 @@ def auto_choice(config: EncoderConfig) -> EncoderConfig:
     precision = config.precision
     gpu = config.device.startswith("cuda") or (config.device == "auto" and _gpu_present())
     if not torch_installed():  # the base install: its ONNX runtime, exact fp32 or int8
-        kept = precision if precision is Precision.INT8 else Precision.FP32
-        runtime = "openvino" if _openvino_runs(kept) else "onnx"
-        device = "cpu" if config.device == "auto" else config.device
-        return config.replace(backend=runtime, precision=kept, device=device)
+        return runtime_choice(config)
     if precision is not Precision.INT8 and (gpu or precision is Precision.FP16):
         return config.replace(backend="torch")
     cpu = "cpu" if config.device == "auto" else config.device
@@ -112,10 +111,56 @@ def auto_choice(config: EncoderConfig) -> EncoderConfig:
     return config.replace(backend="torch", precision=precision)
 
 
-def resolve_choice(config: EncoderConfig) -> EncoderConfig:
+def runtime_choice(config: EncoderConfig, runtimes: tuple[str, ...] = GRAPH_RUNTIMES) -> EncoderConfig:
+    """What runs where torch cannot (the base install, a folder that ships only a graph): OpenVINO where it
+    runs, else ONNX Runtime, of ``runtimes`` (those that can run the graph); exact fp32 or int8; the CPU
+    unless a device was named."""
+    from sentemb.config import Precision
+
+    kept = config.precision if config.precision is Precision.INT8 else Precision.FP32
+    if "openvino" in runtimes and _openvino_runs(kept):
+        runtime = "openvino"
+    elif "onnx" in runtimes:
+        runtime = "onnx"
+    elif _installed("openvino"):  # a shipped IR is run as it is: nothing to quantise, so no NNCF needed
+        runtime = "openvino"
+    else:
+        raise ConfigError("this model ships only an OpenVINO graph (no weights) and OpenVINO is not installed: "
+                          "pip install 'sentemb[openvino]'")  # fmt: skip
+    device = "cpu" if config.device == "auto" else config.device
+    return config.replace(backend=runtime, precision=kept, device=device)
+
+
+def graph_choice(config: EncoderConfig, spec: ModelSpec) -> EncoderConfig:
+    """``config`` for a folder that ships a graph and no weights (an export, a hub repository's onnx/ or
+    openvino/ files): torch (the default) and auto run it on a runtime that can, as on the base install;
+    an explicit runtime that cannot run it is a ConfigError naming the one to pass."""
+    from sentemb.models.prebuilt import graph_files, graph_runtimes
+
+    runtimes = graph_runtimes(spec.transformer_dir, config.file_name)
+    if not runtimes:
+        shipped = ", ".join(str(path.relative_to(spec.transformer_dir)) for path in graph_files(spec.transformer_dir))
+        raise ConfigError(f"{spec.root} has no weights and none of the graphs it ships ({shipped}) is the one "
+                          "sentemb runs by default; pick one with file_name= (CLI: --file-name)")  # fmt: skip
+    backend = str(config.backend.value)
+    if backend in ("torch", "auto"):
+        return runtime_choice(config, runtimes)
+    if backend not in runtimes:
+        raise ConfigError(f"{spec.root} ships an OpenVINO graph and no weights, which backend={backend!r} cannot "
+                          "run; pass backend='openvino' (CLI: --backend openvino)")  # fmt: skip
+    return config
+
+
+def resolve_choice(config: EncoderConfig, spec: ModelSpec | None = None) -> EncoderConfig:
     """``config`` with ``backend='auto'`` replaced by what will run (:func:`auto_choice`), so that
     the encoder's config, ``describe()`` and manifests name the real backend and precision.
-    The default backend (torch) on an install without torch resolves like 'auto' (the base install's runtime)."""
+    The default backend (torch) on an install without torch resolves like 'auto' (the base install's runtime);
+    with a ``spec`` that ships only a graph, torch and auto resolve to a runtime that runs it (:func:`graph_choice`)."""
+    if spec is not None and not spec.weights:
+        chosen = graph_choice(config, spec)
+        if chosen.backend != config.backend:
+            log.info("sentemb: %s ships a graph and no weights; running it on %s", spec.root, chosen.backend)
+        return chosen
     if config.backend == "torch" and not torch_installed():
         log.info("sentemb: torch is not installed; running on the base install's runtime instead")
     elif config.backend != "auto":
@@ -151,12 +196,18 @@ def choose_backend(
     override = os.environ.get(BACKEND_ENV, "").strip()
     if config.backend == "auto" and override and override != "auto":
         config = config.replace(backend=override)  # validated by EncoderConfig
-    ruled = resolve_choice(config)
+    ruled = resolve_choice(config, spec)
     gpu = config.device.startswith("cuda") or (config.device == "auto" and _gpu_present())
     if config.backend != "auto" or (gpu and ruled.backend == "torch"):
         return ruled, create_backend(spec, ruled), None
     precision = measured.precision_name(ruled.precision)
-    candidates = [n for n in measured.CANDIDATES.get(precision, ()) if measured.installed(n, precision, find)]
+    runnable = measured.CANDIDATES.get(precision, ())
+    if not spec.weights:  # a folder that ships only a graph: the runtimes that can run it
+        from sentemb.models.prebuilt import graph_runtimes
+
+        runtimes = graph_runtimes(spec.transformer_dir, config.file_name)
+        runnable = tuple(name for name in runnable if measured.candidate_parts(name)[0] in runtimes)
+    candidates = [n for n in runnable if measured.installed(n, precision, find)]
     if len(candidates) < 2:
         return ruled, create_backend(spec, ruled), None
     cpu = measured.cpu_facts()
@@ -187,7 +238,7 @@ def choose_backend(
 
 def create_backend(spec: ModelSpec, config: EncoderConfig) -> Backend:
     """Build the backend that ``config`` names (``auto`` is resolved first: see :func:`resolve_choice`)."""
-    config = resolve_choice(config)
+    config = resolve_choice(config, spec)
     if config.backend == "openvino":
         from sentemb.backends.openvino_backend import create_openvino_backend
 

@@ -14,7 +14,7 @@ from transformers import AutoModel
 
 from sentemb.backends import cuda_fallback
 from sentemb.config import Pooling, Precision
-from sentemb.errors import ConfigError
+from sentemb.errors import ConfigError, ModelNotFoundError
 from sentemb.models.modules import DenseLayer, check_backbone_width
 from sentemb.scoped import no_progress_bars
 
@@ -42,12 +42,15 @@ class TorchBackend:
             raise ConfigError("int8 runs on the CPU backends: pass backend='openvino' or 'onnx' (or 'auto')")
         if precision is Precision.FP16 and not self.device.startswith("cuda"):
             raise ConfigError("fp16 is for CUDA; on the CPU use precision='bf16' or 'fp32'")
-        with no_progress_bars():  # a library should not draw bars for a 0.1 s weight load
-            model = AutoModel.from_pretrained(
-                spec.transformer_dir,
-                trust_remote_code=config.trust_remote_code,
-                use_safetensors=not spec.pickle_weights,
-            )
+        try:
+            with no_progress_bars():  # a library should not draw bars for a 0.1 s weight load
+                model = AutoModel.from_pretrained(
+                    spec.transformer_dir,
+                    trust_remote_code=config.trust_remote_code,
+                    use_safetensors=not spec.pickle_weights,
+                )
+        except OSError as exc:  # transformers' words for a folder it cannot read (missing or damaged files)
+            raise ModelNotFoundError(f"transformers could not load {spec.transformer_dir}: {exc}") from None
         if getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()
         self.model = model.to(device=self.device, dtype=_DTYPES[precision]).eval()

@@ -21,6 +21,7 @@ from sentemb.prompts import resolve_prompt
 
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder
+    from sentemb.models import ModelSpec
 
 # Facts an actor's encoder must share with the header the driver wrote.
 CHECKED = ("sha256", "dim", "pooling", "normalize", "max_length", "backend", "precision")
@@ -28,15 +29,16 @@ CHECKED = ("sha256", "dim", "pooling", "normalize", "max_length", "backend", "pr
 _DIM_KEYS = ("hidden_size", "d_model", "dim", "n_embd")
 
 
-def worker_config(config: EncoderConfig, num_gpus: float) -> EncoderConfig:
+def worker_config(config: EncoderConfig, num_gpus: float, spec: ModelSpec | None = None) -> EncoderConfig:
     """The config each actor loads: device 'auto' becomes the device the actor is given, and
-    ``backend='auto'`` is resolved for that device (on the driver too, so the header names it)."""
+    ``backend='auto'`` is resolved for that device (on the driver too, so the header names it); with the
+    model's ``spec``, a folder that ships only a graph resolves to the runtime that runs it."""
     device = config.device
     if device == "auto":
         device = "cuda" if num_gpus > 0 else "cpu"
     # long_text="error": a too-long text becomes a bad row (found by truncation), not a failed shard
     long_text = LongText.TRUNCATE if config.long_text is LongText.ERROR else config.long_text
-    return resolve_choice(config.replace(device=device, show_progress=False, long_text=long_text))
+    return resolve_choice(config.replace(device=device, show_progress=False, long_text=long_text), spec)
 
 
 def describe_model(
@@ -44,10 +46,10 @@ def describe_model(
 ) -> dict[str, object]:
     """What the vectors will be (model, weights' sha256, dim after Dense layers and truncate_dim, pooling,
     the prompt text, ...) without loading a backend."""
-    worker = worker_config(config, num_gpus)
+    _, spec = open_model(config)
+    worker = worker_config(config, num_gpus, spec)
     if worker.precision is Precision.FP16 and not worker.device.startswith("cuda"):
         raise ConfigError("precision fp16 is for CUDA: give each actor a GPU (--num-gpus 1), or use bf16 or fp32")
-    _, spec = open_model(config)
     dim = spec.dense[-1].out_features if spec.dense else _dim(spec.transformer_dir / "config.json")
     truncate = config.truncate_dim or spec.st.truncate_dim
     default_name = spec.st.default_prompt_name if config.default_prompt_name is None else config.default_prompt_name

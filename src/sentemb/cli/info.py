@@ -72,7 +72,7 @@ def folder_facts(**encoder_params: Any) -> tuple[dict[str, object], Path]:
     )
     if config.max_length is not None and config.max_length > spec.limit:
         raise ConfigError(f"max_length={config.max_length} is more than this model takes ({spec.limit} tokens)")
-    chosen = resolve_choice(config)
+    chosen = resolve_choice(config, spec)
     device = chosen.device if chosen.device != "auto" else ("cuda" if _gpu_present() else "cpu")
     facts: dict[str, object] = {
         "model": config.model,

@@ -79,7 +79,7 @@ def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_co
             "pass trust_remote_code=True (CLI: --trust-remote-code) only if you trust its author"
         )
     safe = tuple(sorted(transformer_dir.glob("*.safetensors")))
-    pickled = tuple(p for p in sorted(transformer_dir.iterdir()) if p.suffix in PICKLE_SUFFIXES)
+    pickled = tuple(p for p in sorted(transformer_dir.iterdir()) if p.suffix in PICKLE_SUFFIXES and not _ir_weights(p))
     if not safe and not pickled and not has_graph(transformer_dir):
         raise ModelNotFoundError(f"{transformer_dir} holds no weights (*.safetensors)")
     if pickled and not safe and not allow_pickle:
@@ -110,6 +110,11 @@ def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_co
         dense=pipeline.dense,
         st=_read_st_config(root),
     )
+
+
+def _ir_weights(path: Path) -> bool:
+    """Whether ``path`` is the weights of an OpenVINO IR beside it (model.bin of model.xml), not a pickle."""
+    return path.suffix == ".bin" and path.with_suffix(".xml").is_file()
 
 
 def _read_st_config(root: Path) -> StConfig:
