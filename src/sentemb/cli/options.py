@@ -86,6 +86,7 @@ EXTRAS = {
     "fastapi": "server", "uvicorn": "server", "httptools": "server", "uvloop": "server",
     "prometheus_client": "server", "ray": "batch", "onnxruntime": "onnx", "onnx": "onnx", "onnxscript": "onnx",
     "openvino": "openvino", "nncf": "openvino", "rich": "cli", "pyarrow": "cli", "matplotlib": "cli",
+    "usearch": "index", "sklearn": "cluster",
 }  # fmt: skip
 
 
