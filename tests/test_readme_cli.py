@@ -142,6 +142,17 @@ def _check_printed(example: Example, stdout: str) -> None:
     )
 
 
+def _run(command: str, work: Path, env: dict[str, str], where: str) -> subprocess.CompletedProcess:
+    """``command`` run by bash in ``work``; a failure names where the command came from and shows its stderr."""
+    try:
+        done = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], check=False, cwd=work, env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=HANG_S)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{where}: `{command}` still ran after {HANG_S} s")
+    assert done.returncode == 0, f"{where}: `{command}` exited {done.returncode}:\n{done.stderr[-3000:]}"
+    return done
+
+
 @pytest.mark.slow
 def test_every_readme_command_runs_as_written(tmp_path, sts_dev_path, default_model_dir):
     if shutil.which("sentemb", path=str(Path(sys.executable).parent)) is None:
@@ -150,21 +161,17 @@ def test_every_readme_command_runs_as_written(tmp_path, sts_dev_path, default_mo
     work.mkdir()
     _write_inputs(work, sts_dev_path, default_model_dir)
     env = _environment(tmp_path / "cache")
-    ran = []
+    printed: dict[str, str] = {}
     for example in readme_examples(README.read_text(encoding="utf-8")):
         if example.verb in SKIPPED:
             continue
-        try:
-            done = subprocess.run(["bash", "-c", f"set -o pipefail; {example.command}"], check=False, cwd=work,
-                                  env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=HANG_S)  # fmt: skip
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"README.md:{example.line}: `{example.command}` still ran after {HANG_S} s")
-        assert done.returncode == 0, (
-            f"README.md:{example.line} ({example.section}): `{example.command}` exited {done.returncode}:\n"
-            f"{done.stderr[-3000:]}"
-        )
+        done = _run(example.command, work, env, f"README.md:{example.line} ({example.section})")
         if example.expected:
             _check_printed(example, done.stdout)
-        ran.append(example.verb)
-    assert {"encode", "similarity", "search", "index", "dedup", "cluster", "eval", "info", "export"} <= set(ran)
+        printed[example.verb] = done.stdout
+    assert {"encode", "similarity", "search", "index", "dedup", "cluster", "eval", "info", "export"} <= set(printed)
+    # `sentemb export` names the command that runs the folder it wrote (on this install, with torch): run it
+    advice = re.search(r"`(sentemb encode -m \S+)` runs it", printed["export"])
+    assert advice is not None, printed["export"]
+    done = _run(f"{advice.group(1)} --text hello -o -", work, env, "the command `sentemb export` printed")
+    assert len(json.loads(done.stdout)["embedding"]) == 384
