@@ -201,13 +201,7 @@ def choose_backend(
     if config.backend != "auto" or (gpu and ruled.backend == "torch"):
         return ruled, create_backend(spec, ruled), None
     precision = measured.precision_name(ruled.precision)
-    runnable = measured.CANDIDATES.get(precision, ())
-    if not spec.weights:  # a folder that ships only a graph: the runtimes that can run it
-        from sentemb.models.prebuilt import graph_runtimes
-
-        runtimes = graph_runtimes(spec.transformer_dir, config.file_name)
-        runnable = tuple(name for name in runnable if measured.candidate_parts(name)[0] in runtimes)
-    candidates = [n for n in runnable if measured.installed(n, precision, find)]
+    candidates = _candidates(spec, config, precision, find)
     if len(candidates) < 2:
         return ruled, create_backend(spec, ruled), None
     cpu = measured.cpu_facts()
@@ -234,6 +228,20 @@ def choose_backend(
     measured.write_cached(path, found)
     log.info("sentemb: backend='auto' measured %s and chose %s", found.rates, found.backend)
     return measured.candidate_config(ruled, found.backend), backend, found
+
+
+def _candidates(spec: ModelSpec, config: EncoderConfig, precision: str, find: Callable[[str], bool]) -> list[str]:
+    """The installed backends ``auto`` measures at ``precision``; for a folder that ships only a graph, only the
+    runtimes that can run it."""
+    from sentemb.backends import choice as measured
+
+    runnable = measured.CANDIDATES.get(precision, ())
+    if not spec.weights:
+        from sentemb.models.prebuilt import graph_runtimes
+
+        runtimes = graph_runtimes(spec.transformer_dir, config.file_name)
+        runnable = tuple(name for name in runnable if measured.candidate_parts(name)[0] in runtimes)
+    return [name for name in runnable if measured.installed(name, precision, find)]
 
 
 def create_backend(spec: ModelSpec, config: EncoderConfig) -> Backend:
