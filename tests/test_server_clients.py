@@ -24,14 +24,34 @@ def url(default_encoder):
         yield base
 
 
-def test_langchain_openai_embeddings(url, default_encoder):
+@pytest.fixture
+def no_tiktoken_download(monkeypatch, tmp_path):
+    """tiktoken finds no cached encoding and cannot download one: only loopback names resolve."""
+    import socket
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-tiktoken-cache"))
+    resolve = socket.getaddrinfo
+
+    def loopback_only(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise socket.gaierror(socket.EAI_NONAME, f"{host}: the network is blocked in this test")
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+
+
+def test_langchain_openai_embeddings(url, default_encoder, no_tiktoken_download):
     langchain_openai = pytest.importorskip("langchain_openai")
-    # LangChain's default sends token-id arrays counted with tiktoken; the README names this setting.
+    # The README's setting, as written: LangChain sends the texts and never needs tiktoken, so it works offline.
     embeddings = langchain_openai.OpenAIEmbeddings(
-        model=MODEL, base_url=f"{url}/v1", api_key=KEY, check_embedding_ctx_length=False, max_retries=0
+        model=MODEL, base_url=f"{url}/v1", api_key=KEY, check_embedding_ctx_length=False
     )
     np.testing.assert_allclose(embeddings.embed_documents(TEXTS), default_encoder.encode(TEXTS), atol=1e-5)
     np.testing.assert_allclose(embeddings.embed_query(TEXTS[0]), default_encoder.encode(TEXTS[0])[0], atol=1e-5)
+    # LangChain's default first downloads tiktoken's cl100k_base to count tokens: blocked here, as offline
+    default = langchain_openai.OpenAIEmbeddings(model=MODEL, base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+    with pytest.raises(OSError, match="cl100k_base"):
+        default.embed_documents(TEXTS)
 
 
 def test_token_id_arrays_name_the_langchain_setting(url):

@@ -23,7 +23,7 @@ from sentemb.errors import ConfigError, UnsupportedModelError
 from sentemb.facts import EncoderFacts
 from sentemb.machine import Machine
 from sentemb.models import ModelSpec, Resolved, read_model_folder, resolve_model
-from sentemb.models.prebuilt import hub_graphs
+from sentemb.models.prebuilt import graph_files, graph_runtimes, hub_graphs
 from sentemb.models.resolve import sha256_file
 
 # Texts per batch when the config leaves it open (bench.py on an H200: 64 and 256 ran at 0.45-0.9x of 1024).
@@ -31,6 +31,8 @@ BATCH_SIZE = {"cpu": 64, "cuda": 1024}
 # ONNX Runtime on the CPU: batches run at once (default: one per core) and threads for each (default: the
 # cores shared out among them).
 ORT_STREAMS_ENV = "SENTEMB_ORT_STREAMS"
+# The runtimes that run a graph without torch (what the base install has, and what a shipped graph needs).
+GRAPH_RUNTIMES = ("onnx", "openvino")
 ORT_THREADS_ENV = "SENTEMB_ORT_THREADS"
 
 
@@ -66,7 +68,7 @@ def batch_size(config: EncoderConfig, device: str) -> int:
     return config.batch_size or BATCH_SIZE[device.split(":", maxsplit=1)[0]]
 
 
-def resolve(config: EncoderConfig, machine: Machine) -> tuple[EncoderConfig, str]:
+def resolve(config: EncoderConfig, machine: Machine, spec: ModelSpec | None = None) -> tuple[EncoderConfig, str]:
     """``config`` with the backend that will run by rule, and why.
 
     An explicit backend stays. The default (torch) on an install without torch, and ``auto``, take
@@ -74,11 +76,13 @@ def resolve(config: EncoderConfig, machine: Machine) -> tuple[EncoderConfig, str
     with one present) torch, except int8, which runs on the CPU; on the CPU openvino, then onnx, then
     torch, by what is installed (int8: openvino static or onnx dynamic; bf16 only where the CPU has
     native bf16, else exact fp32, more faithful and faster than emulated bf16). On the CPU, ``auto``
-    is then measured among the installed candidates (:func:`sentemb.backends.choose_backend`).
+    is then measured among the installed candidates (:func:`sentemb.backends.choose_backend`). A
+    ``spec`` that ships a graph and no weights runs on a runtime that runs it (:func:`graph_choice`).
     """
+    if spec is not None and not spec.weights:
+        return graph_choice(config, spec, machine)
     if config.backend is BackendName.TORCH and not machine.torch:
-        chosen, _ = _by_rule(config, machine)
-        return chosen, "torch is not installed: the base install's runtime runs instead"
+        return runtime_choice(config, machine), "torch is not installed: the base install's runtime runs instead"
     if config.backend is not BackendName.AUTO:
         return config, "as configured"
     return _by_rule(config, machine)
@@ -88,9 +92,7 @@ def _by_rule(config: EncoderConfig, machine: Machine) -> tuple[EncoderConfig, st
     precision = config.precision
     cpu = "cpu" if config.device == "auto" else config.device
     if not machine.torch:  # the base install: its ONNX runtime, exact fp32 or int8
-        kept = precision if precision is Precision.INT8 else Precision.FP32
-        runtime = "openvino" if machine.openvino_runs(kept is Precision.INT8) else "onnx"
-        return config.replace(backend=runtime, precision=kept, device=cpu), "no torch: the installed CPU runtime"
+        return runtime_choice(config, machine), "no torch: the installed CPU runtime"
     if precision is not Precision.INT8 and (on_gpu(config, machine) or precision is Precision.FP16):
         return config.replace(backend="torch"), "a GPU (or fp16): torch"
     why = "the fastest CPU runtime installed"
@@ -104,6 +106,44 @@ def _by_rule(config: EncoderConfig, machine: Machine) -> tuple[EncoderConfig, st
         device = cpu if precision is Precision.INT8 else config.device
         return config.replace(backend="onnx", precision=precision, device=device), why
     return config.replace(backend="torch", precision=precision), "only torch is installed"
+
+
+def runtime_choice(
+    config: EncoderConfig, machine: Machine, runtimes: tuple[str, ...] = GRAPH_RUNTIMES
+) -> EncoderConfig:
+    """What runs where torch cannot (the base install, a folder that ships only a graph): OpenVINO where it
+    runs, else ONNX Runtime, of ``runtimes`` (those that can run the graph); exact fp32 or int8; the CPU
+    unless a device was named."""
+    kept = config.precision if config.precision is Precision.INT8 else Precision.FP32
+    if "openvino" in runtimes and machine.openvino_runs(kept is Precision.INT8):
+        runtime = "openvino"
+    elif "onnx" in runtimes:
+        runtime = "onnx"
+    elif machine.has("openvino"):  # a shipped IR is run as it is: nothing to quantise, so no NNCF needed
+        runtime = "openvino"
+    else:
+        raise ConfigError("this model ships only an OpenVINO graph (no weights) and OpenVINO is not installed: "
+                          "pip install 'sentemb[openvino]'")  # fmt: skip
+    device = "cpu" if config.device == "auto" else config.device
+    return config.replace(backend=runtime, precision=kept, device=device)
+
+
+def graph_choice(config: EncoderConfig, spec: ModelSpec, machine: Machine) -> tuple[EncoderConfig, str]:
+    """``config`` for a folder that ships a graph and no weights (an export, a hub repository's onnx/ or
+    openvino/ files): torch (the default) and auto run it on a runtime that can, as on the base install;
+    an explicit runtime that cannot run it is a ConfigError naming the one to pass."""
+    runtimes = graph_runtimes(spec.transformer_dir, config.file_name)
+    if not runtimes:
+        shipped = ", ".join(str(path.relative_to(spec.transformer_dir)) for path in graph_files(spec.transformer_dir))
+        raise ConfigError(f"{spec.root} has no weights and none of the graphs it ships ({shipped}) is the one "
+                          "sentemb runs by default; pick one with file_name= (CLI: --file-name)")  # fmt: skip
+    backend = str(config.backend.value)
+    if backend in ("torch", "auto"):
+        return runtime_choice(config, machine, runtimes), "the folder ships a graph and no weights: a runtime runs it"
+    if backend not in runtimes:
+        raise ConfigError(f"{spec.root} ships an OpenVINO graph and no weights, which backend={backend!r} cannot "
+                          "run; pass backend='openvino' (CLI: --backend openvino)")  # fmt: skip
+    return config, "as configured"
 
 
 def ort_cpu_streams(cores: int, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
@@ -190,7 +230,7 @@ def wanted_graphs(config: EncoderConfig, machine: Machine) -> tuple[tuple[str, .
 def describe_model(config: EncoderConfig, resolved: Resolved, spec: ModelSpec, machine: Machine) -> EncoderFacts:
     """What the vectors of ``config`` on this model will be, from the folder alone (no backend is built):
     the backend, precision and device by rule (``auto`` on the CPU is measured only when one is built)."""
-    chosen, _ = resolve(config, machine)
+    chosen, _ = resolve(config, machine, spec)
     device = chosen.device if chosen.device != "auto" else ("cuda" if machine.gpu else "cpu")
     truncate = config.truncate_dim or spec.st.truncate_dim
     width = spec.width

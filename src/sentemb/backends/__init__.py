@@ -92,11 +92,11 @@ def choose_backend(
     override = os.environ.get(BACKEND_ENV, "").strip()
     if config.backend == "auto" and override and override != "auto":
         config = config.replace(backend=override)  # validated by EncoderConfig
-    ruled, _ = resolve(config, machine)
+    ruled, _ = resolve(config, machine, spec)
     if config.backend != "auto" or (on_gpu(config, machine) and ruled.backend == "torch"):
         return ruled, create_backend(spec, ruled, machine, head), None
     precision = measured.precision_name(ruled.precision)
-    candidates = [n for n in measured.CANDIDATES.get(precision, ()) if measured.installed(n, precision, machine.has)]
+    candidates = _candidates(spec, config, precision, machine)
     if len(candidates) < 2:
         return ruled, create_backend(spec, ruled, machine, head), None
     from sentemb.models.prebuilt import graph_files
@@ -124,9 +124,23 @@ def choose_backend(
     return measured.candidate_config(ruled, found.backend), backend, found
 
 
+def _candidates(spec: ModelSpec, config: EncoderConfig, precision: str, machine: Machine) -> list[str]:
+    """The installed backends ``auto`` measures at ``precision``; for a folder that ships only a graph, only the
+    runtimes that can run it."""
+    from sentemb.backends import choice as measured
+
+    runnable = measured.CANDIDATES.get(precision, ())
+    if not spec.weights:
+        from sentemb.models.prebuilt import graph_runtimes
+
+        runtimes = graph_runtimes(spec.transformer_dir, config.file_name)
+        runnable = tuple(name for name in runnable if measured.candidate_parts(name)[0] in runtimes)
+    return [name for name in runnable if measured.installed(name, precision, machine.has)]
+
+
 def create_backend(spec: ModelSpec, config: EncoderConfig, machine: Machine, head: Head) -> Backend:
     """Build the backend that ``config`` names (``auto`` is resolved first by :func:`sentemb.plan.resolve`)."""
-    config, why = resolve(config, machine)
+    config, why = resolve(config, machine, spec)
     if why != "as configured":
         log.info("sentemb: running %s (%s): %s", config.backend.value, config.precision.value, why)
     if config.backend == "openvino":

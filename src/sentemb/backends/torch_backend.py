@@ -15,7 +15,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 from sentemb.backends import cuda_fallback
 from sentemb.config import Pooling, Precision
-from sentemb.errors import ConfigError
+from sentemb.errors import ConfigError, ModelNotFoundError
 from sentemb.heads import Head, Pooled, head_width
 from sentemb.models.modules import DenseLayer
 from sentemb.scoped import no_progress_bars
@@ -48,12 +48,15 @@ class TorchBackend:
             raise ConfigError("fp16 is for CUDA; on the CPU use precision='bf16' or 'fp32'")
         pooled = isinstance(head, Pooled)
         auto = AutoModel if pooled else AutoModelForSequenceClassification
-        with no_progress_bars():  # a library should not draw bars for a 0.1 s weight load
-            model = auto.from_pretrained(
-                spec.transformer_dir,
-                trust_remote_code=config.trust_remote_code,
-                use_safetensors=not spec.pickle_weights,
-            )
+        try:
+            with no_progress_bars():  # a library should not draw bars for a 0.1 s weight load
+                model = auto.from_pretrained(
+                    spec.transformer_dir,
+                    trust_remote_code=config.trust_remote_code,
+                    use_safetensors=not spec.pickle_weights,
+                )
+        except OSError as exc:  # transformers' words for a folder it cannot read (missing or damaged files)
+            raise ModelNotFoundError(f"transformers could not load {spec.transformer_dir}: {exc}") from None
         if pooled and getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()
         self.model = model.to(device=self.device, dtype=_DTYPES[precision]).eval()

@@ -19,20 +19,24 @@ from sentemb.prompts import resolve_prompt
 
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder
+    from sentemb.models import ModelSpec
 
 # Facts an actor's encoder must share with the header the driver wrote.
 CHECKED = ("sha256", "dim", "pooling", "normalize", "max_length", "backend", "precision")
 
 
-def worker_config(config: EncoderConfig, num_gpus: float, machine: Machine) -> EncoderConfig:
+def worker_config(
+    config: EncoderConfig, num_gpus: float, machine: Machine, spec: ModelSpec | None = None
+) -> EncoderConfig:
     """The config each actor loads: device 'auto' becomes the device the actor is given, and
-    ``backend='auto'`` is resolved for that device (on the driver too, so the header names it)."""
+    ``backend='auto'`` is resolved for that device (on the driver too, so the header names it); with the
+    model's ``spec``, a folder that ships only a graph resolves to the runtime that runs it."""
     device = config.device
     if device == "auto":
         device = "cuda" if num_gpus > 0 else "cpu"
     # long_text="error": a too-long text becomes a bad row (found by truncation), not a failed shard
     long_text = LongText.TRUNCATE if config.long_text is LongText.ERROR else config.long_text
-    worker, _ = resolve(config.replace(device=device, show_progress=False, long_text=long_text), machine)
+    worker, _ = resolve(config.replace(device=device, show_progress=False, long_text=long_text), machine, spec)
     return worker
 
 
@@ -43,10 +47,10 @@ def describe_job_model(
     the prompt text, ...) without loading a backend: :func:`sentemb.plan.describe_model` for the actors'
     device, plus the prompt's text."""
     machine = Machine.here()
-    worker = worker_config(config, num_gpus, machine)
+    resolved, spec = open_model(config, machine)
+    worker = worker_config(config, num_gpus, machine, spec)
     if worker.precision is Precision.FP16 and not worker.device.startswith("cuda"):
         raise ConfigError("precision fp16 is for CUDA: give each actor a GPU (--num-gpus 1), or use bf16 or fp32")
-    resolved, spec = open_model(config, machine)
     facts = describe_model(worker, resolved, spec, machine)
     return {
         "model": facts.model,

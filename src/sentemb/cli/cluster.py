@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from sentemb.cli.corpus import (
-    check_table_output,
+    check_outputs,
     cluster_plot,
     counting,
     progress_bar,
@@ -19,6 +19,7 @@ from sentemb.cli.corpus import (
 )
 from sentemb.cli.io import ERROR_POLICIES
 from sentemb.cli.options import EXIT_CODES_HELP, UsageError, encoder_options
+from sentemb.cli.output import check_installed
 
 EXAMPLES = """\b
 Examples:
@@ -66,7 +67,9 @@ def cluster(
     if method == "kmeans" and n_clusters is None:
         raise UsageError("--method kmeans needs --clusters K")
     check_threshold(threshold)
-    check_table_output(output, force)
+    check_outputs(output, plot, force)
+    if method != "community":  # scikit-learn's; found missing now, not after the texts are embedded
+        check_installed("sklearn", f"--method {method}")
     show = show_progress(progress, quiet)
     with retrieval_errors():
         corpus = read_corpus(input_path, field=field, id_field=id_field, errors=errors, show=show,

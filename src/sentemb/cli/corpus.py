@@ -19,7 +19,7 @@ import numpy as np
 
 from sentemb.cli.io import make_source, read_blocks
 from sentemb.cli.options import EXIT_MODEL, CliError, InputError, OutputError, load_encoder
-from sentemb.cli.output import atomic_path, check_output
+from sentemb.cli.output import atomic_path, check_figure, check_installed, check_output
 
 CHUNK_ROWS = 2048
 TABLE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -149,9 +149,15 @@ def table_output_format(path: str) -> str:
     return TABLE_FORMATS[suffix]
 
 
-def check_table_output(path: str, force: bool) -> str:
-    fmt = table_output_format(path)
-    check_output(path, force)
+def check_outputs(output: str, plot: str | None, force: bool) -> str:
+    """Check every output of a command before it does any work: the table (``-o``) and the figure
+    (``--plot``), and the optional dependencies that write them; returns the table's format."""
+    fmt = table_output_format(output)
+    check_output(output, force)
+    if fmt == "parquet":
+        check_installed("pyarrow", f"{output} (Parquet)")
+    if plot is not None:
+        check_figure(plot, force, "--plot")
     return fmt
 
 

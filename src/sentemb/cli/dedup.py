@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from sentemb.cli.corpus import (
-    check_table_output,
+    check_outputs,
     counting,
     progress_bar,
     read_corpus,
@@ -18,6 +18,7 @@ from sentemb.cli.corpus import (
 )
 from sentemb.cli.io import ERROR_POLICIES
 from sentemb.cli.options import EXIT_CODES_HELP, encoder_options
+from sentemb.cli.output import check_installed
 
 EXAMPLES = """\b
 Examples:
@@ -61,7 +62,9 @@ def dedup(
     from sentemb.retrieval.dedup import check_threshold, find_duplicates
 
     check_threshold(threshold)
-    check_table_output(output, force)
+    check_outputs(output, plot, force)
+    if method == "index":  # usearch's HNSW; found missing now, not after the texts are embedded
+        check_installed("usearch", "--method index")
     show = show_progress(progress, quiet)
     with retrieval_errors():
         corpus = read_corpus(input_path, field=field, id_field=id_field, errors=errors, show=show,

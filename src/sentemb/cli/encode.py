@@ -25,6 +25,7 @@ from sentemb.cli.options import (
 from sentemb.cli.output import (
     Writer,
     atomic_path,
+    check_installed,
     check_output,
     open_quantized_writer,
     open_writer,
@@ -227,6 +228,8 @@ def output_format_checked(output: str, override: str | None, force: bool) -> str
     if output == "-" and fmt != "jsonl":
         raise UsageError("only JSON lines can go to stdout; give -o a file name for .npy or .parquet")
     check_output(output, force)
+    if fmt == "parquet":  # pyarrow writes it: found missing now, not after the model is loaded
+        check_installed("pyarrow", f"{output} (Parquet)")
     return fmt
 
 

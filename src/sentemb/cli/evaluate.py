@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from sentemb.cli.options import EXIT_CODES_HELP, InputError, encoder_options, load_encoder
-from sentemb.cli.output import check_output, save_figure
+from sentemb.cli.output import check_figure, save_figure
 
 EXAMPLES = """\b
 Examples:
@@ -43,7 +43,7 @@ def sts(file: str, plot: str | None, as_json: bool, force: bool, **encoder_param
     if not os.path.isfile(file):
         raise InputError(f"{file}: no such file")
     if plot is not None:
-        check_output(plot, force)
+        check_figure(plot, force, "--plot")
     try:
         data = sentemb.read_sts(file)
     except UnicodeDecodeError as exc:

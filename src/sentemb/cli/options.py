@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -47,11 +48,16 @@ EXIT_CODES_HELP = (
 )
 
 
+# A leading "Error" of a library's own message (transformers: "Error no file named ..."): click already
+# prints "Error: " before every message, so it would read "Error: Error ...".
+_LEADING_ERROR = re.compile(r"^\s*error\b[\s:.-]*", re.IGNORECASE)
+
+
 class CliError(click.ClickException):
     """A one-line message on stderr and an exit code; never a traceback."""
 
     def __init__(self, message: str, exit_code: int = EXIT_INPUT) -> None:
-        super().__init__(message)
+        super().__init__(_LEADING_ERROR.sub("", message, count=1) or message)
         self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class; ours varies
 
 
@@ -81,6 +87,7 @@ EXTRAS = {
     "fastapi": "server", "uvicorn": "server", "httptools": "server", "uvloop": "server",
     "prometheus_client": "server", "ray": "batch", "onnxruntime": "onnx", "onnx": "onnx", "onnxscript": "onnx",
     "openvino": "openvino", "nncf": "openvino", "rich": "cli", "pyarrow": "cli", "matplotlib": "cli",
+    "usearch": "index", "sklearn": "cluster",
 }  # fmt: skip
 
 

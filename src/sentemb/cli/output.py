@@ -24,10 +24,13 @@ from typing import IO, Any, Protocol
 import click
 import numpy as np
 
-from sentemb.cli.options import OutputError
+from sentemb.cli.options import EXIT_USAGE, EXTRAS, CliError, OutputError
+from sentemb.extras import installed
 from sentemb.files import atomic_file
 
 OUTPUT_FORMATS = {".npy": "npy", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+# What matplotlib's Agg canvas saves (its print_* methods; jpg, tif and webp through Pillow, a dependency of it).
+FIGURE_FORMATS = ("png", "jpg", "jpeg", "tif", "tiff", "webp", "svg", "svgz", "pdf", "eps", "ps")
 # Room reserved for the .npy header so the row count can be written last (a multiple of 64 bytes).
 NPY_HEADER_BYTES = 128
 
@@ -69,6 +72,24 @@ def check_output(path: str, force: bool) -> None:
         raise OutputError(f"{path}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{path}: folder {str(folder)!r} is not writable")
+
+
+def check_installed(module: str, needed_for: str) -> None:
+    """Fail before any work (exit 2, naming the extra) when an optional dependency an output needs is missing."""
+    if not installed(module):
+        extra = EXTRAS.get(module.split(".", maxsplit=1)[0], "all")
+        raise CliError(f"{needed_for} needs {module}, which is not installed: pip install 'sentemb[{extra}]'",
+                       EXIT_USAGE)  # fmt: skip
+
+
+def check_figure(path: str, force: bool, option: str) -> None:
+    """Fail before any work if the figure ``option`` names cannot be written: it exists without --force, its
+    folder is unusable, its extension is no format matplotlib writes, or matplotlib is not installed."""
+    check_output(path, force)
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix and suffix not in FIGURE_FORMATS:
+        raise OutputError(f"{path}: {option} cannot write .{suffix} files; use .png, .svg or .pdf")
+    check_installed("matplotlib", option)
 
 
 def _lock(fd: int) -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 from sentemb.cli.fastpath import fastest_cached
 from sentemb.cli.io import ERROR_POLICIES, records_from
 from sentemb.cli.options import EXIT_CODES_HELP, InputError, UsageError, encoder_options, load_encoder
-from sentemb.cli.output import check_output, print_rows, save_figure, table_format
+from sentemb.cli.output import check_figure, print_rows, save_figure, table_format
 
 HEATMAP_MAX = 60  # labels stop being readable beyond this
 MATRIX_MAX = 5000  # n x n scores; beyond this, `sentemb search` is the tool
@@ -57,7 +57,7 @@ def similarity(
     if heatmap is not None:
         if len(items) > HEATMAP_MAX:
             raise InputError(f"a heatmap is readable for up to {HEATMAP_MAX} texts, got {len(items)}")
-        check_output(heatmap, force)
+        check_figure(heatmap, force, "--heatmap")
     encoder = load_encoder(**fastest_cached(encoder_params))
     vectors = encoder.encode(items)
     scores = encoder.similarity(vectors, vectors)  # the model's similarity function (cosine unless it names another)

@@ -91,7 +91,7 @@ def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_co
             "pass trust_remote_code=True (CLI: --trust-remote-code) only if you trust its author"
         )
     safe = tuple(sorted(transformer_dir.glob("*.safetensors")))
-    pickled = tuple(p for p in sorted(transformer_dir.iterdir()) if p.suffix in PICKLE_SUFFIXES)
+    pickled = tuple(p for p in sorted(transformer_dir.iterdir()) if p.suffix in PICKLE_SUFFIXES and not _ir_weights(p))
     if not safe and not pickled and not has_graph(transformer_dir):
         raise ModelNotFoundError(f"{transformer_dir} holds no weights (*.safetensors)")
     if pickled and not safe and not allow_pickle:
@@ -151,6 +151,11 @@ def _activation(st_model: dict, config: dict) -> str | None:
     if saved is None:
         saved = config.get("sbert_ce_default_activation_function")
     return str(saved) if saved is not None else None
+
+
+def _ir_weights(path: Path) -> bool:
+    """Whether ``path`` is the weights of an OpenVINO IR beside it (model.bin of model.xml), not a pickle."""
+    return path.suffix == ".bin" and path.with_suffix(".xml").is_file()
 
 
 def _read_st_config(root: Path) -> StConfig:

@@ -47,6 +47,18 @@ def graph_files(folder: Path) -> tuple[Path, ...]:
     return tuple(sorted(shipped)) if not manifest.is_file() else (manifest, *sorted(shipped))
 
 
+def graph_runtimes(folder: Path, file_name: str | None = None) -> tuple[str, ...]:
+    """The runtimes that run a graph ``folder`` ships where :func:`sentemb.export.prebuilt.find_prebuilt`
+    looks (``file_name``: that graph), by file name alone; OpenVINO also reads ONNX, ONNX Runtime no IR."""
+    if file_name is not None:
+        return ("onnx", "openvino") if file_name.endswith(".onnx") else ("openvino",)
+    if (folder / "manifest.json").is_file():  # a `sentemb export` folder: model.onnx or OpenVINO's model.xml
+        if (folder / "model.onnx").is_file():
+            return ("onnx", "openvino")
+        return ("openvino",) if (folder / "model.xml").is_file() else ()
+    return tuple(runtime for runtime, names in HUB_FILES.items() if any((folder / n).is_file() for n in names))
+
+
 def has_graph(folder: Path) -> bool:
     """Whether ``folder`` ships a graph (export manifest, onnx/*.onnx or openvino/*.xml)."""
     return bool(graph_files(folder))
