@@ -148,3 +148,10 @@ def test_a_missing_optional_dependency_is_one_line_naming_the_extra(tmp_path, hi
     assert "Traceback" not in done.stderr
     assert len(lines) == 1, lines
     assert f"pip install 'sentemb[{extra}]'" in lines[0]
+
+
+def test_a_zero_queue_budget_is_refused_by_the_flag_before_anything_loads():
+    from cli_helpers import invoke
+
+    result = invoke("serve", "--max-queue-seconds", "0", code=2)
+    assert "--max-queue-seconds" in result.stderr and "x>0" in result.stderr

@@ -12,9 +12,10 @@ import pytest
 
 import sentemb
 from cli_helpers import invoke
-from sentemb.backends import BACKEND_ENV, installed, torch_installed
+from sentemb.backends import BACKEND_ENV
 from sentemb.config import Precision
 from sentemb.errors import ConfigError
+from sentemb.extras import installed, torch_installed
 from tiny_models import PARITY_TEXTS
 
 

@@ -18,6 +18,7 @@ Metadata keys (only ``help`` is required; a field without it is not a flag):
 ``env``      an environment variable that gives the value when the flag is absent
 ``choices``  the allowed strings of a ``str`` field (an enum field lists its members by itself)
 ``min``/``max``  bounds of a number, checked by the command line before the dataclass sees it
+``above``        a lower bound the number must exceed (``--max-queue-seconds 0`` is refused by the flag)
 
 The type decides the rest: an enum is a choice of its values; ``bool`` with default ``False`` is an
 on-switch (``--allow-pickle``), any other ``bool`` or ``bool | None`` gets ``--x/--no-x``; a
@@ -30,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-KEYS = frozenset({"help", "flag", "short", "metavar", "env", "choices", "min", "max"})
+KEYS = frozenset({"help", "flag", "short", "metavar", "env", "choices", "min", "max", "above"})
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, **flag: Any) -> Any:

@@ -48,6 +48,8 @@ def _click_type(kind: Any, meta: typing.Mapping[str, Any]) -> Any:
     bounded = "min" in meta or "max" in meta
     if kind is int:
         return click.IntRange(meta.get("min"), meta.get("max")) if bounded else click.INT
+    if kind is float and "above" in meta:
+        return click.FloatRange(meta["above"], meta.get("max"), min_open=True)
     if kind is float:
         return click.FloatRange(meta.get("min"), meta.get("max")) if bounded else click.FLOAT
     return click.STRING

@@ -51,7 +51,7 @@ class ServerSettings:
     shutdown_timeout: float = option(
         30.0, help="After the drain period, how long in-flight requests may take before they are cut (503).", min=0
     )
-    ready_timeout: float = option(10.0, help="Seconds /ready's forward pass may take before it says 503.")
+    ready_timeout: float = option(10.0, help="Seconds /ready's forward pass may take before it says 503.", above=0)
     # An idle keep-alive connection is closed after this long. Longer than clients keep idle connections
     # (httpx and the openai client: 5 s), or a client may reuse one just as the server closes it and get
     # a connection error (seen with uvicorn's default of 5 s: 2 of 9,301 load-test requests).
@@ -61,11 +61,12 @@ class ServerSettings:
     )  # fmt: skip
     access_log: bool = option(True, help="One log line per request (no texts).")
     max_queue_seconds: float = option(
-        3.0, help="Refuse a request (429 + Retry-After) that would wait longer than this at the measured rate.", min=0
-    )
+        3.0, help="Refuse a request (429 + Retry-After) that would wait longer than this at the measured rate.",
+        above=0,
+    )  # fmt: skip
     batch_seconds: float = option(
         0.25, help="Model time per micro-batch; large requests are sliced so small ones wait about this long.",
-        min=0.001,
+        above=0,
     )  # fmt: skip
     max_connections: int = option(
         512, help="Open connections at most (keep it below ulimit -n). When all are taken, a new one takes the "
@@ -78,11 +79,11 @@ class ServerSettings:
         min=1,
     )  # fmt: skip
     header_timeout: float = option(
-        10.0, help="Seconds a client gets to send a request line and headers (408 past it).", min=0.001
+        10.0, help="Seconds a client gets to send a request line and headers (408 past it).", above=0
     )
     read_timeout: float = option(
         30.0, help="Seconds a client gets to send a request's body once its headers are in (408 past it).",
-        min=0.001,
+        above=0,
     )  # fmt: skip
     max_header_bytes: int = option(
         32 * 1024, help="Request line and headers at most this many bytes (431 past it).", min=1024
