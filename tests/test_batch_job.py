@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sentemb.batch import BatchJob, run_batch
-from sentemb.batch.cluster import private_temp_dir
+from sentemb.batch.ray_cluster import private_temp_dir
 from sentemb.config import EncoderConfig
 from sentemb.errors import ConfigError, InvalidInputError
 

@@ -220,7 +220,7 @@ def test_import_sentemb_does_not_import_ray():
 
 
 def test_missing_ray_names_the_extra(monkeypatch):
-    from sentemb.batch.cluster import import_ray
+    from sentemb.batch.ray_cluster import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"pip install 'sentemb\[batch\]'"):

@@ -64,7 +64,7 @@ def test_huge_text_without_spaces_is_capped_and_reported(default_encoder):
     huge, short = result.info
     assert huge.truncated and huge.chars_capped
     assert not short.truncated and short.num_tokens == 2
-    assert result.truncated == [0]
+    assert result.truncated_indices == [0]
 
 
 def test_vector_does_not_depend_on_batch_neighbours(default_encoder):

@@ -47,7 +47,7 @@ def run_base(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_the_blocker_hides_torch_and_transformers():
-    probe = "import sentemb.backends as b; raise SystemExit(int(b.torch_installed()))"
+    probe = "import sentemb.extras as e; raise SystemExit(int(e.torch_installed()))"
     for module in ("torch", "transformers", "sentence_transformers"):
         done = subprocess.run([sys.executable, "-c", f"import {module}"], env=base_env(), capture_output=True,
                               text=True, check=False)  # fmt: skip
@@ -65,7 +65,7 @@ def test_encode_on_the_base_install_matches_torch(default_encoder):
 
 
 def test_auto_on_the_base_install_measures_only_the_installed_runtimes(tmp_path):
-    from sentemb.backends import installed
+    from sentemb.extras import installed
 
     runtimes = {name for name, module in (("onnx", "onnxruntime"), ("openvino", "openvino")) if installed(module)}
     done = run_base("encode", "--text", "hello", "-o", "-", "--backend", "auto", SENTEMB_CACHE=str(tmp_path))

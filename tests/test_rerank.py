@@ -195,3 +195,19 @@ def test_rerank_command_errors_are_one_line(models, tiny_dirs, tmp_path):
     assert "--corpus" in without_corpus.stderr
     assert "no such" in invoke("rerank", "q", "--docs", str(tmp_path / "missing.txt"), "-m", str(models["bert"]),
                                code=1).stderr.lower()  # fmt: skip
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_an_exported_reranker_loads_on_its_own(onnx_cache, models, tmp_path, runtime):
+    from cli_helpers import invoke
+
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+    out = tmp_path / "exported"
+    printed = invoke("export", str(models["ms-marco"]), str(out), "--runtime", runtime).stdout
+    assert f"sentemb rerank QUERY --docs FILE -m {out}" in printed
+    assert not list(out.glob("*.safetensors"))
+    for backend in (runtime, "torch"):  # the default (torch) runs the graph on a runtime that can
+        exported = sentemb.load_reranker(str(out), device="cpu", backend=backend)
+        assert exported.backend in ("onnx", "openvino") and exported.activation == "identity"
+        np.testing.assert_allclose(exported.predict(PAIRS), st_scores(models["ms-marco"]), atol=1e-5)

@@ -51,8 +51,8 @@ class EncodeResult:
     info: list[TextInfo]
 
     @property
-    def truncated(self) -> list[int]:
-        """Indices of the texts that were cut at max_length."""
+    def truncated_indices(self) -> list[int]:
+        """Indices of the texts that were cut at max_length (each text's own ``info[i].truncated`` says it too)."""
         return [i for i, item in enumerate(self.info) if item.truncated]
 
 

@@ -16,7 +16,6 @@ from typing import IO, Any
 
 import pyarrow.fs as pafs
 
-from sentemb.batch.cluster import import_ray, ray_session
 from sentemb.batch.io import BadRow, ShardRows, commit_bytes, commit_parquet, join, output_table, read_shard
 from sentemb.batch.manifest import (
     ERRORS,
@@ -29,6 +28,7 @@ from sentemb.batch.manifest import (
     shard_entry,
 )
 from sentemb.batch.model import check_worker, describe_job_model, worker_config
+from sentemb.batch.ray_cluster import import_ray, ray_session
 from sentemb.batch.shards import Shard, plan, resolve_filesystem
 from sentemb.batch.spec import BatchJob, BatchResult
 from sentemb.config import EncoderConfig, LongText
@@ -116,7 +116,7 @@ class EmbedShards:
                 reason = str(exc).replace(f"texts[{exc.index}]", "text", 1)
                 rows = _without(rows, [exc.index], reason, shard)
                 continue
-            return rows, result.embeddings, result.truncated
+            return rows, result.embeddings, result.truncated_indices
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import click
 
-from sentemb.cli.options import EXIT_CODES_HELP, EXIT_USAGE, CliError, translate_errors
+from sentemb.cli.common import EXIT_CODES_HELP, EXIT_USAGE, CliError, translate_errors
 
 
 class _Entry(NamedTuple):

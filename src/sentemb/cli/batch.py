@@ -13,14 +13,14 @@ from typing import IO, Any
 import click
 
 from sentemb.batch.spec import BatchJob
-from sentemb.cli.flags import add_flags, build
-from sentemb.cli.options import (
+from sentemb.cli.common import (
     EXIT_CODES_HELP,
     config_from_options,
     encoder_options,
     handle_errors,
     split_encoder_params,
 )
+from sentemb.cli.flags import add_flags, build
 
 EXAMPLES = """\b
 Examples:

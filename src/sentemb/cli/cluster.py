@@ -7,6 +7,7 @@ from typing import Any
 import click
 import numpy as np
 
+from sentemb.cli.common import EXIT_CODES_HELP, UsageError, encoder_options
 from sentemb.cli.corpus import (
     check_outputs,
     cluster_plot,
@@ -18,7 +19,6 @@ from sentemb.cli.corpus import (
     write_table,
 )
 from sentemb.cli.io import ERROR_POLICIES
-from sentemb.cli.options import EXIT_CODES_HELP, UsageError, encoder_options
 from sentemb.cli.output import check_installed
 
 EXAMPLES = """\b

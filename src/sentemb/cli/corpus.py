@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from sentemb.cli.common import EXIT_MODEL, CliError, InputError, OutputError, load_encoder
 from sentemb.cli.io import make_source, read_blocks
-from sentemb.cli.options import EXIT_MODEL, CliError, InputError, OutputError, load_encoder
 from sentemb.cli.output import atomic_path, check_figure, check_installed, check_output
 
 CHUNK_ROWS = 2048

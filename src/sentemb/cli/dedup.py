@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from sentemb.cli.common import EXIT_CODES_HELP, encoder_options
 from sentemb.cli.corpus import (
     check_outputs,
     counting,
@@ -17,7 +18,6 @@ from sentemb.cli.corpus import (
     write_table,
 )
 from sentemb.cli.io import ERROR_POLICIES
-from sentemb.cli.options import EXIT_CODES_HELP, encoder_options
 from sentemb.cli.output import check_installed
 
 EXAMPLES = """\b

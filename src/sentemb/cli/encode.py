@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
-from sentemb.cli.io import ERROR_POLICIES, Block, Source, inline_block, make_source, read_blocks
-from sentemb.cli.options import (
+from sentemb.cli.common import (
     EXIT_CODES_HELP,
     CliError,
     InputError,
@@ -22,6 +21,7 @@ from sentemb.cli.options import (
     encoder_options,
     load_encoder,
 )
+from sentemb.cli.io import ERROR_POLICIES, Block, Source, inline_block, make_source, read_blocks
 from sentemb.cli.output import (
     Writer,
     atomic_path,
@@ -282,7 +282,7 @@ def _encode_all(
                 except OSError as exc:
                     raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from None
                 stats.rows += len(chunk.texts)
-                stats.truncated += len(result.truncated)
+                stats.truncated += len(result.truncated_indices)
             advance(chunk.done, stats.rows)
     return stats
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 import numpy as np
 
-from sentemb.cli.options import EXIT_CODES_HELP, InputError, encoder_options, load_encoder
+from sentemb.cli.common import EXIT_CODES_HELP, InputError, encoder_options, load_encoder
 from sentemb.cli.output import check_figure, save_figure
 
 EXAMPLES = """\b

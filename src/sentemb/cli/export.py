@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sentemb.cli.options import EXIT_CODES_HELP, OutputError, handle_errors
+from sentemb.cli.common import EXIT_CODES_HELP, OutputError, handle_errors
 
 EXAMPLES = """\b
 Examples:
@@ -70,13 +70,14 @@ def export(
     exported = export_to(
         spec, Precision(precision.lower()), out, runtime=runtime.lower(), trust_remote_code=trust_remote_code
     )
-    click.echo(export_summary(exported.folder, runtime.lower(), precision.lower()))
+    click.echo(export_summary(exported.folder, runtime.lower(), precision.lower(), spec.task))
 
 
-def export_summary(out: Path, runtime: str, precision: str) -> str:
+def export_summary(out: Path, runtime: str, precision: str, task: str = "embedding") -> str:
     """What was written, each model file with its size (OpenVINO's weights are in model.bin, not model.xml)."""
     from sentemb.export import MANIFEST_FILE, MODEL_FILES, TOKENIZER_FILE
 
     sizes = ", ".join(f"{name} ({(out / name).stat().st_size / 2**20:.1f} MB)" for name in MODEL_FILES[runtime])
     return (f"wrote {runtime} {precision} export to {out}: {sizes}, {TOKENIZER_FILE}, {MANIFEST_FILE} "
-            f"and the model's configs: `sentemb encode -m {out}` runs it without torch or the source model")
+            f"and the model's configs: `sentemb {'rerank QUERY --docs FILE' if task == 'rerank' else 'encode'} -m {out}` "
+            "runs it without torch or the source model")

@@ -34,7 +34,7 @@ def fastest_cached(params: dict[str, Any]) -> dict[str, Any]:
     # a flag not given is None (the dataclass default applies: torch, fp32, auto)
     if params.get("backend") not in (None, "torch") or str(params.get("precision") or "fp32").lower() != "fp32":
         return params
-    from sentemb.cli.options import config_from_options
+    from sentemb.cli.common import config_from_options
     from sentemb.machine import Machine
     from sentemb.plan import on_gpu
 

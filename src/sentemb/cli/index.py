@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
+from sentemb.cli.common import EXIT_CODES_HELP, InputError, OutputError, encoder_options, load_encoder
 from sentemb.cli.corpus import read_corpus, retrieval_errors, show_progress
 from sentemb.cli.io import ERROR_POLICIES, texts_from
-from sentemb.cli.options import EXIT_CODES_HELP, InputError, OutputError, encoder_options, load_encoder
 from sentemb.cli.output import print_rows, table_format
 
 BUILD_EXAMPLES = """\b

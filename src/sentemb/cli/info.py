@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from sentemb.cli.options import EXIT_CODES_HELP, config_from_options, encoder_options, load_encoder
+from sentemb.cli.common import EXIT_CODES_HELP, config_from_options, encoder_options, load_encoder
 
 EXAMPLES = """\b
 Examples:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from sentemb.cli.options import InputError
+from sentemb.cli.common import InputError
 from sentemb.cli.texts import bad_unicode, check_encoding, check_inline
 
 INPUT_FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",

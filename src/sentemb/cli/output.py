@@ -24,7 +24,7 @@ from typing import IO, Any, Protocol
 import click
 import numpy as np
 
-from sentemb.cli.options import EXIT_USAGE, EXTRAS, CliError, OutputError
+from sentemb.cli.common import EXIT_USAGE, EXTRAS, CliError, OutputError
 from sentemb.extras import installed
 from sentemb.files import atomic_file
 

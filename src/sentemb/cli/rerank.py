@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from sentemb.cli.common import EXIT_CODES_HELP, InputError, UsageError, load_reranker, reranker_options
 from sentemb.cli.io import ERROR_POLICIES, make_source, read_all, texts_from
-from sentemb.cli.options import EXIT_CODES_HELP, InputError, UsageError, load_reranker, reranker_options
 from sentemb.cli.output import print_rows, table_format
 
 if TYPE_CHECKING:

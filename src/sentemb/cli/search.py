@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
+from sentemb.cli.common import EXIT_CODES_HELP, InputError, UsageError, encoder_options, load_encoder
 from sentemb.cli.encode import CHUNK_ROWS
 from sentemb.cli.fastpath import fastest_cached
 from sentemb.cli.io import ERROR_POLICIES, Source, make_source, read_blocks, texts_from
-from sentemb.cli.options import EXIT_CODES_HELP, InputError, UsageError, encoder_options, load_encoder
 from sentemb.cli.output import print_rows, table_format
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def _print(
     """The hits as rows (query, rank, id, score[, text]); with ``rerank_model``, reranked by that cross-encoder
     (the retrieval score beside its own), the best ``top_k``."""
     if rerank_model is not None:
-        from sentemb.cli.options import load_reranker
+        from sentemb.cli.common import load_reranker
         from sentemb.cli.rerank import reranked_rows
         from sentemb.rerank import EMBEDDING_OPTIONS
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
+from sentemb.cli.common import encoder_options, handle_errors, load_encoder, load_reranker, split_encoder_params
 from sentemb.cli.flags import add_flags, build
-from sentemb.cli.options import encoder_options, handle_errors, load_encoder, load_reranker, split_encoder_params
 from sentemb.server.settings import ServerSettings
 
 # A server's cores are shared: the event loop, the HTTP clients and the model's OpenMP threads all want

@@ -7,9 +7,9 @@ from typing import Any
 import click
 import numpy as np
 
+from sentemb.cli.common import EXIT_CODES_HELP, InputError, UsageError, encoder_options, load_encoder
 from sentemb.cli.fastpath import fastest_cached
 from sentemb.cli.io import ERROR_POLICIES, records_from
-from sentemb.cli.options import EXIT_CODES_HELP, InputError, UsageError, encoder_options, load_encoder
 from sentemb.cli.output import check_figure, print_rows, save_figure, table_format
 
 HEATMAP_MAX = 60  # labels stop being readable beyond this

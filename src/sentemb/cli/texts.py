@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import IO
 
-from sentemb.cli.options import InputError
+from sentemb.cli.common import InputError
 from sentemb.tokenize import lone_surrogate
 
 _SURROGATES = re.compile("[\ud800-\udfff]")

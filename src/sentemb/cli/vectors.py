@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from sentemb.cli.options import InputError
+from sentemb.cli.common import InputError
 
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder

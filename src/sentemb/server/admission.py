@@ -2,7 +2,7 @@
 
 Work is counted in estimated tokens. The rate is measured from the micro-batches the model has run
 (a decaying, token-weighted mean, so a few idle one-text batches do not drag it down), starting from
-the service's timed calibration batch. The wait is estimated as under processor sharing, which is
+the batch the service times at start-up. The wait is estimated as under processor sharing, which is
 what the batcher's round robin of slices approximates: a request of ``s`` tokens is delayed by
 ``min(r, s)`` of each other request's remaining work ``r`` (its own work is its own: a large request
 on an idle server is admitted, and a small one beside it is delayed by little).
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-# Before the service has timed its calibration batch: a CPU-class guess (all-MiniLM-L6-v2 on 2 idle
+# Before the service has timed its first batch: a CPU-class guess (all-MiniLM-L6-v2 on 2 idle
 # cores runs ~3,000 tokens/s). A prior weighs as one second of observations, so real batches replace it.
 PRIOR_TOKENS_PER_SECOND = 2000.0
 _PRIOR_SECONDS = 1.0
@@ -30,7 +30,7 @@ class Throughput:
         self._seconds = _PRIOR_SECONDS
 
     def seed(self, tokens: int, seconds: float) -> None:
-        """Replace the prior by one timed batch (the service's calibration at start-up)."""
+        """Replace the prior by one timed batch (the service's at start-up)."""
         self._tokens = tokens / max(seconds, 1e-6) * _PRIOR_SECONDS
         self._seconds = _PRIOR_SECONDS
 

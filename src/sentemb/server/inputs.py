@@ -187,21 +187,21 @@ def format_vectors(
     encoding: str,
     dimensions: int | None,
     embedding_type: str = "float",
-    calibration: np.ndarray | None = None,
+    range_vectors: np.ndarray | None = None,
 ) -> list[Any]:
     """Rows as number lists or base64 of their bytes (little-endian float32, or the quantised bytes).
 
     ``dimensions`` keeps a re-normalised prefix; ``embedding_type`` quantises it, int8/uint8 with ranges
-    taken from ``calibration`` vectors cut the same way."""
+    taken from ``range_vectors`` (the model's vectors of its calibration sentences) cut the same way."""
     vectors = truncate_dim(vectors, dimensions, renormalize=dimensions is not None)
     if embedding_type == "float":
         rows = np.ascontiguousarray(vectors, dtype="<f4")
     else:
         ranges = None
         if embedding_type.endswith("int8"):
-            if calibration is None:
+            if range_vectors is None:
                 raise ApiError(503, "the server has not measured its int8 ranges yet; retry shortly", code="not_ready")
-            ranges = quantization_ranges(truncate_dim(calibration, dimensions, renormalize=dimensions is not None))
+            ranges = quantization_ranges(truncate_dim(range_vectors, dimensions, renormalize=dimensions is not None))
         rows = quantize(vectors, embedding_type, ranges=ranges)
     if encoding == "base64":
         return [base64.b64encode(row.tobytes()).decode("ascii") for row in rows]

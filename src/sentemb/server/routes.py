@@ -127,16 +127,16 @@ async def embeddings(request: Request) -> Response:
     service.metrics.truncated.inc(truncated)
     headers = {TRUNCATED_HEADER: str(truncated)}
     name = service.names[0]
-    calibration = service.calibration
+    range_vectors = service.range_vectors
     if len(texts) <= _RENDER_INLINE_ROWS:
-        return JSONResponse(render(result.embeddings, body, tokens, name, calibration), headers=headers)
+        return JSONResponse(render(result.embeddings, body, tokens, name, range_vectors), headers=headers)
     # thousands of float rows take a while to print: keep the event loop free meanwhile
-    payload = await asyncio.to_thread(render_bytes, result.embeddings, body, tokens, name, calibration)
+    payload = await asyncio.to_thread(render_bytes, result.embeddings, body, tokens, name, range_vectors)
     return Response(payload, media_type="application/json", headers=headers)
 
 
-def render(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str, calibration: Any) -> dict[str, Any]:
-    vectors = format_vectors(embeddings, body.encoding_format, body.dimensions, body.embedding_type, calibration)
+def render(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str, range_vectors: Any) -> dict[str, Any]:
+    vectors = format_vectors(embeddings, body.encoding_format, body.dimensions, body.embedding_type, range_vectors)
     return {
         "object": "list",
         "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
@@ -145,8 +145,8 @@ def render(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str, cali
     }
 
 
-def render_bytes(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str, calibration: Any) -> bytes:
-    return json.dumps(render(embeddings, body, tokens, name, calibration), separators=(",", ":")).encode()
+def render_bytes(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str, range_vectors: Any) -> bytes:
+    return json.dumps(render(embeddings, body, tokens, name, range_vectors), separators=(",", ":")).encode()
 
 
 def _card(name: str, created: int, kind: str, max_tokens: int, max_inputs: int) -> dict[str, Any]:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sentemb.server")
 
 # ~60 tokens of ordinary prose, timed 16 at a time at start-up
-_CALIBRATION_TEXT = (
+_TIMED_TEXT = (
     "A man is playing a guitar on a street corner while people walk by. The weather is lovely today, "
     "and the market is full of stalls selling bread, cheese and fresh fruit from the farms nearby."
 )
@@ -99,7 +99,7 @@ class EmbeddingService:
         )
         self._warming: asyncio.Task[None] | None = None
         # The served model's vectors of the bundled calibration sentences: int8/uint8 output ranges.
-        self.calibration: np.ndarray | None = None
+        self.range_vectors: np.ndarray | None = None
 
     def estimate_tokens(self, text: str) -> int:
         """Tokens a text will cost before it is tokenised (about 4 characters a token)."""
@@ -119,9 +119,9 @@ class EmbeddingService:
     async def _warm_up(self) -> None:
         try:
             await self.forward_pass("warm up")
-            await self._calibrate()
+            await self._measure_rate()
             texts = CALIBRATION_FILE.read_text(encoding="utf-8").splitlines()
-            self.calibration = await self.batcher.run_in_model_thread(  # type: ignore[assignment]
+            self.range_vectors = await self.batcher.run_in_model_thread(  # type: ignore[assignment]
                 lambda: self.encoder.encode(texts, show_progress=False)
             )
         except Exception as exc:  # stay not-ready; the log says why (type and frames, no text)
@@ -131,9 +131,9 @@ class EmbeddingService:
             self.lifecycle.phase = Phase.READY
             log.info("model %s is ready (dim %d, %s)", self.names[0], self.encoder.dim, self.encoder.device)
 
-    async def _calibrate(self) -> None:
+    async def _measure_rate(self) -> None:
         """Time one batch of typical texts, so that admission starts from this machine's rate."""
-        texts = [_CALIBRATION_TEXT] * 16
+        texts = [_TIMED_TEXT] * 16
         started = time.perf_counter()
         await self.batcher.run_in_model_thread(lambda: self.encoder.encode(texts, show_progress=False))
         tokens = sum(self.estimate_tokens(text) for text in texts)
