@@ -78,6 +78,6 @@ def export_summary(out: Path, runtime: str, precision: str, task: str = "embeddi
     from sentemb.export import MANIFEST_FILE, MODEL_FILES, TOKENIZER_FILE
 
     sizes = ", ".join(f"{name} ({(out / name).stat().st_size / 2**20:.1f} MB)" for name in MODEL_FILES[runtime])
+    command = "rerank QUERY --docs FILE" if task == "rerank" else "encode"
     return (f"wrote {runtime} {precision} export to {out}: {sizes}, {TOKENIZER_FILE}, {MANIFEST_FILE} "
-            f"and the model's configs: `sentemb {'rerank QUERY --docs FILE' if task == 'rerank' else 'encode'} -m {out}` "
-            "runs it without torch or the source model")
+            f"and the model's configs: `sentemb {command} -m {out}` runs it without torch or the source model")
