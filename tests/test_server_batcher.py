@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -78,21 +79,46 @@ def test_micro_batch_tokens_splits_batches_in_order():
     assert run(main()).calls == [["xxxxxx"], ["yyyyyy"], ["zzzzzz"]]
 
 
-def test_first_job_runs_alone_after_max_wait():
+def test_an_idle_model_takes_a_lone_job_at_once():
+    """No micro-batch wait while the model is idle: a max_wait of minutes does not delay a lone request
+    (the 10 s deadline of run() only turns a wait into a failure)."""
+
     async def main():
         rec = Recorder()
-        batcher = make(rec, max_wait_s=0.05)
+        batcher = make(rec, max_wait_s=600.0)
         batcher.start()
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await batcher.submit(["solo"])
-        elapsed = loop.time() - started
+        rows = await batcher.submit(["solo"])
         await batcher.close()
-        return rec, elapsed
+        return rec, rows
 
-    rec, elapsed = run(main())
-    assert rec.calls == [["solo"]]
-    assert elapsed >= 0.04  # it waited for company first
+    rec, rows = run(main())
+    assert rec.calls == [["solo"]] and len(rows.info) == 1
+
+
+def test_while_the_model_is_busy_new_jobs_wait_for_company():
+    """With every stream busy, jobs that arrive meanwhile are merged into the next batch."""
+    entered, gate = threading.Event(), threading.Event()
+    rec = Recorder()
+
+    def held(texts: list[str], prompt: str = "") -> EncodeResult:
+        if texts == ["first"]:
+            entered.set()
+            if not gate.wait(10):
+                raise RuntimeError("the test never opened the gate")
+        return rec(texts, prompt)
+
+    async def main():
+        batcher = make(held, max_wait_s=600.0)  # type: ignore[arg-type]
+        batcher.start()
+        first = batcher.submit(["first"])
+        await asyncio.get_running_loop().run_in_executor(None, entered.wait, 10)
+        later = [batcher.submit(["second"]), batcher.submit(["third"])]
+        gate.set()
+        await asyncio.gather(first, *later)
+        await batcher.close()
+
+    run(main())
+    assert rec.calls == [["first"], ["second", "third"]]
 
 
 def test_queue_bound_counts_inputs_and_refuses_at_once():

@@ -6,6 +6,7 @@
                      turns: one entry per request, round robin
                                   │  the worker takes a slice (a few texts) of each request in turn
                                   │  until the micro-batch's token budget is spent or max_wait has passed
+                                  │  (max_wait only while other batches run: an idle model never waits)
                                   ▼
               one encode_with_info call in a model thread ─▶ each request gets its rows back,
               (one thread per backend stream)                  reassembled in order once all slices are in
@@ -252,8 +253,11 @@ class MicroBatcher:
             return self._budget
         return batch_budget(self._budget, self.throughput.tokens_per_second, self._batch_seconds)
 
-    async def _collect(self) -> list[_Slice]:
-        """Wait for a first request, then take slices in turn until the budget or the maximum wait is reached."""
+    async def _collect(self, wait: bool) -> list[_Slice]:
+        """Wait for a first request, then take slices in turn until the budget is reached, and, when ``wait``
+        (other batches are running), until the maximum wait has passed too. An idle model never waits:
+        waiting would only add to the request's latency, and whatever arrives meanwhile goes to the next
+        free stream."""
         loop = asyncio.get_running_loop()
         while self._head() is None:
             if self._closing:
@@ -263,7 +267,7 @@ class MicroBatcher:
         budget = self._current_budget()
         picked: dict[_Job, _Slice] = {}  # one slice per request: its texts taken in this batch are contiguous
         tokens = 0
-        deadline = loop.time() + self._max_wait
+        deadline = loop.time() + (self._max_wait if wait else 0.0)
         while tokens < budget:
             job = self._head(next(iter(picked)).prompt if picked else None)
             if job is None:
@@ -298,7 +302,7 @@ class MicroBatcher:
         running: set[asyncio.Task[None]] = set()
         while True:
             await free.acquire()
-            batch = await self._collect()
+            batch = await self._collect(wait=bool(running))
             if not batch:
                 break
             task = asyncio.get_running_loop().create_task(self._guarded(batch))

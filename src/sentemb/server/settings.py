@@ -39,7 +39,10 @@ class ServerSettings:
     max_chars: int = 32_768
     max_body_bytes: int = option(16 * 1024 * 1024, help="Largest request body; 413 past it.", min=1)
     queue_size: int = option(8192, help="Inputs waiting for the model before requests get 429.", min=1)
-    max_wait_ms: float = option(5.0, help="How long a micro-batch waits for more requests.", min=0)
+    max_wait_ms: float = option(
+        5.0, help="How long a micro-batch waits for more requests while the model is busy (an idle model takes "
+        "a request at once).", min=0,
+    )  # fmt: skip
     micro_batch_tokens: int = option(8192, help="Estimated tokens per micro-batch.", flag="--batch-tokens", min=1)
     cors_origins: tuple[str, ...] = option(
         (), help="Allow browser calls from this origin (repeatable); CORS is off without it.",
