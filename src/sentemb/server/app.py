@@ -15,14 +15,14 @@ from sentemb.server.middleware import Guard
 from sentemb.server.rerank_routes import router as rerank_router
 from sentemb.server.rerank_service import RerankService
 from sentemb.server.routes import TRUNCATED_HEADER, router
-from sentemb.server.service import EmbeddingService, Lifecycle, Phase, served_names
+from sentemb.server.service import EmbeddingService, Phase
 from sentemb.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder
     from sentemb.rerank import Reranker
 
-__all__ = ["Lifecycle", "Phase", "create_app", "served_names"]
+__all__ = ["create_app"]
 
 
 def create_app(
