@@ -14,11 +14,12 @@ import numpy as np
 from sentemb.backends import Backend, choose_backend
 from sentemb.backends.choice import SAMPLE, Choice
 from sentemb.batching import pad, plan_batches
-from sentemb.config import EncoderConfig, LoadOptions, Pooling
+from sentemb.config import EncoderConfig, LoadOptions, LongText, Pooling
 from sentemb.errors import ConfigError
 from sentemb.facts import EncoderFacts
-from sentemb.models import ModelSpec, SavePlan, open_model, write_st_folder
+from sentemb.models import ModelSpec, SavePlan, open_model, write_st_folder, write_static_model
 from sentemb.models.resolve import Resolved, sha256_file
+from sentemb.models.static import NO_LIMIT
 from sentemb.pooling import normalize, truncate_dim
 from sentemb.prompts import DOCUMENT, QUERY, resolve_prompt, task_prompt_name
 from sentemb.similarity import similarity_matrix, similarity_pairwise
@@ -80,7 +81,17 @@ class Encoder:
         self._forward_pool = (
             ThreadPoolExecutor(backend.parallel, thread_name_prefix="sentemb-forward") if backend.parallel > 1 else None
         )
-        self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, config.max_chars)
+        self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, self._char_cap())
+
+    def _char_cap(self) -> int | None:
+        """Characters read per text: the config's cap; for a model2vec model that truncates, also model2vec's
+        own cut at max_length * (its median token length) characters, made before tokenising."""
+        static, cap = self.spec.static, self.config.max_chars
+        truncates = self.config.long_text is LongText.TRUNCATE and self.max_length < NO_LIMIT
+        if static is None or static.chars_per_token is None or not truncates:
+            return cap
+        own = self.max_length * static.chars_per_token
+        return own if cap is None else min(own, cap)
 
     @property
     def dim(self) -> int:
@@ -339,6 +350,8 @@ class Encoder:
             dense=self.spec.dense,
             st=st,
         )
+        if self.spec.static is not None:
+            return write_static_model(self.spec, Path(folder), plan)
         return write_st_folder(self.spec, Path(folder), plan)
 
 

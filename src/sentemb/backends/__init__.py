@@ -32,7 +32,7 @@ log = logging.getLogger("sentemb")
 class Backend(Protocol):
     """What the encoder needs from a backend."""
 
-    name: str  # "torch", "onnx" or "openvino"
+    name: str  # "torch", "onnx", "openvino" or "static"
     device: str  # "cpu", "cuda", "cuda:1"
     dim: int
     # How many embed() calls pay off at once (OpenVINO's streams); the encoder keeps that many in flight.
@@ -148,6 +148,8 @@ def choose_backend(
     from sentemb.export.recipe import version
     from sentemb.models.resolve import sha256_file
 
+    if spec.static is not None:  # a table lookup: nothing to choose
+        return config, create_backend(spec, config), None
     override = os.environ.get(BACKEND_ENV, "").strip()
     if config.backend == "auto" and override and override != "auto":
         config = config.replace(backend=override)  # validated by EncoderConfig
@@ -186,7 +188,13 @@ def choose_backend(
 
 
 def create_backend(spec: ModelSpec, config: EncoderConfig) -> Backend:
-    """Build the backend that ``config`` names (``auto`` is resolved first: see :func:`resolve_choice`)."""
+    """Build the backend that ``config`` names (``auto`` is resolved first: see :func:`resolve_choice`);
+    a static embedding model always gets the static backend (a table lookup in numpy)."""
+    if spec.static is not None:
+        from sentemb.backends.static_backend import StaticBackend, check_static_config
+
+        check_static_config(config)
+        return StaticBackend(spec)
     config = resolve_choice(config)
     if config.backend == "openvino":
         from sentemb.backends.openvino_backend import create_openvino_backend

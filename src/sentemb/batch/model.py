@@ -48,7 +48,10 @@ def describe_model(
     if worker.precision is Precision.FP16 and not worker.device.startswith("cuda"):
         raise ConfigError("precision fp16 is for CUDA: give each actor a GPU (--num-gpus 1), or use bf16 or fp32")
     _, spec = open_model(config)
-    dim = spec.dense[-1].out_features if spec.dense else _dim(spec.transformer_dir / "config.json")
+    if spec.dense:
+        dim = spec.dense[-1].out_features
+    else:
+        dim = spec.static.width if spec.static is not None else _dim(spec.transformer_dir / "config.json")
     truncate = config.truncate_dim or spec.st.truncate_dim
     default_name = spec.st.default_prompt_name if config.default_prompt_name is None else config.default_prompt_name
     return {
@@ -62,7 +65,7 @@ def describe_model(
         "max_length": config.max_length or spec.max_length,
         "long_text": config.long_text.value,
         "chunk_overlap": config.chunk_overlap if config.long_text is LongText.CHUNK else None,
-        "backend": worker.backend,
+        "backend": "static" if spec.static is not None else worker.backend,
         "precision": worker.precision.value,
     }
 

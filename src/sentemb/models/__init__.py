@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sentemb.errors import ConfigError
-from sentemb.models.folder import ModelSpec, SavePlan, StConfig, read_model_folder, write_st_folder
+from sentemb.models.folder import (
+    ModelSpec,
+    SavePlan,
+    StConfig,
+    read_model_folder,
+    write_st_folder,
+    write_static_model,
+)
 from sentemb.models.resolve import Resolved, resolve_model
 
 if TYPE_CHECKING:
@@ -44,5 +51,5 @@ def wanted_graphs(config: EncoderConfig) -> tuple[tuple[str, ...], ...]:
 
 __all__ = [
     "ModelSpec", "SavePlan", "StConfig", "open_model", "read_model_folder", "resolve_model", "wanted_graphs",
-    "write_st_folder",
+    "write_st_folder", "write_static_model",
 ]  # fmt: skip

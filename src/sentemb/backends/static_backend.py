@@ -1,0 +1,98 @@
+"""The static backend: a padded batch of token ids in, the mean of their rows of a table out.
+
+A static embedding model (sentence-transformers' ``StaticEmbedding``, model2vec) has no transformer:
+the "forward pass" is a lookup in a (tokens, dim) float32 table, so it runs in numpy on the CPU
+with nothing to export or quantise. Tokenising, batching, Dense, Normalize and truncate_dim are the
+encoder's, as for every backend.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sentemb.config import BackendName, Pooling, Precision
+from sentemb.errors import ConfigError
+from sentemb.models.static import load_table
+from sentemb.pooling import apply_dense, pool
+from sentemb.tokenize import LoadedTokenizer, prepare_tokenizer
+
+if TYPE_CHECKING:
+    from sentemb.batching import TokenBatch
+    from sentemb.config import EncoderConfig
+    from sentemb.models import ModelSpec
+    from sentemb.models.static import StaticTable
+
+
+def check_static_config(config: EncoderConfig) -> EncoderConfig:
+    """``config`` for a static model, which runs on the CPU in float32 whatever the machine; options
+    that ask for another runtime, precision or a GPU are refused rather than ignored."""
+    if config.backend not in (BackendName.TORCH, BackendName.AUTO):  # torch: the default, left as given
+        raise ConfigError(
+            f"backend={config.backend.value!r} does not apply to a static embedding model: it is a table lookup "
+            "(backend 'static'); leave the backend out"
+        )
+    if config.precision is not Precision.FP32:
+        raise ConfigError(
+            f"precision={config.precision.value!r} does not apply to a static embedding model: its table is "
+            "looked up in float32; leave the precision out"
+        )
+    if config.device.startswith("cuda"):
+        raise ConfigError(
+            f"device={config.device!r}: a static embedding model runs on the CPU (a table lookup is faster there "
+            "than a copy to the GPU); pass device='cpu' or 'auto'"
+        )
+    return config
+
+
+class StaticBackend:
+    """Mean of table rows over each row's tokens (padding, a left-out prompt and, by model2vec's rules,
+    the unknown token excluded), then the model's Dense layers."""
+
+    name = "static"
+    device = "cpu"
+    parallel = 1
+
+    def __init__(self, spec: ModelSpec) -> None:
+        if spec.static is None:
+            raise ConfigError(f"{spec.root} is not a static embedding model")
+        self._table = load_table(spec.static)
+        self._dense = spec.dense
+        self.dim = spec.dense[-1].out_features if spec.dense else int(self._table.shape[1])
+        self.tokenizer: LoadedTokenizer | None = static_tokenizer(spec.static)
+        self._unk = unknown_id(self.tokenizer.tokenizer) if spec.static.drop_unk else None
+
+    def embed(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
+        mask = batch.pool_mask
+        if self._unk is not None:
+            mask = np.where(batch.input_ids == self._unk, 0, mask)
+        rows = self._table[batch.input_ids]  # (B, T, D)
+        if pooling is Pooling.MEAN:  # summed in float64: the mean of 500 tokens stays exact to float32
+            weights = mask.astype(np.float64)
+            sums = np.matmul(weights[:, None, :], rows.astype(np.float64))[:, 0, :]
+            pooled = sums / np.maximum(weights.sum(axis=1, keepdims=True), 1.0)
+        else:
+            pooled = pool(rows, mask, pooling)
+        return apply_dense(pooled, self._dense) if self._dense else pooled.astype(np.float32, copy=False)
+
+
+def static_tokenizer(table: StaticTable) -> LoadedTokenizer:
+    """The folder's tokenizer without special tokens (both libraries tokenise with
+    ``add_special_tokens=False``), truncation or padding: the encoder cuts texts at max_length itself."""
+    from tokenizers import Tokenizer
+
+    data = json.loads(table.tokenizer_path.read_text(encoding="utf-8"))
+    data["post_processor"] = None
+    return LoadedTokenizer(prepare_tokenizer(Tokenizer.from_str(json.dumps(data))), False, 0)
+
+
+def unknown_id(tokenizer: object) -> int | None:
+    """The unknown token's id, found as model2vec finds it (the model's unk_token; Unigram's unk_id)."""
+    model = getattr(tokenizer, "model", None)
+    if hasattr(model, "unk_token"):
+        token = model.unk_token  # type: ignore[union-attr]
+        return None if token is None else tokenizer.token_to_id(token)  # type: ignore[attr-defined]
+    unk = json.loads(tokenizer.to_str())["model"].get("unk_id")  # type: ignore[attr-defined]
+    return None if unk is None else int(unk)
