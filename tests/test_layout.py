@@ -8,7 +8,8 @@ import sentemb
 
 LAYERS = [
     "errors", "options", "config", "facts", "scoped", "models", "tokenize", "prompts", "batching", "pooling",
-    "similarity", "export", "backends", "encoder", "evaluation", "retrieval", "server", "batch", "cli", "demo",
+    "similarity", "export", "backends", "encoder", "distillation", "evaluation", "retrieval", "server", "batch", "cli",
+    "demo",
 ]  # fmt: skip
 
 

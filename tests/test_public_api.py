@@ -9,7 +9,7 @@ EXPECTED = {
     "IntegrityError", "InvalidInputError", "InvalidTextError", "LongText", "ModelNotFoundError", "Pooling", "Precision",
     "SentembError", "StsResult", "TextInfo", "TextTooLongError", "UnsafeModelError", "UnsupportedModelError",
     "IndexFileError", "ModelMismatchError", "VectorsError",
-    "__version__", "cos_sim", "dot_score", "evaluate_sts", "load", "quantize", "read_sts", "semantic_search",
+    "__version__", "cos_sim", "distill", "dot_score", "evaluate_sts", "load", "quantize", "read_sts", "semantic_search",
 }  # fmt: skip
 
 
