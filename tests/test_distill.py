@@ -77,6 +77,19 @@ def test_options_match_model2vec_s(tiny_bert, tmp_path):
     np.testing.assert_allclose(sentemb.load(out).encode(texts), want.encode(texts), atol=1e-5)
 
 
+@pytest.mark.parametrize("backbone", ["roberta", "albert"])
+def test_byte_level_bpe_and_unigram_tokenizers_match_model2vec_s(backbone, tmp_path):
+    """RoBERTa (byte-level BPE, no unknown token of its own) and ALBERT (Unigram), without PCA: PCA of
+    these 32-wide random models has near-equal eigenvalues, whose axes float noise may turn."""
+    from model2vec import StaticModel
+
+    folder = build_tiny_model(backbone, tmp_path / backbone)
+    want = _model2vec(folder, pca_dims=None)
+    out = sentemb.distill(folder, tmp_path / "static", dim=None, device="cpu")
+    assert StaticModel.from_pretrained(out).tokens == want.tokens
+    np.testing.assert_allclose(sentemb.load(out).encode(PARITY_TEXTS), want.encode(PARITY_TEXTS), atol=1e-5)
+
+
 def test_pca_to_the_full_width_and_beyond(tiny_bert, tmp_path):
     from sentemb.distillation import apply_pca
 

@@ -16,6 +16,7 @@ sentence-transformers (``StaticEmbedding``): :func:`sentemb.models.static.write_
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -73,9 +74,10 @@ def distill(
         raise ConfigError(f"{config.model} is already a static embedding model; distil a transformer model")
     backend = create_backend(dataclasses.replace(spec, dense=()), config)  # the transformer's own outputs
     tokenizer = backend.tokenizer or load_hf_tokenizer(str(spec.transformer_dir), config.trust_remote_code)
+    core, folder = tokenizer.tokenizer, spec.transformer_dir
     vocab = build_vocabulary(
-        tokenizer.tokenizer, _unk_token(tokenizer), tokenizer.tokenizer.id_to_token(tokenizer.pad_id),
-        remove_pattern, words=vocabulary or (), as_saved=_as_saved(spec.transformer_dir / "tokenizer.json"),
+        core, _unk_token(tokenizer, folder), core.id_to_token(tokenizer.pad_id), remove_pattern,
+        words=vocabulary or (), as_saved=_as_saved(folder / "tokenizer.json"),
     )  # fmt: skip
     rows = embed_tokens(backend, tokenizer, vocab, pooling, config)
     rows = apply_pca(rows, dim)
@@ -94,11 +96,24 @@ def _as_saved(path: Path) -> Any:
     return Tokenizer.from_file(str(path)) if path.is_file() else None
 
 
-def _unk_token(tokenizer: LoadedTokenizer) -> str | None:
+def _unk_token(tokenizer: LoadedTokenizer, folder: Path) -> str | None:
+    """The unknown token: the tokenizer model's, else the one the folder's tokenizer configs name
+    (a byte-level BPE has none of its own; model2vec takes the transformers tokenizer's)."""
     from sentemb.backends.static_backend import unknown_id
 
     unk = unknown_id(tokenizer.tokenizer)
-    return None if unk is None else tokenizer.tokenizer.id_to_token(unk)
+    if unk is not None:
+        return tokenizer.tokenizer.id_to_token(unk)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = folder / name
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get("unk_token") if path.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            value = None
+        value = value.get("content") if isinstance(value, dict) else value
+        if isinstance(value, str) and tokenizer.tokenizer.token_to_id(value) is not None:
+            return value
+    return None
 
 
 def embed_tokens(

@@ -71,7 +71,7 @@ def build_vocabulary(
         [*bos, original[t], *eos] if t in original else reader.encode(t, add_special_tokens=True).ids
         for t in tokens
     ]
-    return Vocabulary(tokens, inputs, _static_tokenizer_json(data, tokens, keep, phrases))
+    return Vocabulary(tokens, inputs, _static_tokenizer_json(data, tokens, keep, phrases, unk))
 
 
 def _vocab(model: dict) -> dict[str, int]:
@@ -130,7 +130,9 @@ def _special_ids(post_processor: dict | None, vocab: dict[str, int]) -> tuple[li
     return (tokens_of(single[0]), tokens_of(single[-1])) if single else ([], [])
 
 
-def _static_tokenizer_json(data: dict, tokens: list[str], keep: set[str | None], phrases: list[str]) -> str:
+def _static_tokenizer_json(
+    data: dict, tokens: list[str], keep: set[str | None], phrases: list[str], unk: str | None
+) -> str:
     """``tokenizer.json`` for the static model: the kept tokens renumbered in order, no post-processor,
     no padding, truncation at model2vec's default 512 tokens (as the folders model2vec writes)."""
     out = dict(data)
@@ -144,6 +146,8 @@ def _static_tokenizer_json(data: dict, tokens: list[str], keep: set[str | None],
             model["unk_id"] = ids.get(unk_piece)
     else:
         model["vocab"] = ids
+        if "unk_token" in model and model["unk_token"] is None and unk is not None:
+            model["unk_token"] = unk  # skeletoken sets the transformers tokenizer's unk_token on the model
     if model.get("type") == "BPE" and model.get("merges"):
         merges = model["merges"]
         pairs = [m if isinstance(m, list) else m.split(" ") for m in merges]
