@@ -68,14 +68,15 @@ class StaticBackend:
         mask = batch.pool_mask
         if self._unk is not None:
             mask = np.where(batch.input_ids == self._unk, 0, mask)
-        rows = self._table[batch.input_ids]  # (B, T, D)
-        if pooling is Pooling.MEAN:  # summed in float64: the mean of 500 tokens stays exact to float32
-            weights = mask.astype(np.float64)
-            sums = np.matmul(weights[:, None, :], rows.astype(np.float64))[:, 0, :]
-            pooled = sums / np.maximum(weights.sum(axis=1, keepdims=True), 1.0)
-        else:
-            pooled = pool(rows, mask, pooling)
-        return apply_dense(pooled, self._dense) if self._dense else pooled.astype(np.float32, copy=False)
+        if pooling is not Pooling.MEAN:
+            pooled = pool(self._table[batch.input_ids], mask, pooling)
+            return apply_dense(pooled, self._dense) if self._dense else pooled
+        # one batched matrix product of the 0/1 mask with the rows (measured 2-3x faster than summing
+        # only the real tokens' rows); float32 sums, as sentence-transformers' EmbeddingBag and model2vec
+        weights = mask.astype(np.float32)
+        sums = np.matmul(weights[:, None, :], self._table[batch.input_ids])[:, 0, :]
+        pooled = sums / np.maximum(weights.sum(axis=1, keepdims=True), 1.0)
+        return apply_dense(pooled, self._dense) if self._dense else pooled
 
 
 def static_tokenizer(table: StaticTable) -> LoadedTokenizer:
