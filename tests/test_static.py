@@ -184,3 +184,18 @@ def test_cli_encode_takes_a_static_model(st_static_dir, tmp_path):
     for check in (["--check"], []):
         facts = json.loads(invoke("info", "-m", str(st_static_dir), "--json", *check).output)
         assert (facts["backend"], facts["model_type"]) == ("static", "static")
+
+
+def test_the_server_serves_a_static_model(st_static_dir):
+    import httpx
+
+    from sentemb.server import ServerSettings, serve_in_background
+
+    encoder = sentemb.load(st_static_dir)
+    settings = ServerSettings(port=0, api_key="k", max_inputs=16, queue_size=64, drain_seconds=0)
+    with serve_in_background(encoder, settings) as url, httpx.Client(base_url=url, timeout=30) as client:
+        auth = {"Authorization": "Bearer k"}
+        response = client.post("/v1/embeddings", json={"input": ["a guitar", "two"]}, headers=auth)
+        assert response.status_code == 200, response.text
+        got = np.array([item["embedding"] for item in response.json()["data"]], dtype=np.float32)
+    np.testing.assert_allclose(got, encoder.encode(["a guitar", "two"]), atol=1e-6)
