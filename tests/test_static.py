@@ -199,3 +199,13 @@ def test_the_server_serves_a_static_model(st_static_dir):
         assert response.status_code == 200, response.text
         got = np.array([item["embedding"] for item in response.json()["data"]], dtype=np.float32)
     np.testing.assert_allclose(got, encoder.encode(["a guitar", "two"]), atol=1e-6)
+
+
+def test_the_batch_job_header_names_what_a_static_model_runs(st_static_dir):
+    from sentemb.batch.model import check_worker, describe_model
+    from sentemb.config import EncoderConfig
+
+    config = EncoderConfig(model=str(st_static_dir))
+    header = describe_model(config, num_gpus=0)
+    assert (header["backend"], header["dim"], header["precision"]) == ("static", 16, "fp32")
+    check_worker(sentemb.load(st_static_dir), config, header, num_gpus=0)  # an actor's encoder agrees
