@@ -209,3 +209,12 @@ def test_the_batch_job_header_names_what_a_static_model_runs(st_static_dir):
     header = describe_model(config, num_gpus=0)
     assert (header["backend"], header["dim"], header["precision"]) == ("static", 16, "fp32")
     check_worker(sentemb.load(st_static_dir), config, header, num_gpus=0)  # an actor's encoder agrees
+
+
+def test_the_base_install_runs_a_static_model_without_torch(m2v_dir):
+    from test_light_install import run_base
+
+    done = run_base("encode", "-m", str(m2v_dir), "--text", "A man is playing a guitar.", "-o", "-")
+    assert done.returncode == 0, done.stderr
+    got = np.array([json.loads(line)["embedding"] for line in done.stdout.splitlines()], dtype=np.float32)
+    np.testing.assert_allclose(got, sentemb.load(m2v_dir).encode(["A man is playing a guitar."]), atol=1e-6)
