@@ -102,6 +102,18 @@ def test_model2vec_folders_in_sentence_transformers(m2v_dir):
     np.testing.assert_allclose(sentemb.load(m2v_dir).encode(COMMON_TEXTS), want, atol=1e-6)
 
 
+def test_a_float16_model2vec_table(tmp_path):
+    """model2vec averages a float16 table in float16 and returns float16 numbers; sentemb reads the table
+    as float32 and averages in float32, so the two agree to float16's precision."""
+    from model2vec import StaticModel
+
+    model = _m2v_model(quantised=False, normalize=True, seed=2)
+    model.embedding = model.embedding.astype(np.float16)
+    model.save_pretrained(tmp_path)
+    want = StaticModel.from_pretrained(tmp_path).encode(VOCAB_TEXTS).astype(np.float32)
+    np.testing.assert_allclose(sentemb.load(tmp_path).encode(VOCAB_TEXTS), want, atol=2e-3)
+
+
 def test_model2vec_without_modules_json_and_uncapped(tmp_path):
     from model2vec import StaticModel
 
@@ -127,6 +139,10 @@ def test_empty_texts_are_zero_and_the_encoder_surface_works(st_static_dir, m2v_d
     saved = small.save(tmp_path / "saved")
     again = sentemb.load(saved)
     np.testing.assert_allclose(again.encode(VOCAB_TEXTS), small.encode(VOCAB_TEXTS), atol=1e-6)
+    from sentence_transformers import SentenceTransformer
+
+    theirs = SentenceTransformer(str(saved), device="cpu").encode(VOCAB_TEXTS, convert_to_numpy=True)
+    np.testing.assert_allclose(theirs, small.encode(VOCAB_TEXTS), atol=1e-6)
 
 
 def test_a_saved_model2vec_model_keeps_its_rules(m2v_dir, tmp_path):
