@@ -199,7 +199,7 @@ def test_cli_encode_takes_a_static_model(st_static_dir, tmp_path):
                                atol=1e-6)  # fmt: skip
     for check in (["--check"], []):
         facts = json.loads(invoke("info", "-m", str(st_static_dir), "--json", *check).output)
-        assert (facts["backend"], facts["model_type"]) == ("static", "static")
+        assert (facts["backend"], facts["model_type"], facts["dim"]) == ("static", "static", 16)
 
 
 def test_the_server_serves_a_static_model(st_static_dir):

@@ -80,7 +80,7 @@ def folder_facts(**encoder_params: Any) -> tuple[dict[str, object], Path]:
         "path": str(resolved.path),
         "revision": resolved.revision,
         "model_type": spec.model_type,
-        "dim": _width(spec.transformer_dir / "config.json") if spec.static is None else spec.static.width,
+        "dim": _width(spec.transformer_dir / "config.json") if spec.static is None else None,
         "pooling": (config.pooling or spec.pooling).value,
         "normalize": spec.normalize if config.normalize is None else config.normalize,
         "max_length": config.max_length or spec.max_length,
@@ -93,7 +93,8 @@ def folder_facts(**encoder_params: Any) -> tuple[dict[str, object], Path]:
         "checked": False,
     }
     if spec.static is not None:  # a table lookup runs on the CPU in float32 whatever was asked
-        facts |= {"backend": "static", "device": "cpu", "precision": "fp32"}
+        width = spec.dense[-1].out_features if spec.dense else spec.static.width
+        facts |= {"dim": width, "backend": "static", "device": "cpu", "precision": "fp32"}
     return facts, resolved.path
 
 
