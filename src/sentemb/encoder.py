@@ -367,15 +367,18 @@ def load(
     ``options`` are :class:`EncoderConfig` fields (device, backend, precision, pooling, normalize,
     max_length, long_text, batch_size, forward_tokens, ...), typed by :class:`LoadOptions`.
     """
-    given: dict[str, Any] = dict(options)
-    if "dtype" in given:
-        raise ConfigError(f"dtype={given['dtype']!r} is not an option; pass precision= (fp32, fp16, bf16 or int8)")
-    unknown = sorted(set(given) - _OPTIONS)
+    return _build(load_config(model, config, dict(options)))
+
+
+def load_config(model: str | Path | None, config: EncoderConfig | None, options: dict[str, Any]) -> EncoderConfig:
+    """The config :func:`load` builds from its arguments (an unknown option is a ConfigError naming the valid ones)."""
+    if "dtype" in options:
+        raise ConfigError(f"dtype={options['dtype']!r} is not an option; pass precision= (fp32, fp16, bf16 or int8)")
+    unknown = sorted(set(options) - _OPTIONS)
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown}; valid options: {sorted(_OPTIONS)}")
     base = config or EncoderConfig()
-    config = base.replace(model=str(base.model if model is None else model), **given)
-    return _build(config)
+    return base.replace(model=str(base.model if model is None else model), **options)
 
 
 def _build(config: EncoderConfig) -> Encoder:

@@ -28,6 +28,7 @@ from sentemb.backends import Backend, create_backend
 from sentemb.batching import pad
 from sentemb.config import EncoderConfig, LoadOptions, Pooling
 from sentemb.distillation.vocabulary import REMOVE_PATTERN, Vocabulary, build_vocabulary
+from sentemb.encoder import load_config
 from sentemb.errors import ConfigError
 from sentemb.models import open_model
 from sentemb.models.static import M2V_MAX_LENGTH, NO_LIMIT, write_static_folder
@@ -64,7 +65,7 @@ def distill(
         raise ConfigError(f"dim must be at least 1, got {dim}")
     if sif_coefficient is not None and not 0 < sif_coefficient < 1:
         raise ConfigError(f"sif_coefficient must be between 0 and 1 (model2vec uses 1e-4), got {sif_coefficient}")
-    config = (config or EncoderConfig()).replace(model=str(model), **dict(options))
+    config = load_config(model, config, dict(options))
     pooling = config.pooling or Pooling.MEAN
     if pooling not in _POOLINGS:
         raise ConfigError(f"distill pools each token's outputs by mean, cls or lasttoken (as model2vec); "
