@@ -117,3 +117,5 @@ def test_distilling_a_static_model_or_a_bad_option_is_refused(distilled, tiny_be
         sentemb.distill(distilled, tmp_path / "again")
     with pytest.raises(sentemb.ConfigError, match="by mean, cls or lasttoken"):
         sentemb.distill(tiny_bert, tmp_path / "max", pooling="max")
+    with pytest.raises(sentemb.ConfigError, match="unknown option"):
+        sentemb.distill(tiny_bert, tmp_path / "colour", colour="red")
