@@ -171,6 +171,17 @@ def test_a_missing_tokenizer_is_named(st_static_dir, tmp_path):
         sentemb.load(folder)
 
 
+def test_a_tokenizer_that_truncates_from_the_left_is_refused(st_static_dir, tmp_path):
+    from tokenizers import Tokenizer
+
+    folder = _copy(st_static_dir, tmp_path)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.enable_truncation(64, direction="left")
+    tokenizer.save(str(folder / "tokenizer.json"))
+    with pytest.raises(sentemb.UnsupportedModelError, match=r"tokenizer.json truncates from the left"):
+        sentemb.load(folder)
+
+
 def test_a_table_that_does_not_fit_the_tokenizer_is_named(m2v_dir, tmp_path):
     from safetensors.numpy import save_file
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sentemb.errors import ModelNotFoundError
+from sentemb.errors import ModelNotFoundError, UnsupportedModelError
 
 ST_KEY = "embedding.weight"
 M2V_KEY = "embeddings"
@@ -121,6 +121,11 @@ def read_static_table(folder: Path) -> tuple[StaticTable, int]:
     rows, width = shapes[key]
     if key == ST_KEY:
         truncation = tokenizer.truncation
+        if truncation and str(truncation.get("direction", "right")).lower() != "right":
+            raise UnsupportedModelError(
+                f"{tokenizer_path} truncates from the {truncation['direction']}; sentemb keeps a text's first "
+                "tokens only: set its truncation direction to Right (or remove the truncation)"
+            )
         limit = int(truncation["max_length"]) if truncation else NO_LIMIT
         return StaticTable(folder, ST_RULES, rows, width, vocab, False, None), limit
     config_path = folder / "config.json"
