@@ -208,6 +208,8 @@ def test_cli_encode_takes_a_static_model(st_static_dir, tmp_path):
     invoke("encode", "--text", "A man is playing a guitar.", "--text", "", "-m", str(st_static_dir), "-o", str(out))
     np.testing.assert_allclose(np.load(out), sentemb.load(st_static_dir).encode(["A man is playing a guitar.", ""]),
                                atol=1e-6)  # fmt: skip
+    refused = invoke("export", str(st_static_dir), str(tmp_path / "exported"), code=2)
+    assert "static embedding model: a table lookup with no graph to export" in refused.stderr
     for check in (["--check"], []):
         facts = json.loads(invoke("info", "-m", str(st_static_dir), "--json", *check).output)
         assert (facts["backend"], facts["model_type"], facts["dim"]) == ("static", "static", 16)
