@@ -40,7 +40,7 @@ OUT loads in sentemb, model2vec and sentence-transformers (StaticEmbedding) with
 @click.option("--no-pca", is_flag=True, help="Keep the model's width and axes (no PCA).")
 @click.option("--vocabulary", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="Extra words or phrases, one per line (WordPiece tokenizers).")  # fmt: skip
-@click.option("--force", "-f", is_flag=True, help="Write into OUT even if it already holds a model.")
+@click.option("--force", "-f", is_flag=True, help="Write into OUT even if it is not empty.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @encoder_options(positional_model=True)
 @handle_errors
