@@ -19,7 +19,7 @@ from sentemb.errors import ConfigError
 from sentemb.facts import EncoderFacts
 from sentemb.models import ModelSpec, SavePlan, open_model, write_st_folder, write_static_model
 from sentemb.models.resolve import Resolved, sha256_file
-from sentemb.models.static import NO_LIMIT
+from sentemb.models.static import char_cap
 from sentemb.pooling import normalize, truncate_dim
 from sentemb.prompts import DOCUMENT, QUERY, resolve_prompt, task_prompt_name
 from sentemb.similarity import similarity_matrix, similarity_pairwise
@@ -81,17 +81,8 @@ class Encoder:
         self._forward_pool = (
             ThreadPoolExecutor(backend.parallel, thread_name_prefix="sentemb-forward") if backend.parallel > 1 else None
         )
-        self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, self._char_cap())
-
-    def _char_cap(self) -> int | None:
-        """Characters read per text: the config's cap; for a model2vec model that truncates, also model2vec's
-        own cut at max_length * (its median token length) characters, made before tokenising."""
-        static, cap = self.spec.static, self.config.max_chars
-        truncates = self.config.long_text is LongText.TRUNCATE and self.max_length < NO_LIMIT
-        if static is None or static.chars_per_token is None or not truncates:
-            return cap
-        own = self.max_length * static.chars_per_token
-        return own if cap is None else min(own, cap)
+        chars = char_cap(spec.static, self.max_length, config.max_chars, config.long_text is LongText.TRUNCATE)
+        self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, chars)
 
     @property
     def dim(self) -> int:

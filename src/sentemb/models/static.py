@@ -156,6 +156,15 @@ def _check_shapes(
             )
 
 
+def char_cap(table: StaticTable | None, max_length: int, max_chars: int | None, truncates: bool) -> int | None:
+    """Characters read per text: ``max_chars``; for a model2vec model that truncates, also model2vec's own
+    cut at max_length * (its median token length) characters, made before tokenising."""
+    if table is None or table.chars_per_token is None or not truncates or max_length >= NO_LIMIT:
+        return max_chars
+    own = max_length * table.chars_per_token
+    return own if max_chars is None else min(own, max_chars)
+
+
 def load_table(table: StaticTable) -> np.ndarray:
     """The (vocab_size, width) float32 table, with a model2vec ``mapping`` and ``weights`` folded in:
     row i is ``embeddings[mapping[i]] * weights[i]``, what model2vec averages for token i."""
