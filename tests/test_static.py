@@ -247,3 +247,10 @@ def test_the_base_install_runs_a_static_model_without_torch(m2v_dir):
     assert done.returncode == 0, done.stderr
     got = np.array([json.loads(line)["embedding"] for line in done.stdout.splitlines()], dtype=np.float32)
     np.testing.assert_allclose(got, sentemb.load(m2v_dir).encode(["A man is playing a guitar."]), atol=1e-6)
+
+
+def test_a_damaged_table_is_named(m2v_dir, tmp_path):
+    folder = _copy(m2v_dir, tmp_path)
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(sentemb.ModelNotFoundError, match=r"cannot read .*model.safetensors"):
+        sentemb.load(folder)

@@ -74,19 +74,19 @@ def is_model2vec_folder(root: Path) -> bool:
         return False
     if config.get("model_type") == "model2vec":
         return True
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(root / TABLE_FILE), framework="numpy") as handle:
             return M2V_KEY in handle.keys()  # noqa: SIM118
-    except Exception:  # no table, or not safetensors: not a model2vec folder
+    except (SafetensorError, OSError):  # no table, or not safetensors: not a model2vec folder
         return False
 
 
 def read_static_table(folder: Path) -> tuple[StaticTable, int]:
     """The table's facts and the longest input (tokens) its rules read; refuses a damaged folder,
     naming the file. Reads only the tensors' headers and the tokenizer, not the table."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from tokenizers import Tokenizer
 
     tokenizer_path = folder / TOKENIZER_FILE
@@ -108,7 +108,7 @@ def read_static_table(folder: Path) -> tuple[StaticTable, int]:
     try:
         with safe_open(str(table_path), framework="numpy") as handle:
             shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
-    except Exception as exc:  # safetensors raises its own error type for a damaged header
+    except (SafetensorError, OSError) as exc:
         raise ModelNotFoundError(f"cannot read {table_path}: {exc}") from None
     key = ST_KEY if ST_KEY in shapes else M2V_KEY
     if key not in shapes:
