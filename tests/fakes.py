@@ -15,7 +15,8 @@ import numpy as np
 
 from sentemb.batching import TokenBatch
 from sentemb.config import EncoderConfig
-from sentemb.encoder import Encoder
+from sentemb.encoder import Encoder, runtime_plan
+from sentemb.machine import Machine
 from sentemb.models import read_model_folder, resolve_model
 from sentemb.tokenize import load_hf_tokenizer
 
@@ -87,7 +88,9 @@ def fake_encoder(backend: FakeBackend, folder: Path | None = None, **config: obj
     resolved = resolve_model(settings.model, settings.revision, settings.cache_dir)
     spec = read_model_folder(resolved.path)
     tokenizer = load_hf_tokenizer(str(spec.transformer_dir))
-    return Encoder(settings, resolved, spec, tokenizer, backend)  # type: ignore[arg-type]
+    machine = Machine.here()
+    plan = runtime_plan(settings, spec, backend, machine, ("a test's fake backend",))  # type: ignore[arg-type]
+    return Encoder(settings, resolved, spec, tokenizer, backend, plan=plan, machine=machine)  # type: ignore[arg-type]
 
 
 def token_id(encoder: Encoder, word: str) -> int:

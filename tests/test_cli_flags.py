@@ -27,7 +27,9 @@ COMMAND_ONLY = {
     "serve": {"model_arg": "MODEL may also be given as an argument", "log_level": "the process's logging"},
     "batch": {"quiet": "the summary line is the command's, not the job's"},
 }
-ENCODER_COMMANDS = [("encode",), ("similarity",), ("search",), ("eval", "sts"), ("info",), ("serve",), ("batch",)]
+ENCODER_COMMANDS = [
+    ("encode",), ("similarity",), ("search",), ("eval", "sts"), ("info",), ("serve",), ("batch",), ("distill",),
+]  # fmt: skip
 
 
 def _command(path: tuple[str, ...]) -> click.Command:

@@ -9,7 +9,7 @@ import sentemb
 LAYERS = [
     "errors", "extras", "files", "options", "config", "facts", "scoped", "machine", "models", "plan", "tokenize",
     "prompts", "batching", "pooling", "heads", "similarity", "export", "backends", "encoder", "rerank",
-    "evaluation", "retrieval", "server", "batch", "cli", "demo",
+    "distillation", "evaluation", "retrieval", "server", "batch", "cli", "demo",
 ]  # fmt: skip
 
 

@@ -8,8 +8,8 @@ EXPECTED = {
     "EncoderFacts", "Hit", "Index", "IntegrityError", "InvalidInputError", "InvalidTextError", "LongText",
     "ModelNotFoundError", "Pooling", "Precision", "RankHit", "Reranker", "SentembError", "StsResult", "TextInfo",
     "TextTooLongError", "UnsafeModelError", "UnsupportedModelError", "IndexFileError", "ModelMismatchError",
-    "VectorsError", "__version__", "cos_sim", "dot_score", "evaluate_sts", "load", "load_reranker", "quantize",
-    "read_sts", "semantic_search",
+    "VectorsError", "__version__", "cos_sim", "distill", "dot_score", "evaluate_sts", "load", "load_reranker",
+    "quantize", "read_sts", "semantic_search",
 }  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from sentemb.facts import EncoderFacts
 from sentemb.similarity import Hit, cos_sim, dot_score, semantic_search
 
 if TYPE_CHECKING:
+    from sentemb.distillation import distill
     from sentemb.encoder import Encoder, EncodeResult, load
     from sentemb.evaluation import StsResult, evaluate_sts, read_sts
     from sentemb.rerank import RankHit, Reranker, load_reranker
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 # Names whose modules import heavy packages (tokenizers, transformers): loaded on first use.
 _LAZY = {
     "load": "sentemb.encoder",
+    "distill": "sentemb.distillation",
     "Encoder": "sentemb.encoder",
     "EncodeResult": "sentemb.encoder",
     "evaluate_sts": "sentemb.evaluation",
@@ -95,6 +97,7 @@ __all__ = [
     "VectorsError",
     "__version__",
     "cos_sim",
+    "distill",
     "dot_score",
     "evaluate_sts",
     "load",

@@ -73,15 +73,16 @@ def pad(
     skip: np.ndarray | None = None,
 ) -> TokenBatch:
     """Right-pad sequences to the longest one; ``skip`` goes to :attr:`TokenBatch.skip`."""
-    width = max(len(x) for x in ids)
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    width = int(lengths.max())
+    # one boolean fill in row order instead of a row-by-row copy (a static model's batches are all overhead)
+    real = np.arange(width)[None, :] < lengths[:, None]
     input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(ids), width), dtype=np.int64)
+    input_ids[real] = np.concatenate(ids) if width else []
     types = np.zeros((len(ids), width), dtype=np.int64)
-    for row, (seq, typ) in enumerate(zip(ids, type_ids, strict=True)):
-        input_ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-        types[row, : len(typ)] = typ
-    return TokenBatch(input_ids, mask, types if with_types else None, skip)
+    if with_types:
+        types[real] = np.concatenate(type_ids) if width else []
+    return TokenBatch(input_ids, real.astype(np.int64), types if with_types else None, skip)
 
 
 @dataclass(frozen=True)

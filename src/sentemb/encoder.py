@@ -14,13 +14,14 @@ import numpy as np
 from sentemb.backends import Backend, choose_backend
 from sentemb.backends.choice import SAMPLE, Choice
 from sentemb.batching import Inputs, run_batches
-from sentemb.config import EncoderConfig, LoadOptions, Pooling
+from sentemb.config import EncoderConfig, LoadOptions, LongText, Pooling
 from sentemb.errors import ConfigError
 from sentemb.facts import EncoderFacts
 from sentemb.heads import Pooled
 from sentemb.machine import Machine
-from sentemb.models import ModelSpec, SavePlan, write_st_folder
+from sentemb.models import ModelSpec, SavePlan, write_st_folder, write_static_model
 from sentemb.models.resolve import Resolved
+from sentemb.models.static import char_cap
 from sentemb.plan import RuntimePlan, batch_size, describe_model, explain, machine_line, open_model
 from sentemb.pooling import normalize, truncate_dim
 from sentemb.prompts import DOCUMENT, QUERY, resolve_prompt, task_prompt_name
@@ -86,7 +87,8 @@ class Encoder:
         self._forward_pool = (
             ThreadPoolExecutor(plan.streams, thread_name_prefix="sentemb-forward") if plan.streams > 1 else None
         )
-        self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, config.max_chars)
+        chars = char_cap(spec.static, self.max_length, config.max_chars, config.long_text is LongText.TRUNCATE)
+        self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, chars)
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -310,6 +312,8 @@ class Encoder:
             dense=self.spec.dense,
             st=st,
         )
+        if self.spec.static is not None:
+            return write_static_model(self.spec, Path(folder), plan)
         return write_st_folder(self.spec, Path(folder), plan)
 
 
@@ -325,15 +329,18 @@ def load(
     ``options`` are :class:`EncoderConfig` fields (device, backend, precision, pooling, normalize,
     max_length, long_text, batch_size, forward_tokens, ...), typed by :class:`LoadOptions`.
     """
-    given: dict[str, Any] = dict(options)
-    if "dtype" in given:
-        raise ConfigError(f"dtype={given['dtype']!r} is not an option; pass precision= (fp32, fp16, bf16 or int8)")
-    unknown = sorted(set(given) - _OPTIONS)
+    return _build(load_config(model, config, dict(options)))
+
+
+def load_config(model: str | Path | None, config: EncoderConfig | None, options: dict[str, Any]) -> EncoderConfig:
+    """The config :func:`load` builds from its arguments (an unknown option is a ConfigError naming the valid ones)."""
+    if "dtype" in options:
+        raise ConfigError(f"dtype={options['dtype']!r} is not an option; pass precision= (fp32, fp16, bf16 or int8)")
+    unknown = sorted(set(options) - _OPTIONS)
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown}; valid options: {sorted(_OPTIONS)}")
     base = config or EncoderConfig()
-    config = base.replace(model=str(base.model if model is None else model), **given)
-    return _build(config)
+    return base.replace(model=str(base.model if model is None else model), **options)
 
 
 def _build(config: EncoderConfig) -> Encoder:
@@ -354,7 +361,10 @@ def _build(config: EncoderConfig) -> Encoder:
     if truncate is not None and truncate > backend.dim:
         width = backend.dim
         raise ConfigError(f"truncate_dim={truncate} is more than this model's width {width}; pass 1..{width}")
-    why = explain(asked, config, choice.describe() if choice is not None else None, machine)
+    if spec.static is not None:
+        why: tuple[str, ...] = ("a static embedding model: a table lookup in numpy, on the CPU",)
+    else:
+        why = explain(asked, config, choice.describe() if choice is not None else None, machine)
     plan = runtime_plan(config, spec, backend, machine, why)
     encoder = Encoder(config, resolved, spec, tokenizer, backend, plan=plan, machine=machine, choice=choice)
     encoder.resolve_prompt()  # an unknown default_prompt_name fails at load, naming the model's prompts

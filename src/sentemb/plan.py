@@ -232,6 +232,9 @@ def describe_model(config: EncoderConfig, resolved: Resolved, spec: ModelSpec, m
     the backend, precision and device by rule (``auto`` on the CPU is measured only when one is built)."""
     chosen, _ = resolve(config, machine, spec)
     device = chosen.device if chosen.device != "auto" else ("cuda" if machine.gpu else "cpu")
+    backend, precision = chosen.backend.value, chosen.precision.value
+    if spec.static is not None:  # a table lookup runs on the CPU in float32 whatever was asked
+        backend, device, precision = "static", "cpu", "fp32"
     truncate = config.truncate_dim or spec.st.truncate_dim
     width = spec.width
     default_prompt = spec.st.default_prompt_name if config.default_prompt_name is None else config.default_prompt_name
@@ -252,9 +255,9 @@ def describe_model(config: EncoderConfig, resolved: Resolved, spec: ModelSpec, m
         max_length=config.max_length or spec.max_length,
         batch_size=batch_size(config, device),
         long_text=config.long_text.value,
-        backend=chosen.backend.value,
+        backend=backend,
         device=device,
-        precision=chosen.precision.value,
+        precision=precision,
         sha256={p.name: sha256_file(p) for p in spec.weights},
         max_chars=config.max_chars,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -92,7 +92,7 @@ def tokenize(
     # With special tokens straight away (what post_process would add); only texts over max_length
     # are encoded again without them, to be truncated or chunked first. Per text this loop is the
     # part that holds the GIL, so it stays short.
-    encodings = spec.tokenizer.encode_batch(prepared, add_special_tokens=True)
+    encodings = _encode_batch(spec.tokenizer)(prepared, add_special_tokens=True)
     special = spec.num_special
     over = [i for i, enc in enumerate(encodings) if len(enc) - special > room]
     without = spec.tokenizer.encode_batch([prepared[i] for i in over], add_special_tokens=False)
@@ -124,6 +124,12 @@ def tokenize(
         chunked = long_text is LongText.CHUNK
         infos.append(TextInfo(n, was_cut or not chunked, len(windows), was_capped))
     return sequences, infos
+
+
+def _encode_batch(tokenizer: Tokenizer) -> Any:
+    """The tokenizer's batch encoder without character offsets (``encode_batch_fast``, tokenizers 0.20+:
+    1.1x the texts/s; nothing here reads offsets), else ``encode_batch``."""
+    return getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
 
 
 def cap_chars(

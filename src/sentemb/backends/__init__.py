@@ -37,7 +37,7 @@ log = logging.getLogger("sentemb")
 class Backend(Protocol):
     """What the encoder needs from a backend."""
 
-    name: str  # "torch", "onnx" or "openvino"
+    name: str  # "torch", "onnx", "openvino" or "static"
     device: str  # "cpu", "cuda", "cuda:1"
     dim: int
     # How many embed() calls pay off at once (OpenVINO's streams, ONNX Runtime's runs on the CPU); the
@@ -89,6 +89,8 @@ def choose_backend(
     from sentemb.export.recipe import version
     from sentemb.models.resolve import sha256_file
 
+    if spec.static is not None:  # a table lookup: nothing to choose
+        return config, create_backend(spec, config, machine, head), None
     override = os.environ.get(BACKEND_ENV, "").strip()
     if config.backend == "auto" and override and override != "auto":
         config = config.replace(backend=override)  # validated by EncoderConfig
@@ -140,6 +142,11 @@ def _candidates(spec: ModelSpec, config: EncoderConfig, precision: str, machine:
 
 def create_backend(spec: ModelSpec, config: EncoderConfig, machine: Machine, head: Head) -> Backend:
     """Build the backend that ``config`` names (``auto`` is resolved first by :func:`sentemb.plan.resolve`)."""
+    if spec.static is not None:
+        from sentemb.backends.static_backend import StaticBackend, check_static_config
+
+        check_static_config(config)
+        return StaticBackend(spec, head)
     config, why = resolve(config, machine, spec)
     if why != "as configured":
         log.info("sentemb: running %s (%s): %s", config.backend.value, config.precision.value, why)

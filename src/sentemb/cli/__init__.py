@@ -44,6 +44,9 @@ _COMMANDS: dict[str, _Entry] = {
     "serve": _Entry("sentemb.cli.serve", "serve", "server", "Serve embeddings over HTTP."),
     "batch": _Entry("sentemb.cli.batch", "batch", "batch", "Embed a large corpus with Ray Data, resumable."),
     "export": _Entry("sentemb.cli.export", "export", "onnx", "Export a model to ONNX or OpenVINO."),
+    "distill": _Entry(
+        "sentemb.cli.distill", "distill", "cli", "Make a static embedding model (a vector per token) from a model."
+    ),
     "index": _Entry(
         "sentemb.cli.index", "index_group", "index", "Build and search an ANN index (float32, int8, binary)."
     ),

@@ -61,6 +61,13 @@ def ensure_export(
     trust_remote_code: bool = False,
 ) -> Exported:
     """The cached export of ``spec`` at ``precision`` for ``runtime``, built (once) if missing or damaged."""
+    if spec.static is not None:
+        from sentemb.errors import ConfigError
+
+        raise ConfigError(
+            f"{spec.root} is a static embedding model: a table lookup with no graph to export; "
+            f"run it as it is (`sentemb encode -m {spec.root}`)"
+        )
     found = find_export(spec, precision, runtime=runtime, export_dir=export_dir)
     if found is not None:
         return found

@@ -1,6 +1,6 @@
 """Read and write model folders: the sentence-transformers layout (modules.json with Transformer,
-Pooling, Dense and Normalize modules, sentence_bert_config.json, config_sentence_transformers.json)
-or a plain transformers folder."""
+Pooling, Dense and Normalize modules, sentence_bert_config.json, config_sentence_transformers.json),
+a plain transformers folder, or a static embedding model (:mod:`sentemb.models.static`)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,24 @@ from sentemb.models.modules import (
     LEGACY_POOLING_KEYS,
     ST_POOLING_NAMES,
     DenseLayer,
+    Pipeline,
+    check_backbone_width,
     hidden_width,
     read_json,
     read_pipeline,
 )
 from sentemb.models.prebuilt import has_graph
+from sentemb.models.static import (
+    M2V_RULES,
+    NO_LIMIT,
+    ST_KEY,
+    TOKENIZER_FILE,
+    StaticTable,
+    is_model2vec_folder,
+    load_table,
+    read_static_table,
+    write_static_folder,
+)
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SIMILARITY_FNS = ("cosine", "dot", "euclidean", "manhattan")
@@ -72,13 +85,18 @@ class ModelSpec:
     @property
     def width(self) -> int:
         """Numbers per vector before ``truncate_dim``: the last Dense layer's, else the transformer's width."""
-        return self.dense[-1].out_features if self.dense else hidden_width(self.transformer_dir / "config.json")
+        if self.dense:
+            return self.dense[-1].out_features
+        return self.static.width if self.static is not None else hidden_width(self.transformer_dir / "config.json")
+    static: StaticTable | None = None  # a static embedding model: a table lookup instead of a transformer
 
 
 def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelSpec:
     """Read a model folder and refuse what is unsafe without the matching opt-in, or not implemented."""
     modules = read_json(root / "modules.json") if (root / "modules.json").is_file() else []
     pipeline = read_pipeline(root, modules if isinstance(modules, list) else [], allow_pickle=allow_pickle)
+    if pipeline.static or is_model2vec_folder(root):
+        return _read_static(root, pipeline)
     transformer_dir = root / pipeline.transformer_path
     if not (transformer_dir / "config.json").is_file():
         raise ModelNotFoundError(
@@ -156,6 +174,31 @@ def _activation(st_model: dict, config: dict) -> str | None:
 def _ir_weights(path: Path) -> bool:
     """Whether ``path`` is the weights of an OpenVINO IR beside it (model.bin of model.xml), not a pickle."""
     return path.suffix == ".bin" and path.with_suffix(".xml").is_file()
+
+
+def _read_static(root: Path, pipeline: Pipeline) -> ModelSpec:
+    """A static embedding model: its table and tokenizer, then the Dense and Normalize modules that follow."""
+    table, limit = read_static_table(root / pipeline.transformer_path)
+    check_backbone_width(root, table.width, pipeline.dense)
+    normalize = pipeline.normalize
+    if table.rules == M2V_RULES:  # model2vec's own setting decides, as StaticModel.encode reads it
+        config_path = table.folder / "config.json"
+        normalize = bool(read_json(config_path).get("normalize", False)) if config_path.is_file() else normalize
+    return ModelSpec(
+        root=root,
+        transformer_dir=table.folder,
+        model_type=table.rules if table.rules == M2V_RULES else "static",
+        pooling=Pooling.MEAN,
+        normalize=normalize,
+        max_length=limit,
+        lowercase=False,
+        limit=NO_LIMIT,  # no position embeddings: any max_length is fine
+        weights=(table.table_path,),
+        pickle_weights=False,
+        dense=pipeline.dense,
+        st=_read_st_config(root),
+        static=table,
+    )
 
 
 def _read_st_config(root: Path) -> StConfig:
@@ -240,16 +283,61 @@ def write_st_folder(spec: ModelSpec, out: Path, plan: SavePlan) -> Path:
     pool_config["include_prompt"] = plan.include_prompt
     (out / "1_Pooling").mkdir(exist_ok=True)
     _write_json(out / "1_Pooling" / "config.json", pool_config)
+    _write_st_config(out, plan.st)
+    return out
+
+
+def write_static_model(spec: ModelSpec, out: Path, plan: SavePlan) -> Path:
+    """Write a static model by its library's rules, so that sentemb reads it back the same: model2vec's
+    layout for a model2vec model without Dense layers, else sentence-transformers' (0_StaticEmbedding,
+    Dense, Normalize); prompts, similarity and truncate_dim go to config_sentence_transformers.json."""
+    if spec.static is None:
+        raise ConfigError(f"{spec.root} is not a static embedding model")
+    if plan.pooling is not Pooling.MEAN:
+        raise ConfigError(
+            f"a static embedding model is saved with mean pooling (sentence-transformers' StaticEmbedding knows no "
+            f"other); load it without pooling={plan.pooling.value!r} to save it"
+        )
+    tokenizer = (spec.static.tokenizer_path).read_text(encoding="utf-8")
+    if spec.static.rules == M2V_RULES and not plan.dense:
+        max_length = None if plan.max_length >= NO_LIMIT else plan.max_length
+        write_static_folder(out, load_table(spec.static), tokenizer, normalize=plan.normalize,
+                            config={"max_length": max_length})  # fmt: skip
+        _write_st_config(out, plan.st)
+        return out
+    from safetensors.numpy import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob("[0-9]*_Dense"), *out.glob("[0-9]*_Normalize")]:
+        shutil.rmtree(stale)
+    table_dir = out / "0_StaticEmbedding"
+    table_dir.mkdir(exist_ok=True)
+    save_file({ST_KEY: load_table(spec.static)}, str(table_dir / "model.safetensors"))
+    (table_dir / TOKENIZER_FILE).write_text(tokenizer, encoding="utf-8")
+    modules = [_module(0, "0_StaticEmbedding", "StaticEmbedding")]
+    for layer in plan.dense:
+        path = f"{len(modules)}_Dense"
+        modules.append(_module(len(modules), path, "Dense"))
+        _write_dense(layer, out / path)
+    if plan.normalize:
+        path = f"{len(modules)}_Normalize"
+        modules.append(_module(len(modules), path, "Normalize"))
+        (out / path).mkdir()
+    _write_json(out / "modules.json", modules)
+    _write_st_config(out, plan.st)
+    return out
+
+
+def _write_st_config(out: Path, st: StConfig) -> None:
     st_config: dict[str, object] = {
         "model_type": "SentenceTransformer",
-        "prompts": plan.st.prompt_dict,
-        "default_prompt_name": plan.st.default_prompt_name,
-        "similarity_fn_name": plan.st.similarity_fn_name,
+        "prompts": st.prompt_dict,
+        "default_prompt_name": st.default_prompt_name,
+        "similarity_fn_name": st.similarity_fn_name,
     }
-    if plan.st.truncate_dim is not None:
-        st_config["truncate_dim"] = plan.st.truncate_dim
+    if st.truncate_dim is not None:
+        st_config["truncate_dim"] = st.truncate_dim
     _write_json(out / "config_sentence_transformers.json", st_config)
-    return out
 
 
 def _module(idx: int, path: str, kind: str) -> dict[str, object]:

@@ -1,9 +1,10 @@
 """The modules of a sentence-transformers folder (modules.json), read in order, all or nothing.
 
 sentemb runs: Transformer, then Pooling (one mode, ``include_prompt``), then any number of Dense
-layers, then at most one Normalize. Every other module type or layout is refused with
-:class:`UnsupportedModelError` naming the module, its folder and what is supported: a module is
-never silently dropped (that would change the vectors).
+layers, then at most one Normalize; or StaticEmbedding (a table of token vectors, averaged: it
+gives one vector itself, so no Pooling follows), then Dense layers and Normalize. Every other
+module type or layout is refused with :class:`UnsupportedModelError` naming the module, its folder
+and what is supported: a module is never silently dropped (that would change the vectors).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import numpy as np
 from sentemb.config import Pooling
 from sentemb.errors import ModelNotFoundError, UnsafeModelError, UnsupportedModelError
 
-SUPPORTED = "Transformer, Pooling, Dense (any number) and Normalize (last), in that order"
+SUPPORTED = (
+    "Transformer, Pooling, Dense (any number) and Normalize (last), in that order; or StaticEmbedding, "
+    "Dense and Normalize"
+)
 # sentence-transformers' pooling mode names -> sentemb's, in its legacy key order (cls, max, mean, ...).
 POOLING_MODES = {
     "cls": Pooling.CLS,
@@ -72,11 +76,12 @@ class DenseLayer:
 class Pipeline:
     """What modules.json asks for, after the transformer."""
 
-    transformer_path: str
+    transformer_path: str  # the first module's folder: the Transformer's, or the StaticEmbedding's
     pooling: Pooling | None  # None: no Pooling module (a plain transformers folder): mean
     include_prompt: bool
     dense: tuple[DenseLayer, ...]
     normalize: bool
+    static: bool = False  # the first module is a StaticEmbedding
 
 
 # Where transformers' configs keep the width of a token embedding, by model family.
@@ -104,7 +109,8 @@ def read_pipeline(root: Path, modules: list[dict], *, allow_pickle: bool) -> Pip
     kinds = [(str(m.get("type", "")).rsplit(".", 1)[-1], str(m.get("path", ""))) for m in modules]
     if not kinds:
         return Pipeline("", None, True, (), False)
-    allowed = {0: {"Transformer"}, 1: {"Pooling"}}
+    static = kinds[0][0] == "StaticEmbedding"
+    allowed = {0: {"StaticEmbedding"}} if static else {0: {"Transformer"}, 1: {"Pooling"}}
     pooling: Pooling | None = None
     include_prompt, width = True, None
     dense: list[DenseLayer] = []
@@ -125,7 +131,7 @@ def read_pipeline(root: Path, modules: list[dict], *, allow_pickle: bool) -> Pip
         elif kind == "Normalize":
             normalize = True
     _check_chain(root, width, dense)
-    return Pipeline(kinds[0][1], pooling, include_prompt, tuple(dense), normalize)
+    return Pipeline(kinds[0][1], pooling, include_prompt, tuple(dense), normalize, static)
 
 
 def _read_pooling(folder: Path) -> tuple[Pooling, bool, int | None]:
