@@ -231,11 +231,11 @@ def test_the_server_serves_a_static_model(st_static_dir):
 
 
 def test_the_batch_job_header_names_what_a_static_model_runs(st_static_dir):
-    from sentemb.batch.model import check_worker, describe_model
+    from sentemb.batch.model import check_worker, describe_job_model
     from sentemb.config import EncoderConfig
 
     config = EncoderConfig(model=str(st_static_dir))
-    header = describe_model(config, num_gpus=0)
+    header = describe_job_model(config, num_gpus=0)
     assert (header["backend"], header["dim"], header["precision"]) == ("static", 16, "fp32")
     check_worker(sentemb.load(st_static_dir), config, header, num_gpus=0)  # an actor's encoder agrees
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from sentemb.cli.options import (
+from sentemb.cli.common import (
     EXIT_CODES_HELP,
     InputError,
     OutputError,
