@@ -264,18 +264,7 @@ def write_st_folder(spec: ModelSpec, out: Path, plan: SavePlan) -> Path:
         )
         if item.is_file() and not skip:
             shutil.copy2(item, out / item.name)
-    for stale in [*out.glob("[0-9]*_Dense"), *out.glob("[0-9]*_Normalize")]:
-        shutil.rmtree(stale)
-    modules = [_module(0, "", "Transformer"), _module(1, "1_Pooling", "Pooling")]
-    for layer in plan.dense:
-        path = f"{len(modules)}_Dense"
-        modules.append(_module(len(modules), path, "Dense"))
-        _write_dense(layer, out / path)
-    if plan.normalize:
-        path = f"{len(modules)}_Normalize"
-        modules.append(_module(len(modules), path, "Normalize"))
-        (out / path).mkdir()
-    _write_json(out / "modules.json", modules)
+    _write_modules(out, [_module(0, "", "Transformer"), _module(1, "1_Pooling", "Pooling")], plan)
     _write_json(out / "sentence_bert_config.json", {"max_seq_length": plan.max_length, "do_lower_case": spec.lowercase})
     mode = ST_POOLING_NAMES[plan.pooling]
     pool_config: dict[str, object] = {"word_embedding_dimension": plan.width}
@@ -307,14 +296,20 @@ def write_static_model(spec: ModelSpec, out: Path, plan: SavePlan) -> Path:
         return out
     from safetensors.numpy import save_file
 
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in [*out.glob("[0-9]*_Dense"), *out.glob("[0-9]*_Normalize")]:
-        shutil.rmtree(stale)
     table_dir = out / "0_StaticEmbedding"
-    table_dir.mkdir(exist_ok=True)
+    table_dir.mkdir(parents=True, exist_ok=True)
     save_file({ST_KEY: load_table(spec.static)}, str(table_dir / "model.safetensors"))
     (table_dir / TOKENIZER_FILE).write_text(tokenizer, encoding="utf-8")
-    modules = [_module(0, "0_StaticEmbedding", "StaticEmbedding")]
+    _write_modules(out, [_module(0, "0_StaticEmbedding", "StaticEmbedding")], plan)
+    _write_st_config(out, plan.st)
+    return out
+
+
+def _write_modules(out: Path, modules: list[dict], plan: SavePlan) -> None:
+    """modules.json: ``modules`` (the first ones), then a folder per Dense layer and Normalize (stale ones
+    of an earlier save removed)."""
+    for stale in [*out.glob("[0-9]*_Dense"), *out.glob("[0-9]*_Normalize")]:
+        shutil.rmtree(stale)
     for layer in plan.dense:
         path = f"{len(modules)}_Dense"
         modules.append(_module(len(modules), path, "Dense"))
@@ -324,8 +319,6 @@ def write_static_model(spec: ModelSpec, out: Path, plan: SavePlan) -> Path:
         modules.append(_module(len(modules), path, "Normalize"))
         (out / path).mkdir()
     _write_json(out / "modules.json", modules)
-    _write_st_config(out, plan.st)
-    return out
 
 
 def _write_st_config(out: Path, st: StConfig) -> None:
