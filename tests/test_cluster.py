@@ -11,8 +11,8 @@ from sentence_transformers.util import community_detection as st_community_detec
 
 import sentemb
 from cli_helpers import cached_loads, invoke
+from sentemb.errors import VectorsError
 from sentemb.retrieval import cluster
-from sentemb.retrieval.errors import VectorsError
 
 RNG = np.random.default_rng(5)
 

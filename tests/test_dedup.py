@@ -9,8 +9,8 @@ import pytest
 
 import sentemb
 from cli_helpers import cached_loads, invoke
+from sentemb.errors import VectorsError
 from sentemb.retrieval.dedup import find_duplicates
-from sentemb.retrieval.errors import VectorsError
 
 RNG = np.random.default_rng(11)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sentemb
-from sentemb.retrieval.errors import IndexFileError, ModelMismatchError, VectorsError
+from sentemb.errors import IndexFileError, ModelMismatchError, VectorsError
 
 RNG = np.random.default_rng(3)
 DIM = 64
