@@ -10,15 +10,19 @@ import numpy as np
 import pytest
 
 import sentemb
-import sentemb.backends
 from sentemb.errors import ConfigError
 from tiny_models import PARITY_TEXTS
 
 
 def hide_torch(monkeypatch) -> None:
-    """Choose what a base install would (torch is still importable here, but unused)."""
-    for module in (sentemb.backends, sentemb.errors):
-        monkeypatch.setattr(module, "torch_installed", lambda: False)
+    """Choose what a base install would (torch is still importable here, but unused): the machine's facts
+    and the export's builder both see no torch."""
+    import sentemb.extras
+    import sentemb.machine
+
+    seen = sentemb.extras.installed
+    monkeypatch.setattr(sentemb.machine, "installed", lambda name: name not in ("torch", "transformers") and seen(name))
+    monkeypatch.setattr(sentemb.extras, "torch_installed", lambda: False)
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ class Machine:
         *,
         cpuinfo: str | None = None,
         environ: Mapping[str, str] | None = None,
-        find: Callable[[str], bool] = installed,
+        find: Callable[[str], bool] | None = None,
     ) -> Machine:
         """This machine (or the ``cpuinfo`` text, environment and module finder given instead)."""
         if cpuinfo is None:
@@ -57,6 +57,7 @@ class Machine:
             except OSError:
                 cpuinfo = ""
         env = os.environ if environ is None else environ
+        find = find or installed
         model, flags = parse_cpuinfo(cpuinfo)
         return cls(
             arch=platform.machine().lower(),
