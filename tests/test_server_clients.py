@@ -63,7 +63,7 @@ def test_langchain_openai_embeddings(url, default_encoder, no_tiktoken_download)
     import openai
 
     default = langchain_openai.OpenAIEmbeddings(model=MODEL, base_url=f"{url}/v1", api_key=KEY, max_retries=0)
-    with pytest.raises((OSError, openai.BadRequestError), match="cl100k_base|check_embedding_ctx_length=False"):
+    with pytest.raises((OSError, openai.BadRequestError), match=r"cl100k_base|check_embedding_ctx_length=False"):
         default.embed_documents(TEXTS)
 
 
