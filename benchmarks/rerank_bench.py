@@ -201,7 +201,10 @@ def fastembed_method(folder: Path) -> Method:
     def run(pairs: Pairs) -> np.ndarray:
         return np.fromiter(model.rerank_pairs(pairs), dtype=np.float32, count=len(pairs))
 
-    return Method("fastembed TextCrossEncoder (ST's ONNX file, custom model)", run)
+    # fastembed cuts pairs at the stricter of tokenizer_config.json's model_max_length and max_length
+    tokenizer = getattr(model.model, "tokenizer", None)
+    cut = (tokenizer.truncation or {}).get("max_length") if tokenizer is not None else "?"
+    return Method(f"fastembed TextCrossEncoder (ST's ONNX file, custom model; cuts pairs at {cut} tokens)", run)
 
 
 def peer_methods(model_dir: Path) -> list[Method]:
@@ -223,11 +226,12 @@ def time_rounds(methods: list[Method], pairs: Pairs, rounds: int) -> None:
     """Warm every method up, then round 1 of each, round 2 of each, ...; the last round's scores are kept."""
     for method in methods:
         method.predict(pairs[:64])
-    for _ in range(rounds):
+    for k in range(rounds):
         for method in methods:
             started = time.perf_counter()
             method.scores = np.asarray(method.predict(pairs), dtype=np.float32)
             method.times.append(time.perf_counter() - started)
+        print(f"round {k + 1}/{rounds}: {sum(m.times[-1] for m in methods):.0f} s", file=sys.stderr, flush=True)
 
 
 def top10_same(scores: np.ndarray, reference: np.ndarray) -> float:
