@@ -132,7 +132,8 @@ def build_queries(model_dir: Path, data: Path, n_queries: int, seed: int = 0) ->
     queries = []
     for query in rng.sample(sorted(set(sts.sentences1)), n_queries):
         shared = Counter(j for word in words(query) for j in index[word])
-        leads = [pool[j] for j, _ in shared.most_common(CANDIDATES + 1) if pool[j] != query][:CANDIDATES]
+        best = sorted(shared, key=lambda j: (-shared[j], j))  # ties by pool order: no hash order involved
+        leads = [pool[j] for j in best[: CANDIDATES + 1] if pool[j] != query][:CANDIDATES]
         leads += rng.sample(pool, CANDIDATES - len(leads))  # a query with few words in common
         queries.append((query, [passage(lead, pool, length, rng) for lead in leads]))
     return queries
