@@ -4,7 +4,7 @@ loop every model kind runs its inputs through (:func:`run_batches`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +94,12 @@ class Inputs:
     pad_id: int
     with_types: bool
     skip: np.ndarray | None = None  # (N,) leading positions pooling leaves out, per input
+
+
+def stream_pool(streams: int) -> Executor | None:
+    """Threads that keep a backend's ``streams`` busy (batches computed at once, shared by concurrent calls),
+    or None for a backend that computes one batch at a time."""
+    return ThreadPoolExecutor(streams, thread_name_prefix="sentemb-forward") if streams > 1 else None
 
 
 def run_batches(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ import numpy as np
 
 from sentemb.backends import Backend, choose_backend
 from sentemb.backends.choice import SAMPLE, Choice
-from sentemb.batching import Inputs, run_batches
+from sentemb.batching import Inputs, run_batches, stream_pool
 from sentemb.config import EncoderConfig, LoadOptions, LongText, Pooling
 from sentemb.errors import ConfigError
 from sentemb.facts import EncoderFacts
@@ -83,10 +82,7 @@ class Encoder:
         self.spec = spec
         self._tokenizer = tokenizer
         self._backend = backend
-        # Threads that keep a multi-stream backend's streams busy (shared by concurrent encode calls).
-        self._forward_pool = (
-            ThreadPoolExecutor(plan.streams, thread_name_prefix="sentemb-forward") if plan.streams > 1 else None
-        )
+        self._forward_pool = stream_pool(plan.streams)
         chars = char_cap(spec.static, self.max_length, config.max_chars, config.long_text is LongText.TRUNCATE)
         self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, chars)
 

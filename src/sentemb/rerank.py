@@ -14,7 +14,6 @@ import itertools
 import logging
 import sys
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from sentemb.backends import Backend, choose_backend
 from sentemb.backends.choice import SAMPLE, Choice
-from sentemb.batching import Inputs, run_batches
+from sentemb.batching import Inputs, run_batches, stream_pool
 from sentemb.config import EncoderConfig, LoadOptions
 from sentemb.errors import ConfigError, UnsupportedModelError
 from sentemb.heads import Logits
@@ -139,9 +138,7 @@ class Reranker:
         self._backend = backend
         self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, config.max_chars)
         self._truncating = pair_tokenizer(tokenizer.tokenizer, self.max_length)
-        self._forward_pool = (
-            ThreadPoolExecutor(plan.streams, thread_name_prefix="sentemb-forward") if plan.streams > 1 else None
-        )
+        self._forward_pool = stream_pool(plan.streams)
 
     @property
     def max_length(self) -> int:
