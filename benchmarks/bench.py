@@ -275,7 +275,7 @@ def _args() -> argparse.Namespace:
 
 def main() -> None:
     args = _args()
-    from sentemb.encoder import BATCH_SIZE
+    from sentemb.plan import BATCH_SIZE
 
     args.batch_size = args.batch_size or BATCH_SIZE[args.device.split(":")[0]]
     if args.device == "cpu":  # 2 cores: the tokenizer's threads would only compete with the model's

@@ -23,9 +23,10 @@ def default_ir(precision: str) -> Path:
     """sentemb's cached OpenVINO IR of the default model (fp32 for bf16, which is a compile-time hint)."""
     from sentemb.config import EncoderConfig, Precision
     from sentemb.export import ensure_export
-    from sentemb.models import open_model
+    from sentemb.machine import Machine
+    from sentemb.plan import open_model
 
-    _, spec = open_model(EncoderConfig())  # the model's folder, no backend loaded
+    _, spec = open_model(EncoderConfig(), Machine.here())  # the model's folder, no backend loaded
     ir = Precision.INT8 if precision == "int8" else Precision.FP32
     return Path(ensure_export(spec, ir, runtime="openvino").model)
 
