@@ -35,15 +35,26 @@ async def read_response(reader: asyncio.StreamReader) -> str:
     return answer(head)
 
 
+async def connect(
+    host: str, port: int, source: Local, stats: Counter[str], who: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A new connection from ``source``, counted under ``who``; None (after a second) when refused."""
+    try:
+        opened = await asyncio.open_connection(host, port, local_addr=source)
+    except OSError:
+        stats[f"{who}: connect failed"] += 1
+        await asyncio.sleep(1)
+        return None
+    stats[f"{who}: opened"] += 1
+    return opened
+
+
 async def slow_header(host: str, port: int, source: Local, stop: asyncio.Event, stats: Counter[str]) -> None:
     while not stop.is_set():
-        try:
-            reader, writer = await asyncio.open_connection(host, port, local_addr=source)
-        except OSError:
-            stats["slow: connect failed"] += 1
-            await asyncio.sleep(1)
+        opened = await connect(host, port, source, stats, "slow")
+        if opened is None:
             continue
-        stats["slow: opened"] += 1
+        reader, writer = opened
         sent = 0
         try:
             while not stop.is_set():
@@ -64,13 +75,10 @@ async def slow_header(host: str, port: int, source: Local, stop: asyncio.Event, 
 
 async def idle_keep_alive(host: str, port: int, source: Local, stop: asyncio.Event, stats: Counter[str]) -> None:
     while not stop.is_set():
-        try:
-            reader, writer = await asyncio.open_connection(host, port, local_addr=source)
-        except OSError:
-            stats["idle: connect failed"] += 1
-            await asyncio.sleep(1)
+        opened = await connect(host, port, source, stats, "idle")
+        if opened is None:
             continue
-        stats["idle: opened"] += 1
+        reader, writer = opened
         try:
             while not stop.is_set():
                 writer.write(HEALTH)

@@ -131,10 +131,14 @@ def test_every_bad_request_is_one_error_naming_its_field(client, body, status, p
     assert needle in error_of(client.post("/v1/rerank", json=body), status, param)["message"]
 
 
-def test_a_lone_surrogate_in_a_document_is_a_400_not_a_500(client):
+def test_a_lone_surrogate_in_a_document_or_the_query_is_a_400_not_a_500(client):
     raw = '{"query": "q", "documents": ["fine", "bad \\ud800"]}'
     response = client.post("/v1/rerank", content=raw, headers={"Content-Type": "application/json"})
     assert "documents[1]" in error_of(response, 400, "documents")["message"]
+    for route, body in (("/v1/rerank", '{"query": "q \\ud800", "documents": ["fine"]}'),
+                        ("/rerank", '{"query": "q \\ud800", "texts": ["fine"]}')):  # fmt: skip
+        response = client.post(route, content=body, headers={"Content-Type": "application/json"})
+        assert "query is not valid Unicode" in error_of(response, 400, "query")["message"]
 
 
 def test_a_reranker_name_on_the_embeddings_route_points_to_rerank(client):

@@ -285,15 +285,8 @@ class Encoder:
         return truncate_dim(vectors, self.truncate_dim, renormalize=explicit)
 
     def _progress(self, total: int, show: bool | None) -> Any:
-        """A tqdm bar, or None when progress is off."""
         show = self.config.show_progress if show is None else show
-        if show is None:
-            show = total > 4 * self.batch_size and sys.stderr.isatty()
-        if not show:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, unit="text", desc="encoding", dynamic_ncols=True)
+        return progress_bar(total, show, 4 * self.batch_size, "text", "encoding")
 
     def save(self, folder: str | Path) -> Path:
         """Write a sentence-transformers folder that sentemb and sentence-transformers both load
@@ -326,6 +319,18 @@ def load(
     max_length, long_text, batch_size, forward_tokens, ...), typed by :class:`LoadOptions`.
     """
     return _build(load_config(model, config, dict(options)))
+
+
+def progress_bar(total: int, show: bool | None, threshold: int, unit: str, desc: str) -> Any:
+    """A tqdm bar for ``total`` inputs, or None when progress is off (``show`` None: on for more than
+    ``threshold`` inputs on a terminal)."""
+    if show is None:
+        show = total > threshold and sys.stderr.isatty()
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True)
 
 
 def load_config(model: str | Path | None, config: EncoderConfig | None, options: dict[str, Any]) -> EncoderConfig:

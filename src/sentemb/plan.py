@@ -31,6 +31,8 @@ BATCH_SIZE = {"cpu": 64, "cuda": 1024}
 # ONNX Runtime on the CPU: batches run at once (default: one per core) and threads for each (default: the
 # cores shared out among them).
 ORT_STREAMS_ENV = "SENTEMB_ORT_STREAMS"
+# Overrides backend='auto''s measurement (e.g. SENTEMB_BACKEND=onnx).
+BACKEND_ENV = "SENTEMB_BACKEND"
 # The runtimes that run a graph without torch (what the base install has, and what a shipped graph needs).
 GRAPH_RUNTIMES = ("onnx", "openvino")
 ORT_THREADS_ENV = "SENTEMB_ORT_THREADS"
@@ -271,7 +273,7 @@ def explain(
     if measured is not None:
         rates = ", ".join(f"{name} {rate:.0f}/s" for name, rate in measured["sentences_per_s"].items())
         return (f"backend=auto on the CPU: {measured['backend']} was the fastest ({rates}; {measured['source']})",)
-    override = os.environ.get("SENTEMB_BACKEND")
+    override = os.environ.get(BACKEND_ENV)
     if asked.backend is BackendName.AUTO and override and chosen.backend.value == override:
-        return (f"SENTEMB_BACKEND={override}",)
+        return (f"{BACKEND_ENV}={override}",)
     return (f"backend={asked.backend.value}: {resolve(asked, machine)[1]}",)

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from sentemb.backends import Backend, choose_backend
 from sentemb.backends.choice import SAMPLE, Choice
 from sentemb.batching import Inputs, run_batches, stream_pool
 from sentemb.config import EncoderConfig, LoadOptions
+from sentemb.encoder import load_config, progress_bar
 from sentemb.errors import ConfigError, UnsupportedModelError
 from sentemb.heads import Logits
 from sentemb.machine import Machine
@@ -224,8 +224,8 @@ class Reranker:
         sequences, info = tokenize_pairs(self._token_spec, self._truncating, items)
         inputs = Inputs([s.ids for s in sequences], [s.type_ids for s in sequences], self._tokenizer.pad_id,
                         self._tokenizer.uses_type_ids)  # fmt: skip
-        progress = _progress(len(items), self.config.show_progress if show_progress is None else show_progress,
-                             4 * self.plan.batch_size)  # fmt: skip
+        show = self.config.show_progress if show_progress is None else show_progress
+        progress = progress_bar(len(items), show, 4 * self.plan.batch_size, "pair", "reranking")
         logits = run_batches(inputs, self._backend.run, self.labels, batch_size=self.plan.batch_size,
                              max_tokens=self.config.forward_tokens, pool=self._forward_pool,
                              progress=progress.update if progress is not None else None)  # fmt: skip
@@ -264,19 +264,6 @@ def _checked_activation(name: str) -> str:
     return name
 
 
-def _progress(total: int, show: bool | None, threshold: int) -> Any:
-    if show is None:
-        show = total > threshold and sys.stderr.isatty()
-    if not show:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="pair", desc="reranking", dynamic_ncols=True)
-
-
-_OPTIONS = {f.name for f in fields(EncoderConfig)} - {"model"}
-
-
 def load_reranker(
     model: str,
     *,
@@ -292,12 +279,7 @@ def load_reranker(
     fields of :class:`EncoderConfig` (device, backend, precision, max_length, batch_size, ...);
     ``activation`` ("sigmoid", "identity", "tanh") replaces the model's own.
     """
-    given: dict[str, Any] = dict(options)
-    unknown = sorted(set(given) - _OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown option(s) {unknown}; valid options: {sorted(_OPTIONS - set(EMBEDDING_OPTIONS))}")
-    base = config or EncoderConfig()
-    config = base.replace(model=str(model), **given)
+    config = load_config(model, config, dict(options))
     defaults = EncoderConfig()
     for name in EMBEDDING_OPTIONS:
         if getattr(config, name) != getattr(defaults, name):

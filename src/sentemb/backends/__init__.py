@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from sentemb.errors import ConfigError
-from sentemb.plan import on_gpu, resolve
+from sentemb.plan import BACKEND_ENV, on_gpu, resolve
 
 if TYPE_CHECKING:
     from sentemb.backends.choice import Choice
@@ -63,9 +63,6 @@ def cuda_fallback(requested: str, available: bool) -> str:
         log.warning(message)
         return "cpu"
     return requested
-
-
-BACKEND_ENV = "SENTEMB_BACKEND"
 
 
 def choose_backend(

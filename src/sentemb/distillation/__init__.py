@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,7 @@ from sentemb.backends import Backend, create_backend
 from sentemb.batching import pad
 from sentemb.config import EncoderConfig, LoadOptions, Pooling
 from sentemb.distillation.vocabulary import REMOVE_PATTERN, Vocabulary, build_vocabulary
-from sentemb.encoder import load_config
+from sentemb.encoder import load_config, progress_bar
 from sentemb.errors import ConfigError
 from sentemb.heads import Pooled
 from sentemb.machine import Machine
@@ -141,11 +140,7 @@ def embed_tokens(backend: Backend, tokenizer: LoadedTokenizer, vocab: Vocabulary
 
 
 def _progress(total: int, show: bool | None) -> Any:
-    if not (sys.stderr.isatty() if show is None else show):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="token", desc="distilling", dynamic_ncols=True)
+    return progress_bar(total, show, 0, "token", "distilling")  # on a terminal whatever the vocabulary's size
 
 
 def zipf_weights(count: int, sif_coefficient: float | None) -> np.ndarray:

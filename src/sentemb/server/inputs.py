@@ -93,13 +93,17 @@ def documents_from(value: list[Any], max_inputs: int, param: str = "documents") 
         if not isinstance(text, str):
             what = "an object without a string 'text'" if isinstance(item, dict) else _json_type(item)
             raise ApiError(400, f"{param}[{index}] is {what}, not a string", param=param, code="invalid_type")
-        position = lone_surrogate(text)
-        if position is not None:
-            raise ApiError(400, f"{param}[{index}] is not valid Unicode: character {position} is a lone surrogate, "
-                           "which has no UTF-8 form; send the text as valid UTF-8", param=param,
-                           code="invalid_text")  # fmt: skip
-        texts.append(text)
+        texts.append(unicode_text(text, f"{param}[{index}]", param))
     return texts
+
+
+def unicode_text(text: str, where: str, param: str) -> str:
+    """``text``, or a 400 naming ``where`` when it is not valid Unicode (a lone surrogate), before it is queued."""
+    position = lone_surrogate(text)
+    if position is not None:
+        raise ApiError(400, f"{where} is not valid Unicode: character {position} is a lone surrogate, which has "
+                       "no UTF-8 form; send the text as valid UTF-8", param=param, code="invalid_text")  # fmt: skip
+    return text
 
 
 def texts_from_input(value: object, max_inputs: int) -> list[str]:

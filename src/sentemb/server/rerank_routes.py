@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from sentemb.server.errors import ApiError, shown
-from sentemb.server.inputs import documents_from, read_request
+from sentemb.server.inputs import documents_from, read_request, unicode_text
 from sentemb.server.rerank_service import RerankService, Scored
 from sentemb.server.routes import rerankers_of, service_of, unknown_model
 from sentemb.server.schemas import ErrorBody, RerankRequest, RerankResponse, TeiRerankRequest, TokenizeRequest
@@ -42,7 +42,7 @@ async def _cohere(request: Request, version: str) -> dict[str, Any]:
     documents = documents_from(body.documents, settings.max_inputs)
     if body.top_n is not None and body.top_n < 1:
         raise ApiError(400, f"'top_n' must be at least 1, got {body.top_n}", param="top_n", code="invalid_value")
-    scored = await reranker.score(request, body.query, documents)
+    scored = await reranker.score(request, unicode_text(body.query, "query", "query"), documents)
     results = [
         {"index": i, "relevance_score": float(scored.scores[i]),
          **({"document": {"text": documents[i]}} if body.return_documents else {})}
@@ -73,7 +73,8 @@ async def rerank_tei(request: Request) -> list[dict[str, Any]]:
     body = await read_request(request, TeiRerankRequest, settings.max_body_bytes)
     reranker = _reranker(request, body.model)
     texts = documents_from(body.texts, settings.max_inputs, param="texts")
-    scored: Scored = await reranker.score(request, body.query, texts, raw=body.raw_scores)
+    query = unicode_text(body.query, "query", "query")
+    scored: Scored = await reranker.score(request, query, texts, raw=body.raw_scores)
     if not body.truncate:
         cut = next((i for i, item in enumerate(scored.info) if item.truncated), None)
         if cut is not None:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sentemb.encoder import EncodeResult
-from sentemb.errors import ConfigError, InvalidTextError
+from sentemb.errors import ConfigError
 from sentemb.rerank import activate
 from sentemb.server.batcher import MicroBatcher
-from sentemb.server.errors import ApiError, log_unexpected
+from sentemb.server.errors import log_unexpected
 from sentemb.server.service import queued, served_names
 
 if TYPE_CHECKING:
@@ -96,12 +96,8 @@ class RerankService:
 
     async def score(self, request: Request, query: str, documents: list[str], *, raw: bool = False) -> Scored:
         """The documents' scores against ``query`` (the model's activation unless ``raw``)."""
-        pairs = [(query, document) for document in documents]
-        try:
-            result = await queued(request, self.batcher, self.metrics, pairs)
-        except InvalidTextError as exc:  # the batcher numbers the pairs; the request numbers its documents
-            raise ApiError(400, f"documents[{exc.index}] or the query is not valid Unicode (a lone surrogate); "
-                           "send valid UTF-8", param="documents", code="invalid_text") from None  # fmt: skip
+        pairs = [(query, document) for document in documents]  # checked at the HTTP boundary
+        result = await queued(request, self.batcher, self.metrics, pairs)
         logits = np.asarray(result.embeddings, dtype=np.float32)
         scores = activate(logits, "identity" if raw else self.reranker.activation, False)
         self.metrics.rerank_pairs.labels(self.names[0]).inc(len(pairs))
