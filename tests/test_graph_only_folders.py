@@ -45,6 +45,7 @@ def test_the_default_backend_runs_an_onnx_export_on_the_full_install(exports, re
     encoder = sentemb.load(str(exports["onnx"]))
     assert encoder.backend in ("onnx", "openvino")
     assert encoder.describe().backend == encoder.backend
+    assert "ships a graph and no weights" in encoder.plan.why[0]
     assert np.abs(encoder.encode(PARITY_TEXTS) - reference.encode(PARITY_TEXTS)).max() <= 1e-5
 
 

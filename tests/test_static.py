@@ -81,6 +81,7 @@ def test_sentence_transformers_static_embedding(st_static_dir):
     facts = encoder.describe()
     assert (facts.backend, facts.model_type, facts.dim, facts.normalize) == ("static", "static", 16, True)
     assert facts.dense == (16,) and facts.device == "cpu" and facts.precision == "fp32"
+    assert encoder.plan.backend == "static" and "table lookup" in encoder.plan.why[0]
 
 
 def test_model2vec_folders(m2v_dir):

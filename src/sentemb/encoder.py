@@ -362,10 +362,7 @@ def _build(config: EncoderConfig) -> Encoder:
     if truncate is not None and truncate > backend.dim:
         width = backend.dim
         raise ConfigError(f"truncate_dim={truncate} is more than this model's width {width}; pass 1..{width}")
-    if spec.static is not None:
-        why: tuple[str, ...] = ("a static embedding model: a table lookup in numpy, on the CPU",)
-    else:
-        why = explain(asked, config, choice.describe() if choice is not None else None, machine)
+    why = explain(asked, config, choice.describe() if choice is not None else None, machine, spec)
     plan = runtime_plan(config, spec, backend, machine, why)
     encoder = Encoder(config, resolved, spec, tokenizer, backend, plan=plan, machine=machine, choice=choice)
     encoder.resolve_prompt()  # an unknown default_prompt_name fails at load, naming the model's prompts

@@ -266,14 +266,16 @@ def describe_model(config: EncoderConfig, resolved: Resolved, spec: ModelSpec, m
 
 
 def explain(
-    asked: EncoderConfig, chosen: EncoderConfig, measured: dict[str, Any] | None, machine: Machine
+    asked: EncoderConfig, chosen: EncoderConfig, measured: dict[str, Any] | None, machine: Machine, spec: ModelSpec
 ) -> tuple[str, ...]:
-    """Why ``chosen`` runs what it runs: the measurement ``auto`` made (its ``Choice.describe()``), the
-    environment's override, or the rule."""
+    """Why ``chosen`` runs what it runs on ``spec``: a static model's table lookup, the measurement ``auto``
+    made (its ``Choice.describe()``), the environment's override, or the rule."""
+    if spec.static is not None:
+        return ("a static embedding model: a table lookup in numpy, on the CPU",)
     if measured is not None:
         rates = ", ".join(f"{name} {rate:.0f}/s" for name, rate in measured["sentences_per_s"].items())
         return (f"backend=auto on the CPU: {measured['backend']} was the fastest ({rates}; {measured['source']})",)
     override = os.environ.get(BACKEND_ENV)
     if asked.backend is BackendName.AUTO and override and chosen.backend.value == override:
         return (f"{BACKEND_ENV}={override}",)
-    return (f"backend={asked.backend.value}: {resolve(asked, machine)[1]}",)
+    return (f"backend={asked.backend.value}: {resolve(asked, machine, spec)[1]}",)

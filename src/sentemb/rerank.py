@@ -311,5 +311,5 @@ def _build(config: EncoderConfig, activation: str | None) -> Reranker:
 
     asked = config
     config, backend, choice = choose_backend(spec, config, sample_pass, machine=machine, head=head)
-    why = explain(asked, config, choice.describe() if choice is not None else None, machine)
+    why = explain(asked, config, choice.describe() if choice is not None else None, machine, spec)
     return reranker(config, backend, why, choice)
