@@ -15,7 +15,7 @@ import types
 import numpy as np
 import pytest
 
-from cli_helpers import invoke
+from cli_helpers import cached_loads, invoke
 from fakes import FakeSparseEncoder
 from sentemb.retrieval.sparse_files import read_sparse
 
@@ -108,3 +108,66 @@ def test_encode_to_stdout_and_an_unknown_prompt_name(corpus_file, fake_sparse):
     assert [r["id"] for r in rows] == [0, 1] and all(r["values"] for r in rows)
     bad = invoke("encode", "--text", "x", "--sparse-model", "s", "--prompt-name", "nope", "-o", "-", code=2)
     assert "nope" in bad.stderr
+
+
+def _rows(result):
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_search_with_the_sparse_model_alone_finds_shared_words(corpus_file, fake_sparse):
+    result = invoke("search", "where did the cat sit?", "--corpus", str(corpus_file), "--id-field", "doc_id",
+                    "--sparse-model", "s", "-k", "2", "--format", "jsonl")  # fmt: skip
+    rows = _rows(result)
+    assert rows[0]["id"] == "d0" and len(rows) == 2
+    assert {r["method"] for r in rows} == {"sparse"} and rows[0]["text"] == CORPUS[0]
+    model = FakeSparseEncoder()
+    assert rows[0]["score"] == pytest.approx(float(model.similarity(model.encode(["where did the cat sit?"]),
+                                                                    model.encode([CORPUS[0]]))[0, 0]))  # fmt: skip
+
+
+def test_search_reads_saved_sparse_vectors_and_refuses_another_models(tmp_path, corpus_file, fake_sparse):
+    saved = tmp_path / "docs.parquet"
+    invoke("encode", str(corpus_file), "--id-field", "doc_id", "--sparse-model", "s", "-o", str(saved))
+    found = _rows(invoke("search", "markets on Monday", "--sparse-embeddings", str(saved), "--sparse-model", "s",
+                         "-k", "1", "--format", "jsonl"))  # fmt: skip
+    assert found[0]["id"] == "d2" and "text" not in found[0]
+    with_texts = _rows(invoke("search", "markets on Monday", "--sparse-embeddings", str(saved), "--corpus",
+                              str(corpus_file), "--sparse-model", "s", "-k", "1", "--format", "jsonl"))  # fmt: skip
+    assert with_texts[0]["id"] == "d2" and with_texts[0]["text"] == CORPUS[2]
+    other = invoke("search", "markets", "--sparse-embeddings", str(saved), "--sparse-model", "s",
+                   "--max-active-dims", "2", code=1)  # fmt: skip
+    assert "another model or options" in other.stderr and "max_active_dims" in other.stderr
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "weighted"])
+@pytest.mark.usefixtures(cached_loads.__name__)
+def test_hybrid_search_fuses_the_dense_and_sparse_hits(corpus_file, fake_sparse, fusion):
+    import sentemb
+    from sentemb.retrieval.hybrid import fuse
+    from sentemb.sparse_vectors import sparse_search
+
+    query = "a kitten on the mat"
+    result = invoke("search", query, "--corpus", str(corpus_file), "--sparse-model", "s", "--hybrid",
+                    "--fusion", fusion, "--sparse-weight", "0.3", "-k", "3", "--format", "jsonl")  # fmt: skip
+    rows = _rows(result)
+    dense_model, sparse_model = sentemb.load(), FakeSparseEncoder()
+    dense = sentemb.semantic_search(dense_model.encode_query([query]), dense_model.encode_document(CORPUS), 4)
+    sparse = sparse_search(sparse_model.encode_query([query]), sparse_model.encode_document(CORPUS), 4)
+    expected = fuse(fusion, [dense, sparse], 3, weights=[0.7, 0.3])[0]
+    assert [r["id"] for r in rows] == [hit.corpus_id for hit in expected]
+    assert [r["score"] for r in rows] == pytest.approx([hit.score for hit in expected])
+    assert {r["method"] for r in rows} == {f"hybrid {fusion}"}
+
+
+def test_search_refuses_sparse_flags_that_do_not_fit(tmp_path, corpus_file, fake_sparse):
+    cases = [
+        (["--hybrid"], "--sparse-model"),
+        (["--sparse-embeddings", "x.parquet"], "--sparse-model"),
+        (["--sparse-model", "s", "-m", "other"], "--hybrid"),
+        (["--sparse-model", "s", "--score", "dot"], "--hybrid"),
+        (["--sparse-model", "s", "--index", str(tmp_path)], "dense vectors"),
+    ]
+    for flags, named in cases:
+        refused = invoke("search", "a cat", "--corpus", str(corpus_file), *flags, code=2)
+        assert named in refused.stderr
+    assert fake_sparse == []

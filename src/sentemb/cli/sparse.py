@@ -41,18 +41,57 @@ def sparse_options(func: F) -> F:
                         )(func)  # fmt: skip
 
 
+def hybrid_options(func: F) -> F:
+    """`sentemb search`'s sparse flags besides :func:`sparse_options`: saved sparse vectors and the fusion."""
+    options = [
+        click.option("--sparse-embeddings", default=None, metavar="FILE",
+                     help="With --sparse-model: saved sparse corpus vectors (`sentemb encode --sparse-model`: "
+                          ".jsonl, .parquet, or a `sentemb batch` folder)."),
+        click.option("--hybrid", is_flag=True,
+                     help="With --sparse-model: fuse its hits with the dense model's (--model) hits."),
+        click.option("--fusion", type=click.Choice(["rrf", "weighted"]), default="rrf", show_default=True,
+                     help="--hybrid: reciprocal rank fusion, or a weighted sum of min-max normalised scores."),
+        click.option("--sparse-weight", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+                     help="--hybrid: the sparse side's weight (the dense side gets 1 minus it)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def check_sparse_search(
+    sparse_model: str | None, *, index_path: str | None, embeddings: str | None, score: str | None,
+    sparse_embeddings: str | None, hybrid: bool, params: dict[str, Any],
+) -> None:  # fmt: skip
+    """`sentemb search`: refuse sparse and hybrid flags that do not fit together, before any model loads."""
+    if sparse_model is None:
+        if hybrid or sparse_embeddings is not None:
+            raise UsageError("--hybrid and --sparse-embeddings need a sparse model: give --sparse-model MODEL")
+        return
+    if index_path is not None:
+        raise UsageError("--index holds dense vectors; search sparse vectors with --corpus or --sparse-embeddings")
+    if not hybrid and (embeddings is not None or score is not None or params.get("model") or params.get("model_arg")):
+        raise UsageError("--model, --embeddings and --score are the dense model's: add --hybrid to fuse both, or "
+                         "drop them to search with the sparse model alone")  # fmt: skip
+
+
 def _given(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None and v != () and k not in ("model", "model_arg")}
 
 
-def load_sparse_model(name: str, params: dict[str, Any], max_active_dims: int | None = None) -> SparseEncoder:
-    """The sparse model ``name`` with the runtime flags of ``params`` (the encoder flags' keywords)."""
+def load_sparse_model(
+    name: str, params: dict[str, Any], max_active_dims: int | None = None, *, beside_dense: bool = False
+) -> SparseEncoder:
+    """The sparse model ``name`` with the runtime flags of ``params`` (the encoder flags' keywords). A dense-only
+    flag is refused, unless the sparse model runs ``beside_dense`` (a hybrid search), whose flag it is."""
     from sentemb.sparse import load_sparse
 
-    given = _given(params)
     fields = {flag.param: flag.field for flag in flags_of(EncoderConfig)}
+    given = _given(params)
     dense = [f"--{fields[k].replace('_', '-')}" for k in given if fields.get(k) in DENSE_ONLY]
-    if dense:
+    if beside_dense:
+        given = {k: v for k, v in given.items() if fields.get(k) not in DENSE_ONLY}
+    elif dense:
         raise UsageError(f"{', '.join(dense)}: a dense model's option; a sparse model pools over its vocabulary "
                          "and cuts texts at its max length")  # fmt: skip
     config = config_from_options(**{**given, "model": name})
