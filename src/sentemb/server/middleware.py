@@ -21,7 +21,7 @@ access_log = logging.getLogger("sentemb.server.access")
 
 OPEN_PATHS = frozenset({"/health"})
 ROUTES = frozenset({"/health", "/ready", "/metrics", "/v1/models", "/v1/embeddings", "/v1/rerank", "/v2/rerank",
-                    "/rerank", "/tokenize"})  # fmt: skip
+                    "/rerank", "/tokenize", "/embed_sparse"})  # fmt: skip
 
 
 def _digest(value: bytes) -> bytes:
