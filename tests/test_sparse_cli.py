@@ -171,3 +171,80 @@ def test_search_refuses_sparse_flags_that_do_not_fit(tmp_path, corpus_file, fake
         refused = invoke("search", "a cat", "--corpus", str(corpus_file), *flags, code=2)
         assert named in refused.stderr
     assert fake_sparse == []
+
+
+# -- sentemb batch --sparse-model: a tiny random SPLADE model saved by sentence-transformers, on a local Ray ----
+
+
+@pytest.fixture(scope="module")
+def tiny_splade(tmp_path_factory):
+    from tiny_models import build_tiny_splade
+
+    return build_tiny_splade("bert", tmp_path_factory.mktemp("splade") / "tiny-splade", max_seq_length=32)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A small private Ray instance for the batch tests (it never joins a Ray already running here)."""
+    import logging
+    import shutil
+
+    ray = pytest.importorskip("ray")
+    from sentemb.batch.ray_cluster import private_temp_dir
+
+    temp_dir = private_temp_dir()
+    ray.init(address="local", _temp_dir=temp_dir, num_cpus=2, object_store_memory=200_000_000,
+             include_dashboard=False, logging_level=logging.WARNING)  # fmt: skip
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _batch_input(tmp_path, rows=24):
+    texts = [f"{CORPUS[i % len(CORPUS)]} Row {i} of the corpus." for i in range(rows)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    return path, texts
+
+
+def test_batch_writes_sparse_shards_that_resume_and_refuse_other_options(ray_local, tmp_path, tiny_splade):
+    import sentemb
+    from sentemb.batch import BatchJob, run_batch
+    from sentemb.config import EncoderConfig
+    from sentemb.errors import ConfigError
+
+    source, texts = _batch_input(tmp_path)
+    out = tmp_path / "out"
+    job = BatchJob(input=str(source), output_dir=str(out), sparse_model=str(tiny_splade), shard_bytes=600,
+                   num_actors=1)  # fmt: skip
+    first = run_batch(job, EncoderConfig(device="cpu"))
+    assert first.shards_planned >= 3 and first.rows_written == len(texts) and first.header["kind"] == "sparse"
+    read = read_sparse(out)
+    expected = sentemb.load_sparse(str(tiny_splade), device="cpu").encode(texts)
+    assert read.ids == [f"r{i}" for i in range(len(texts))] and read.embeddings.dim == expected.dim
+    np.testing.assert_array_equal(read.embeddings.indices, expected.indices)
+    np.testing.assert_allclose(read.embeddings.values, expected.values, rtol=1e-5, atol=1e-6)
+    shards = sorted(out.glob("*.parquet"))
+    shards[1].unlink()  # lost: the rerun writes it again, and only it
+    again = run_batch(job, EncoderConfig(device="cpu"))
+    assert (again.shards_skipped, again.shards_written) == (first.shards_planned - 1, 1)
+    np.testing.assert_array_equal(read_sparse(out).embeddings.to_dense(), read.embeddings.to_dense())
+    other = BatchJob(input=str(source), output_dir=str(out), sparse_model=str(tiny_splade), shard_bytes=600,
+                     num_actors=1, max_active_dims=5)  # fmt: skip
+    with pytest.raises(ConfigError, match="different model or options"):
+        run_batch(other, EncoderConfig(device="cpu"))
+
+
+def test_batch_refuses_sparse_options_that_do_not_fit(tmp_path):
+    from sentemb.batch import BatchJob
+    from sentemb.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="float32"):
+        BatchJob(input="in.jsonl", output_dir="out", sparse_model="m", output_type="int8")
+    with pytest.raises(ConfigError, match="sparse_model"):
+        BatchJob(input="in.jsonl", output_dir="out", max_active_dims=4)
+    with pytest.raises(ConfigError, match="'indices' and 'values'"):
+        BatchJob(input="in.jsonl", output_dir="out", sparse_model="m", carry_columns=("values",))
+    refused = invoke("batch", "in.jsonl", str(tmp_path / "out"), "--sparse-model", "m", "--output-type", "int8",
+                     code=2)  # fmt: skip
+    assert "float32" in refused.stderr
