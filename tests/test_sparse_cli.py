@@ -248,3 +248,44 @@ def test_batch_refuses_sparse_options_that_do_not_fit(tmp_path):
     refused = invoke("batch", "in.jsonl", str(tmp_path / "out"), "--sparse-model", "m", "--output-type", "int8",
                      code=2)  # fmt: skip
     assert "float32" in refused.stderr
+
+
+# -- the same commands with a real (tiny, random) SPLADE model: the files and hits are the library's --------------
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_encode_with_a_real_splade_model_writes_the_librarys_vectors(tmp_path, corpus_file, tiny_splade, suffix):
+    import sentemb
+
+    out = tmp_path / f"docs{suffix}"
+    invoke("encode", str(corpus_file), "--id-field", "doc_id", "--sparse-model", str(tiny_splade), "--device", "cpu",
+           "--max-active-dims", "16", "-o", str(out))  # fmt: skip
+    model = sentemb.load_sparse(str(tiny_splade), device="cpu", max_active_dims=16)
+    expected = model.encode(CORPUS)
+    read = read_sparse(out, dim=model.dim)
+    assert read.ids == ["d0", "d1", "d2", "d3"] and read.embeddings.nnz_per_row().tolist() == [16] * 4
+    np.testing.assert_array_equal(read.embeddings.indices, expected.indices)
+    np.testing.assert_allclose(read.embeddings.values, expected.values, rtol=1e-6)
+    if suffix == ".parquet":
+        assert read.model["sha256"] == model.describe()["sha256"] and read.model["max_active_dims"] == 16
+
+
+@pytest.mark.usefixtures(cached_loads.__name__)
+def test_search_and_hybrid_with_a_real_splade_model_give_the_librarys_hits(corpus_file, tiny_splade):
+    import sentemb
+    from sentemb.retrieval.hybrid import fuse
+    from sentemb.sparse_vectors import sparse_search
+
+    query = "a kitten on the mat"
+    model, dense_model = sentemb.load_sparse(str(tiny_splade), device="cpu"), sentemb.load()
+    sparse = sparse_search(model.encode_query([query]), model.encode_document(CORPUS), 4)
+    alone = _rows(invoke("search", query, "--corpus", str(corpus_file), "--sparse-model", str(tiny_splade),
+                         "--device", "cpu", "-k", "2", "--format", "jsonl"))  # fmt: skip
+    assert [r["id"] for r in alone] == [hit.corpus_id for hit in sparse[0][:2]]
+    assert [r["score"] for r in alone] == pytest.approx([hit.score for hit in sparse[0][:2]], rel=1e-5)
+    dense = sentemb.semantic_search(dense_model.encode_query([query]), dense_model.encode_document(CORPUS), 4)
+    fused = _rows(invoke("search", query, "--corpus", str(corpus_file), "--sparse-model", str(tiny_splade),
+                         "--hybrid", "--fusion", "weighted", "-k", "3", "--format", "jsonl"))  # fmt: skip
+    expected = fuse("weighted", [dense, sparse], 3)[0]
+    assert [r["id"] for r in fused] == [hit.corpus_id for hit in expected]
+    assert {r["method"] for r in fused} == {"hybrid weighted"}
