@@ -225,3 +225,24 @@ def queued(client: httpx.Client, model: str) -> float:
     name = f'sentemb_sparse_queue_inputs{{model="{model}"}}'
     line = next((x for x in client.get("/metrics").text.splitlines() if x.startswith(name)), None)
     return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+
+def test_real_splade_models_are_served_with_the_librarys_vectors(tmp_path):
+    import sentemb
+    from tiny_models import build_tiny_inference_free, build_tiny_splade
+
+    splade = sentemb.load_sparse(str(build_tiny_splade("bert", tmp_path / "tiny-splade", max_seq_length=32)),
+                                 device="cpu", max_active_dims=24)  # fmt: skip
+    router = sentemb.load_sparse(str(build_tiny_inference_free(tmp_path / "tiny-router", max_seq_length=32)),
+                                 device="cpu")  # fmt: skip
+    settings = ServerSettings(port=0, drain_seconds=0)
+    served = serve_in_background(fake_encoder(FakeBackend()), settings, sparse_models=[splade, router])
+    with served as url, httpx.Client(base_url=url, timeout=60) as client:
+        tei = client.post("/embed_sparse", json={"inputs": TEXTS, "model": "tiny-splade"}).json()
+        v1 = client.post("/v1/embeddings", json={"input": TEXTS, "model": "tiny-router"}).json()
+        kinds = {card["id"]: card["kind"] for card in client.get("/v1/models").json()["data"]}
+    assert tei == [pairs(vector) for vector in splade.encode(TEXTS)] and all(len(row) == 24 for row in tei)
+    for row, vector in zip(v1["data"], router.encode(TEXTS), strict=True):
+        assert row["indices"] == vector.indices.tolist()
+        np.testing.assert_allclose(row["values"], vector.values, rtol=1e-6)
+    assert kinds["tiny-splade"] == kinds["tiny-router"] == "sparse"

@@ -171,3 +171,121 @@ def test_search_refuses_sparse_flags_that_do_not_fit(tmp_path, corpus_file, fake
         refused = invoke("search", "a cat", "--corpus", str(corpus_file), *flags, code=2)
         assert named in refused.stderr
     assert fake_sparse == []
+
+
+# -- sentemb batch --sparse-model: a tiny random SPLADE model saved by sentence-transformers, on a local Ray ----
+
+
+@pytest.fixture(scope="module")
+def tiny_splade(tmp_path_factory):
+    from tiny_models import build_tiny_splade
+
+    return build_tiny_splade("bert", tmp_path_factory.mktemp("splade") / "tiny-splade", max_seq_length=32)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A small private Ray instance for the batch tests (it never joins a Ray already running here)."""
+    import logging
+    import shutil
+
+    ray = pytest.importorskip("ray")
+    from sentemb.batch.ray_cluster import private_temp_dir
+
+    temp_dir = private_temp_dir()
+    ray.init(address="local", _temp_dir=temp_dir, num_cpus=2, object_store_memory=200_000_000,
+             include_dashboard=False, logging_level=logging.WARNING)  # fmt: skip
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _batch_input(tmp_path, rows=24):
+    texts = [f"{CORPUS[i % len(CORPUS)]} Row {i} of the corpus." for i in range(rows)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    return path, texts
+
+
+def test_batch_writes_sparse_shards_that_resume_and_refuse_other_options(ray_local, tmp_path, tiny_splade):
+    import sentemb
+    from sentemb.batch import BatchJob, run_batch
+    from sentemb.config import EncoderConfig
+    from sentemb.errors import ConfigError
+
+    source, texts = _batch_input(tmp_path)
+    out = tmp_path / "out"
+    job = BatchJob(input=str(source), output_dir=str(out), sparse_model=str(tiny_splade), shard_bytes=600,
+                   num_actors=1)  # fmt: skip
+    first = run_batch(job, EncoderConfig(device="cpu"))
+    assert first.shards_planned >= 3 and first.rows_written == len(texts) and first.header["kind"] == "sparse"
+    read = read_sparse(out)
+    expected = sentemb.load_sparse(str(tiny_splade), device="cpu").encode(texts)
+    assert read.ids == [f"r{i}" for i in range(len(texts))] and read.embeddings.dim == expected.dim
+    np.testing.assert_array_equal(read.embeddings.indices, expected.indices)
+    np.testing.assert_allclose(read.embeddings.values, expected.values, rtol=1e-5, atol=1e-6)
+    shards = sorted(out.glob("*.parquet"))
+    shards[1].unlink()  # lost: the rerun writes it again, and only it
+    again = run_batch(job, EncoderConfig(device="cpu"))
+    assert (again.shards_skipped, again.shards_written) == (first.shards_planned - 1, 1)
+    np.testing.assert_array_equal(read_sparse(out).embeddings.to_dense(), read.embeddings.to_dense())
+    other = BatchJob(input=str(source), output_dir=str(out), sparse_model=str(tiny_splade), shard_bytes=600,
+                     num_actors=1, max_active_dims=5)  # fmt: skip
+    with pytest.raises(ConfigError, match="different model or options"):
+        run_batch(other, EncoderConfig(device="cpu"))
+
+
+def test_batch_refuses_sparse_options_that_do_not_fit(tmp_path):
+    from sentemb.batch import BatchJob
+    from sentemb.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="float32"):
+        BatchJob(input="in.jsonl", output_dir="out", sparse_model="m", output_type="int8")
+    with pytest.raises(ConfigError, match="sparse_model"):
+        BatchJob(input="in.jsonl", output_dir="out", max_active_dims=4)
+    with pytest.raises(ConfigError, match="'indices' and 'values'"):
+        BatchJob(input="in.jsonl", output_dir="out", sparse_model="m", carry_columns=("values",))
+    refused = invoke("batch", "in.jsonl", str(tmp_path / "out"), "--sparse-model", "m", "--output-type", "int8",
+                     code=2)  # fmt: skip
+    assert "float32" in refused.stderr
+
+
+# -- the same commands with a real (tiny, random) SPLADE model: the files and hits are the library's --------------
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_encode_with_a_real_splade_model_writes_the_librarys_vectors(tmp_path, corpus_file, tiny_splade, suffix):
+    import sentemb
+
+    out = tmp_path / f"docs{suffix}"
+    invoke("encode", str(corpus_file), "--id-field", "doc_id", "--sparse-model", str(tiny_splade), "--device", "cpu",
+           "--max-active-dims", "16", "-o", str(out))  # fmt: skip
+    model = sentemb.load_sparse(str(tiny_splade), device="cpu", max_active_dims=16)
+    expected = model.encode(CORPUS)
+    read = read_sparse(out, dim=model.dim)
+    assert read.ids == ["d0", "d1", "d2", "d3"] and read.embeddings.nnz_per_row().tolist() == [16] * 4
+    np.testing.assert_array_equal(read.embeddings.indices, expected.indices)
+    np.testing.assert_allclose(read.embeddings.values, expected.values, rtol=1e-6)
+    if suffix == ".parquet":
+        assert read.model["sha256"] == model.describe()["sha256"] and read.model["max_active_dims"] == 16
+
+
+@pytest.mark.usefixtures(cached_loads.__name__)
+def test_search_and_hybrid_with_a_real_splade_model_give_the_librarys_hits(corpus_file, tiny_splade):
+    import sentemb
+    from sentemb.retrieval.hybrid import fuse
+    from sentemb.sparse_vectors import sparse_search
+
+    query = "a kitten on the mat"
+    model, dense_model = sentemb.load_sparse(str(tiny_splade), device="cpu"), sentemb.load()
+    sparse = sparse_search(model.encode_query([query]), model.encode_document(CORPUS), 4)
+    alone = _rows(invoke("search", query, "--corpus", str(corpus_file), "--sparse-model", str(tiny_splade),
+                         "--device", "cpu", "-k", "2", "--format", "jsonl"))  # fmt: skip
+    assert [r["id"] for r in alone] == [hit.corpus_id for hit in sparse[0][:2]]
+    assert [r["score"] for r in alone] == pytest.approx([hit.score for hit in sparse[0][:2]], rel=1e-5)
+    dense = sentemb.semantic_search(dense_model.encode_query([query]), dense_model.encode_document(CORPUS), 4)
+    fused = _rows(invoke("search", query, "--corpus", str(corpus_file), "--sparse-model", str(tiny_splade),
+                         "--hybrid", "--fusion", "weighted", "-k", "3", "--format", "jsonl"))  # fmt: skip
+    expected = fuse("weighted", [dense, sparse], 3)[0]
+    assert [r["id"] for r in fused] == [hit.corpus_id for hit in expected]
+    assert {r["method"] for r in fused} == {"hybrid weighted"}

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Dense-only flags: refused beside a sparse model rather than silently ignored.
-DENSE_ONLY = ("pooling", "normalize", "truncate_dim", "long_text", "chunk_overlap")
+# Dense-only flags: refused beside a sparse model rather than silently ignored (--long-text chunk is
+# refused by load_sparse itself; truncate and error apply to sparse models too).
+DENSE_ONLY = ("pooling", "normalize", "truncate_dim", "chunk_overlap")
 # Facts of a sparse model compared when a saved file is searched with the model of today.
 COMPARED = ("dim", "sha256", "max_length", "max_active_dims", "precision")
 

@@ -23,7 +23,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 
 from sentemb.encoder import EncodeResult
-from sentemb.errors import ConfigError, InvalidTextError
+from sentemb.errors import ConfigError, InvalidTextError, TextTooLongError
 from sentemb.server.batcher import MicroBatcher
 from sentemb.server.errors import ApiError, log_unexpected, shown
 from sentemb.server.inputs import embedded_tokens, invalid_text
@@ -160,6 +160,10 @@ class SparseService:
             result = await queued(request, self.batcher, self.metrics.base, texts, prompt_name)
         except InvalidTextError as exc:
             raise _named(invalid_text(exc.index, exc.position), param) from None
+        except TextTooLongError as exc:  # the model's long_text='error'
+            raise ApiError(400, f"{param}[{exc.index}] has {exc.num_tokens} tokens, more than this model takes "
+                           f"({self.model.max_length}); the server's long-text policy is 'error'", param=param,
+                           code="context_length_exceeded") from None  # fmt: skip
         rows = SparseEmbeddings.from_rows(list(result.embeddings), self.model.dim)
         done = SparseRows(rows, list(result.info), embedded_tokens(result.info, self.content_room))
         labels = (self.names[0], route)
