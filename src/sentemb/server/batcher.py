@@ -253,11 +253,12 @@ class MicroBatcher:
             return self._budget
         return batch_budget(self._budget, self.throughput.tokens_per_second, self._batch_seconds)
 
-    async def _collect(self, wait: bool) -> list[_Slice]:
-        """Wait for a first request, then take slices in turn until the budget is reached, and, when ``wait``
-        (other batches are running), until the maximum wait has passed too. An idle model never waits:
-        waiting would only add to the request's latency, and whatever arrives meanwhile goes to the next
-        free stream."""
+    async def _collect(self, busy: Callable[[], bool]) -> list[_Slice]:
+        """Wait for a first request, then take slices in turn until the budget is reached, and, when ``busy()``
+        says other batches are running as that request arrives, until the maximum wait has passed too. An
+        idle model never waits: waiting would only add to the request's latency, and whatever arrives
+        meanwhile goes to the next free stream. (Asked once the first request is in, not when collecting
+        starts: that is while the previous batch runs, and a lone request would wait for nothing.)"""
         loop = asyncio.get_running_loop()
         while self._head() is None:
             if self._closing:
@@ -267,7 +268,7 @@ class MicroBatcher:
         budget = self._current_budget()
         picked: dict[_Job, _Slice] = {}  # one slice per request: its texts taken in this batch are contiguous
         tokens = 0
-        deadline = loop.time() + (self._max_wait if wait else 0.0)
+        deadline = loop.time() + (self._max_wait if busy() else 0.0)
         while tokens < budget:
             job = self._head(next(iter(picked)).prompt if picked else None)
             if job is None:
@@ -302,7 +303,7 @@ class MicroBatcher:
         running: set[asyncio.Task[None]] = set()
         while True:
             await free.acquire()
-            batch = await self._collect(wait=bool(running))
+            batch = await self._collect(lambda: bool(running))
             if not batch:
                 break
             task = asyncio.get_running_loop().create_task(self._guarded(batch))
