@@ -134,10 +134,8 @@ class EmbeddingService:
     async def _measure_rate(self) -> None:
         """Time one batch of typical texts, so that admission starts from this machine's rate."""
         texts = [_TIMED_TEXT] * 16
-        started = time.perf_counter()
-        await self.batcher.run_in_model_thread(lambda: self.encoder.encode(texts, show_progress=False))
         tokens = sum(self.estimate_tokens(text) for text in texts)
-        self.batcher.throughput.seed(tokens, time.perf_counter() - started)
+        await self.batcher.seed_rate(lambda: self.encoder.encode(texts, show_progress=False), tokens)
 
     async def forward_pass(self, text: str) -> None:
         """One real forward pass in the model thread, between micro-batches."""
