@@ -44,7 +44,7 @@ from serve_load import free_port, stop_server, sts_sentences
 MODEL_NAME = "all-MiniLM-L6-v2"
 REFERENCE = """
 import json, sys, time, numpy as np, sentemb
-enc = sentemb.load(device="cpu")
+enc = sentemb.load(device="cpu", backend=sys.argv[3])
 sentences = json.loads(open(sys.argv[1]).read())
 enc.encode(sentences[:256], show_progress=False)
 rates = {}
@@ -88,7 +88,7 @@ def start(kind: str, args: argparse.Namespace, log: Path) -> tuple[subprocess.Po
     if kind == "sentemb":
         command = [sys.executable, "-c", "import sys; from sentemb.cli import main; sys.exit(main())", "serve",
                    "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", "warning",
-                   *args.sentemb_arg]  # fmt: skip
+                   "--backend", args.backend, *args.sentemb_arg]  # fmt: skip
     else:  # infinity reads a local folder's ONNX file by a path relative to it: run it in the folder
         cwd = infinity_folder(args.infinity_venv, args.infinity_model)
         env.update(HF_HUB_CACHE=str(Path(tempfile.gettempdir()) / "infinity-hf-cache"), DO_NOT_TRACK="1",
@@ -148,6 +148,8 @@ async def saturation(url: str, requests: list[list[str]], clients: int, seconds:
                 if response.status_code == 200:
                     latencies.append(time.perf_counter() - started)
                     done += len(texts)
+                elif response.status_code == 429:  # as the openai client does: wait as told, then again
+                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
 
         started = time.perf_counter()
         await asyncio.gather(*(one(k) for k in range(clients)))
@@ -221,12 +223,12 @@ def measure(
     return result
 
 
-def in_process(sentences: list[str]) -> tuple[dict, np.ndarray]:
+def in_process(sentences: list[str], backend: str = "torch") -> tuple[dict, np.ndarray]:
     """The same encoder's rate in a child on every core, and its vectors of the first 64 sentences."""
     with tempfile.TemporaryDirectory() as tmp:
         source, out = Path(tmp) / "s.json", Path(tmp) / "v.npy"
         source.write_text(json.dumps(sentences))
-        command = all_cores([sys.executable, "-c", REFERENCE, str(source), str(out)])
+        command = all_cores([sys.executable, "-c", REFERENCE, str(source), str(out), backend])
         run = subprocess.run(
             command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True
         )
@@ -253,14 +255,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=4.0)
     parser.add_argument("--singles", type=int, default=200)
     parser.add_argument("--pin-client", type=int, default=None, metavar="CPU", help="run the client on this core")
+    parser.add_argument("--backend", default="torch", help="sentemb's backend, served and in-process [torch]")
     parser.add_argument("--sentemb-arg", action="append", default=[], help="an extra `sentemb serve` option")
     args = parser.parse_args()
     print(cpu_line())
     sentences = sts_sentences()
     rng = random.Random(1)
     sample = rng.sample(sentences, 2048)
-    rates, reference = in_process(sample)
-    print(f"in-process sentemb.load(): {rates['calls_of_32']:.0f} sentences/s in calls of 32, "
+    rates, reference = in_process(sample, args.backend)
+    print(f"in-process sentemb.load(backend={args.backend!r}): {rates['calls_of_32']:.0f} sentences/s in calls of 32, "
           f"{rates['one_call']:.0f} in one call of 2048")  # fmt: skip
     if args.pin_client is not None:
         os.sched_setaffinity(0, {args.pin_client})

@@ -180,6 +180,11 @@ class MicroBatcher:
         return sum(job.untaken for job in self._active if job.live)
 
     @property
+    def busy(self) -> bool:
+        """Some request is queued or in the model."""
+        return bool(self._active)
+
+    @property
     def tokens_per_second(self) -> float:
         """The measured rate of all model threads together: tokens served per second the model was busy."""
         return self.throughput.tokens_per_second
@@ -211,7 +216,7 @@ class MicroBatcher:
             raise BatcherClosed("the server is shutting down")
         items = list(texts)
         costs = [self._estimate(t) for t in items]
-        self._admit(len(items), sum(costs))
+        self.admit(len(items), sum(costs))
         future: asyncio.Future[EncodeResult] = asyncio.get_running_loop().create_future()
         job = _Job(items, costs, future, prompt)
         self._active.add(job)
@@ -220,7 +225,8 @@ class MicroBatcher:
         self._wakeup.set()
         return future
 
-    def _admit(self, inputs: int, tokens: int) -> None:
+    def admit(self, inputs: int, tokens: int) -> None:
+        """Raise QueueFull if a request of ``inputs`` texts and ``tokens`` estimated tokens would be refused now."""
         wait = self.projected_wait(tokens)
         limit = self._max_queue_seconds
         queued = self.queued_inputs
