@@ -250,10 +250,10 @@ def test_real_splade_models_are_served_with_the_librarys_vectors(tmp_path):
 
 def test_sentemb_serve_loads_each_sparse_model_with_the_runtime_flags(monkeypatch, tmp_path):
     from click.testing import CliRunner
-    from tiny_models import build_tiny_splade
 
     import sentemb.server
     from sentemb.cli import main
+    from tiny_models import build_tiny_splade
 
     folder = build_tiny_splade("bert", tmp_path / "tiny-splade", max_seq_length=32)
     served: dict = {}
