@@ -67,6 +67,7 @@ def create_app(
         metrics=service.metrics,
         shutting_down=lambda: service.lifecycle.phase is Phase.DRAINING,
         log_access=service.settings.access_log,
+        early=service.refuse_early,
     )
     if service.settings.cors_origins:  # added last: outermost, so preflights and refusals carry CORS headers
         app.add_middleware(

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from sentemb.server import fastjson
 from sentemb.server.errors import ApiError, shown
 from sentemb.server.inputs import (
     check_dimensions,
@@ -137,9 +137,9 @@ async def embeddings(request: Request) -> Response:
     name = service.names[0]
     range_vectors = service.range_vectors
     if len(texts) <= _RENDER_INLINE_ROWS:
-        return JSONResponse(render(result.embeddings, body, tokens, name, range_vectors), headers=headers)
-    # thousands of float rows take a while to print: keep the event loop free meanwhile
-    payload = await asyncio.to_thread(render_bytes, result.embeddings, body, tokens, name, range_vectors)
+        payload = render_bytes(result.embeddings, body, tokens, name, range_vectors)
+    else:  # thousands of float rows take a while to print: keep the event loop free meanwhile
+        payload = await asyncio.to_thread(render_bytes, result.embeddings, body, tokens, name, range_vectors)
     return Response(payload, media_type="application/json", headers=headers)
 
 
@@ -154,7 +154,7 @@ def render(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str, rang
 
 
 def render_bytes(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str, range_vectors: Any) -> bytes:
-    return json.dumps(render(embeddings, body, tokens, name, range_vectors), separators=(",", ":")).encode()
+    return fastjson.dumps(render(embeddings, body, tokens, name, range_vectors))
 
 
 def _card(name: str, created: int, kind: str, max_tokens: int, max_inputs: int) -> dict[str, Any]:
