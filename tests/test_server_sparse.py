@@ -246,3 +246,20 @@ def test_real_splade_models_are_served_with_the_librarys_vectors(tmp_path):
         assert row["indices"] == vector.indices.tolist()
         np.testing.assert_allclose(row["values"], vector.values, rtol=1e-6)
     assert kinds["tiny-splade"] == kinds["tiny-router"] == "sparse"
+
+
+def test_sentemb_serve_loads_each_sparse_model_with_the_runtime_flags(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import sentemb.server
+    from sentemb.cli import main
+    from tiny_models import build_tiny_splade
+
+    folder = build_tiny_splade("bert", tmp_path / "tiny-splade", max_seq_length=32)
+    served: dict = {}
+    monkeypatch.setattr(sentemb.server, "serve", lambda encoder, settings, **kw: served.update(kw, settings=settings))
+    result = CliRunner().invoke(main, ["serve", "--sparse-model", str(folder), "--device", "cpu", "--max-length", "16"])
+    assert result.exit_code == 0, result.output
+    (model,) = served["sparse_models"]
+    assert type(model).__name__ == "SparseEncoder" and model.max_length == 16 and model.device == "cpu"
+    assert served["settings"].sparse_models == (str(folder),)
