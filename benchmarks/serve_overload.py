@@ -9,6 +9,12 @@ Phases, each bounded in requests and time:
   2. big neighbour:  the same, beside a client sending 100-text requests -> p99 of small requests
   3. overload:       open loop at --rate requests/s (--texts 16 64 sentences each), --duration s
                      -> share of 429s answered within 100 ms, p99 of accepted requests, 5xx count
+  --flood: a normal client sending 40-sentence requests one after another, alone, then beside a flood
+           from another process (benchmarks/flood.py, --flood-rate requests/s for --duration s) of
+           16-64-sentence requests (mostly 429s), of invalid requests (400s) and of GET /health
+           -> goodput (sentences/s served during the flood, against the same encoder in-process),
+           the latency of the accepted requests and of the 429s, the normal client's p50 against its
+           quiet p50; --pin-client CPU runs the flood and the normal client on that core
   --slow-clients: 1,000 connections sending headers at one byte a second and 512 idle keep-alives
                   (each renewed every 10 s; all reconnect when closed), from another process, while
                   one client sends one-sentence requests for --duration s -> its share of 200s and p99
@@ -20,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -36,15 +44,16 @@ from serve_load import free_port, sts_sentences
 
 SERVER = (
     "import sys, sentemb; from sentemb.server import ServerSettings, serve; "
-    "serve(sentemb.load(device='cpu'), ServerSettings(port=int(sys.argv[1]), drain_seconds=0, access_log=False), "
+    "serve(sentemb.load(device='cpu', backend=sys.argv[2]), ServerSettings(port=int(sys.argv[1]), drain_seconds=0, "
+    "access_log=False), "
     "log_level='warning')"
 )
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(backend: str = "torch") -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}  # as `sentemb serve` sets it
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), backend], env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -164,12 +173,55 @@ def slow_clients_phase(
     return share >= 0.99 and p99 < 1000
 
 
+async def steady(url: str, texts: list[str], seconds: float) -> list[tuple[str, float]]:
+    """One client sending ``texts`` again and again for ``seconds``; its log."""
+    log: list[tuple[str, float]] = []
+    stop_at = time.perf_counter() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        while time.perf_counter() < stop_at:
+            await post(client, texts, log)
+    return log
+
+
+def flood_phases(url: str, sentences: list[str], rate: float, seconds: float, pin: int | None, backend: str) -> None:
+    """The normal client alone, then beside each kind of flood; prints goodput and latencies."""
+    from serve_vs_infinity import in_process
+
+    capacity = in_process(random.Random(1).sample(sentences, 2048), backend)[0]["calls_of_32"]
+    normal = sentences[:40]
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    pinned = ["taskset", "-c", str(pin)] if pin is not None else []
+    quiet = asyncio.run(steady(url, normal, seconds / 2))
+    print(f"in-process capacity {capacity:.0f} sentences/s; normal client (40 sentences) alone: "
+          f"p50 {p99_ms(quiet, q=50):.0f} ms, p99 {p99_ms(quiet):.0f} ms")  # fmt: skip
+    for kind in ("embed", "invalid", "health"):
+        command = [*pinned, sys.executable, str(Path(__file__).with_name("flood.py")), host, port, kind, str(rate),
+                   str(seconds)]  # fmt: skip
+        flooder = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        log = asyncio.run(steady(url, normal, seconds))
+        result = json.loads(flooder.communicate(timeout=seconds + 120)[0])
+        statuses = result["statuses"]
+        sent = sum(v["count"] for v in statuses.values())
+        served = result["sentences_200"] + 40 * sum(s == "200" for s, _ in log)
+        shown = ", ".join(f"{s}: {v['count']} (p50 {v['p50_ms']:.0f} / p99 {v['p99_ms']:.0f} ms)"
+                          for s, v in sorted(statuses.items()))  # fmt: skip
+        print(f"{kind} flood: {sent / result['seconds']:.0f} requests/s sent; {shown}")
+        print(f"  goodput {served / result['seconds']:.0f} sentences/s ({served / result['seconds'] / capacity:.0%} "
+              f"of in-process); normal client p50 {p99_ms(log, q=50):.0f} ms "
+              f"({p99_ms(log, q=50) / p99_ms(quiet, q=50):.1f}x alone), p99 {p99_ms(log):.0f} ms, "
+              f"{dict(Counter(s for s, _ in log))}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=20.0, help="overload requests per second")
     parser.add_argument("--texts", type=int, nargs=2, default=(16, 64), help="sentences per overload request")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of overload (at most 120)")
     parser.add_argument("--slow-clients", action="store_true", help="run only the slow-client phase")
+    parser.add_argument("--flood", action="store_true", help="run only the flood phases")
+    parser.add_argument("--backend", default="torch", help="the served model's backend [torch, the default]")
+    parser.add_argument("--flood-rate", type=float, default=800.0, help="flood requests per second (--flood)")
+    parser.add_argument("--pin-client", type=int, default=None, metavar="CPU", help="the flood's core (--flood)")
     parser.add_argument("--slow", type=int, default=1000, help="slow-header connections (--slow-clients)")
     parser.add_argument("--idle", type=int, default=512, help="idle keep-alive connections (--slow-clients)")
     parser.add_argument(
@@ -178,7 +230,14 @@ def main() -> None:
     args = parser.parse_args()
     print(cpu_line(), flush=True)
     sentences = sts_sentences()
-    proc, url = start_server()
+    proc, url = start_server(args.backend)
+    if args.flood:
+        try:
+            flood_phases(url, sentences, args.flood_rate, min(args.duration, 120.0), args.pin_client, args.backend)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        return
     if args.slow_clients:
         try:
             met = slow_clients_phase(url, sentences, min(args.duration, 120.0), args.slow, args.idle, args.addresses)

@@ -146,6 +146,9 @@ def test_work_over_the_latency_budget_is_refused_at_once_with_a_computed_retry_a
         assert refused.status_code == 429, refused.text
         assert refused.headers["Retry-After"] == "4"  # ceil(2 x 4,032 tokens / 2,000 per s - 1 s)
         assert "would wait about 4.0s" in refused.json()["error"]["message"]
+        # decided on the raw body before routing and the other checks (a flood's refusals cost the least)
+        early = client.post("/v1/embeddings", json={"input": [long_text] * 16, "model": "not-this-one"})
+        assert early.status_code == 429 and early.headers["Retry-After"] == "4", early.text
         assert not fake.gate.is_set() and "big" not in results  # refused while the model was still held
         depth = queue_depth(client)
         threads.append(post_in_thread(url, ["a short one"], results, "small"))  # a small request still fits
@@ -154,7 +157,7 @@ def test_work_over_the_latency_budget_is_refused_at_once_with_a_computed_retry_a
         for thread in threads:
             thread.join(30)
         assert results["big"].status_code == results["small"].status_code == 200
-        assert 'sentemb_rejected_requests_total{reason="overloaded"} 1.0' in client.get("/metrics").text
+        assert 'sentemb_rejected_requests_total{reason="overloaded"} 2.0' in client.get("/metrics").text
 
 
 def test_a_small_request_is_served_between_the_slices_of_a_large_one(fake, encoder):

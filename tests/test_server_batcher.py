@@ -80,19 +80,21 @@ def test_micro_batch_tokens_splits_batches_in_order():
 
 
 def test_an_idle_model_takes_a_lone_job_at_once():
-    """No micro-batch wait while the model is idle: a max_wait of minutes does not delay a lone request
-    (the 10 s deadline of run() only turns a wait into a failure)."""
+    """No micro-batch wait while the model is idle: a max_wait of minutes does not delay a lone request,
+    the first or one sent after an earlier one was answered, with one stream or several (the 10 s deadline
+    of run() only turns a wait into a failure)."""
 
-    async def main():
+    async def main(concurrency: int):
         rec = Recorder()
-        batcher = make(rec, max_wait_s=600.0)
+        batcher = make(rec, max_wait_s=600.0, concurrency=concurrency)
         batcher.start()
-        rows = await batcher.submit(["solo"])
+        rows = [await batcher.submit([text]) for text in ("solo", "next", "third")]
         await batcher.close()
         return rec, rows
 
-    rec, rows = run(main())
-    assert rec.calls == [["solo"]] and len(rows.info) == 1
+    for concurrency in (1, 2):
+        rec, rows = run(main(concurrency))
+        assert rec.calls == [["solo"], ["next"], ["third"]] and [len(r.info) for r in rows] == [1, 1, 1]
 
 
 def test_while_the_model_is_busy_new_jobs_wait_for_company():

@@ -2,14 +2,19 @@
 
 On the CPU it runs several batches at once, by default one per core with one thread each (as the
 OpenVINO backend's streams do): a batch of short texts is too small to keep two cores busy inside one
-run, so the encoder keeps ``streams`` batches in flight instead. Once the export is cached, building
+run, so the encoder keeps ``streams`` batches in flight instead. A batch that starts while no other is
+running (one request on an idle server, a small ``encode`` call, the tail of a large one) runs on a
+second session of the same graph with a thread per core, so that it does not leave the other cores idle;
+the stream count thus follows the load. Neither session's threads spin when out of work, so they never
+hold a core that another batch, the tokenizer or a server's event loop needs. Once the export is cached, building
 this backend imports neither torch nor transformers: the session reads ``model.onnx`` and the
 tokenizer comes from the ``tokenizer.json`` saved beside it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -65,13 +70,17 @@ class OnnxBackend:
             self.streams, threads = 1, env_count(ORT_THREADS_ENV) or 0  # 0: ONNX Runtime's choice
         else:  # InferenceSession.run is thread-safe: each of ``streams`` runs at once gets its own threads
             self.streams, threads = ort_cpu_streams(cores)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.intra_op_num_threads = threads
         self.threads = threads or None
-        errors: tuple[type[Exception], ...] = (*_ort_errors(), RuntimeError, OSError)
-        try:
-            self.session = ort.InferenceSession(str(exported.model), options, providers=providers)
-        except errors as exc:
-            raise BackendError(f"onnxruntime could not load {exported.model}: {exc}") from None
+        self.session = _session(ort, str(exported.model), options, providers)
+        # the session a batch gets when it runs alone: every core (None where the first one has them)
+        self._solo = None
+        if not device.startswith("cuda") and self.streams > 1 and threads < cores:
+            options.intra_op_num_threads = cores
+            self._solo = _session(ort, str(exported.model), options, providers)
+        self._running = 0
+        self._lock = threading.Lock()
         self.device = device
         self.graph: str | None = str(exported.model)
         self.tokenizer = tokenizer
@@ -84,8 +93,24 @@ class OnnxBackend:
         self.dim = head_width(spec, head, int(outputs[head.output].shape[-1]))
 
     def run(self, batch: TokenBatch) -> np.ndarray:
-        (out,) = self.session.run([self.head.output], batch.feed(self._inputs))
+        with self._lock:
+            alone = self._running == 0
+            self._running += 1
+        session = self._solo if alone and self._solo is not None else self.session
+        try:
+            (out,) = session.run([self.head.output], batch.feed(self._inputs))
+        finally:
+            with self._lock:
+                self._running -= 1
         return self.head.finish(out, batch)
+
+
+def _session(ort: Any, model: str, options: Any, providers: list) -> Any:
+    errors: tuple[type[Exception], ...] = (*_ort_errors(), RuntimeError, OSError)
+    try:
+        return ort.InferenceSession(model, options, providers=providers)
+    except errors as exc:
+        raise BackendError(f"onnxruntime could not load {model}: {exc}") from None
 
 
 def create_onnx_backend(spec: ModelSpec, config: EncoderConfig, machine: Machine, head: Head) -> OnnxBackend:

@@ -64,7 +64,9 @@ class Recipe:
     runtime: str  # "onnx" or "openvino"
     precision: Precision  # fp32 or int8 (OpenVINO's bf16 compiles the fp32 IR)
     graph: str = "padded"  # or "packed": BERT's linear layers on the real tokens only
-    head: str = "hidden"  # the graph's output: token embeddings ("hidden") or a classifier's "logits"
+    # the graph's output: token embeddings ("hidden"), a classifier's "logits" or SPLADE's weights
+    # ("splade-<pooling>-<activation>")
+    head: str = "hidden"
     fusion: str | None = None  # ORT optimizer model type applied to the fp32 ONNX graph
     quantization: str | None = None  # one of QUANTIZATION's values for int8
     calibration: str | None = None  # sha256 of the calibration texts (static int8)
@@ -145,6 +147,8 @@ def recipe_for(spec: ModelSpec, precision: Precision, runtime: str = "onnx") -> 
     builder = choose_builder(spec)
     helper = builder != BUILDER
     head = "logits" if spec.task == "rerank" else "hidden"
+    if spec.sparse is not None:  # the MLM head and SPLADE's pooling, inside the graph
+        head = f"splade-{spec.sparse.splade.pooling}-{spec.sparse.splade.activation}"
     versioned = [name for name in _VERSIONED[runtime] if not (helper and name in ("torch", "transformers"))]
     return Recipe(
         model_type=spec.model_type,

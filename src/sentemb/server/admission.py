@@ -1,9 +1,12 @@
 """Admission by work: how fast the model goes, and how long a new request would wait.
 
-Work is counted in estimated tokens. The rate is measured from the micro-batches the model has run
-(a decaying, token-weighted mean, so a few idle one-text batches do not drag it down), starting from
-the batch the service times at start-up. The wait is estimated as under processor sharing, which is
-what the batcher's round robin of slices approximates: a request of ``s`` tokens is delayed by
+Work is counted in estimated tokens. The rate is the model's served rate, all its streams together:
+the tokens of each finished micro-batch over the time since the previous one finished (or since the
+model became busy), a decaying, token-weighted mean (a few idle one-text batches do not drag it down),
+starting from the batches the service times at start-up. Under a flood the HTTP work takes part of the
+cores and the served rate falls with it, so admission sees the time the model really gets. The wait
+is estimated as under processor sharing, which is what the batcher's round robin of slices
+approximates: a request of ``s`` tokens is delayed by
 ``min(r, s)`` of each other request's remaining work ``r`` (its own work is its own: a large request
 on an idle server is admitted, and a small one beside it is delayed by little).
 """
@@ -23,7 +26,7 @@ MIN_BATCH_TOKENS = 256
 
 
 class Throughput:
-    """Estimated tokens per second of one model thread."""
+    """Estimated tokens per second the model serves (all its streams together)."""
 
     def __init__(self, prior: float = PRIOR_TOKENS_PER_SECOND) -> None:
         self._tokens = prior * _PRIOR_SECONDS

@@ -171,6 +171,8 @@ class MicroBatcher:
         self._concurrency = max(1, concurrency)
         self._executor = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="sentemb-model")
         self._worker: asyncio.Task[None] | None = None
+        self._in_model = 0  # micro-batches in a model thread now
+        self._mark = 0.0  # when the last one finished, or when the model last became busy
 
     @property
     def queued_inputs(self) -> int:
@@ -178,9 +180,14 @@ class MicroBatcher:
         return sum(job.untaken for job in self._active if job.live)
 
     @property
+    def busy(self) -> bool:
+        """Some request is queued or in the model."""
+        return bool(self._active)
+
+    @property
     def tokens_per_second(self) -> float:
-        """The measured rate of all model threads together."""
-        return self.throughput.tokens_per_second * self._concurrency
+        """The measured rate of all model threads together: tokens served per second the model was busy."""
+        return self.throughput.tokens_per_second
 
     def start(self) -> None:
         if self._worker is None:
@@ -189,6 +196,13 @@ class MicroBatcher:
     async def run_in_model_thread(self, fn: Callable[[], object]) -> object:
         """Run ``fn`` in the model thread, between micro-batches (used by /ready)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def seed_rate(self, run: Callable[[], object], tokens: int) -> None:
+        """Time ``run`` (a typical batch of ``tokens`` estimated tokens) on every model thread at once, and
+        start the served rate from it (one batch alone would time one stream, or a backend's lone-batch path)."""
+        started = time.perf_counter()
+        await asyncio.gather(*(self.run_in_model_thread(run) for _ in range(self._concurrency)))
+        self.throughput.seed(tokens * self._concurrency, time.perf_counter() - started)
 
     def projected_wait(self, tokens: int) -> float:
         """Seconds a new request of ``tokens`` estimated tokens would wait for the work admitted before it."""
@@ -202,7 +216,7 @@ class MicroBatcher:
             raise BatcherClosed("the server is shutting down")
         items = list(texts)
         costs = [self._estimate(t) for t in items]
-        self._admit(len(items), sum(costs))
+        self.admit(len(items), sum(costs))
         future: asyncio.Future[EncodeResult] = asyncio.get_running_loop().create_future()
         job = _Job(items, costs, future, prompt)
         self._active.add(job)
@@ -211,7 +225,8 @@ class MicroBatcher:
         self._wakeup.set()
         return future
 
-    def _admit(self, inputs: int, tokens: int) -> None:
+    def admit(self, inputs: int, tokens: int) -> None:
+        """Raise QueueFull if a request of ``inputs`` texts and ``tokens`` estimated tokens would be refused now."""
         wait = self.projected_wait(tokens)
         limit = self._max_queue_seconds
         queued = self.queued_inputs
@@ -251,13 +266,15 @@ class MicroBatcher:
     def _current_budget(self) -> int:
         if self._batch_seconds is None:
             return self._budget
-        return batch_budget(self._budget, self.throughput.tokens_per_second, self._batch_seconds)
+        per_stream = self.throughput.tokens_per_second / self._concurrency  # a batch shares the cores
+        return batch_budget(self._budget, per_stream, self._batch_seconds)
 
-    async def _collect(self, wait: bool) -> list[_Slice]:
-        """Wait for a first request, then take slices in turn until the budget is reached, and, when ``wait``
-        (other batches are running), until the maximum wait has passed too. An idle model never waits:
-        waiting would only add to the request's latency, and whatever arrives meanwhile goes to the next
-        free stream."""
+    async def _collect(self, busy: Callable[[], bool]) -> list[_Slice]:
+        """Wait for a first request, then take slices in turn until the budget is reached, and, when ``busy()``
+        says other batches are running as that request arrives, until the maximum wait has passed too. An
+        idle model never waits: waiting would only add to the request's latency, and whatever arrives
+        meanwhile goes to the next free stream. (Asked once the first request is in, not when collecting
+        starts: that is while the previous batch runs, and a lone request would wait for nothing.)"""
         loop = asyncio.get_running_loop()
         while self._head() is None:
             if self._closing:
@@ -267,7 +284,7 @@ class MicroBatcher:
         budget = self._current_budget()
         picked: dict[_Job, _Slice] = {}  # one slice per request: its texts taken in this batch are contiguous
         tokens = 0
-        deadline = loop.time() + (self._max_wait if wait else 0.0)
+        deadline = loop.time() + (self._max_wait if busy() else 0.0)
         while tokens < budget:
             job = self._head(next(iter(picked)).prompt if picked else None)
             if job is None:
@@ -302,7 +319,7 @@ class MicroBatcher:
         running: set[asyncio.Task[None]] = set()
         while True:
             await free.acquire()
-            batch = await self._collect(wait=bool(running))
+            batch = await self._collect(lambda: bool(running))
             if not batch:
                 break
             task = asyncio.get_running_loop().create_task(self._guarded(batch))
@@ -335,14 +352,17 @@ class MicroBatcher:
                 return
             texts = [text for piece in batch for text in piece.texts]
             started = time.perf_counter()
+            self._model_started()
             try:
                 result = await loop.run_in_executor(self._executor, self._encode, texts, batch[0].job.prompt)
             except (TextTooLongError, InvalidTextError) as exc:
+                self._model_finished(0)
                 owner, local = _owner(batch, exc.index)
                 if owner.job.live:
                     owner.job.future.set_exception(_for_request(exc, local))
                 continue  # the others again, without the failed request
             except Exception as exc:
+                self._model_finished(0)
                 if len(batch) == 1:
                     _log_failure(exc, 1)
                     batch[0].job.future.set_exception(ModelFailed("the model failed on this request's inputs"))
@@ -353,9 +373,24 @@ class MicroBatcher:
             self._deliver(batch, result, time.perf_counter() - started)
             return
 
+    def _model_started(self) -> None:
+        if not self._in_model:
+            self._mark = time.perf_counter()  # the model was idle: its busy time starts now
+        self._in_model += 1
+
+    def _model_finished(self, tokens: int) -> None:
+        """Count ``tokens`` served in the time since the previous batch finished (or the model became busy):
+        the served rate of all streams together, whatever their number or their share of the cores (the
+        HTTP work takes some of them under a flood, and a batch alone gets more)."""
+        now = time.perf_counter()
+        self._in_model -= 1
+        if tokens:
+            self.throughput.observe(tokens, now - self._mark)
+        self._mark = now
+
     def _deliver(self, batch: list[_Slice], result: EncodeResult, seconds: float) -> None:
         tokens = sum(piece.tokens for piece in batch)
-        self.throughput.observe(tokens, seconds)
+        self._model_finished(tokens)
         start = 0
         for piece in batch:
             end = start + piece.end - piece.start

@@ -7,7 +7,6 @@ Rendering reuses the library's steps: the ``dimensions`` prefix is :func:`sentem
 from __future__ import annotations
 
 import base64
-import json
 import zlib
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ from sentemb.config import LongText
 from sentemb.errors import InvalidTextError
 from sentemb.pooling import truncate_dim
 from sentemb.retrieval.quantize import quantization_ranges, quantize
+from sentemb.server import fastjson
 from sentemb.server.errors import ApiError, shown, validation_message
 from sentemb.server.schemas import EmbeddingRequest
 from sentemb.tokenize import TextInfo, check_unicode, lone_surrogate
@@ -54,7 +54,7 @@ def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
 def parse_request(body: bytes, content_type: str, schema: type[Model] = EmbeddingRequest) -> Model:  # type: ignore[assignment]
     """The request as ``schema``; JSON is accepted with any Content-Type (``curl -d`` sends a form type)."""
     try:
-        data = json.loads(body)
+        data = fastjson.loads(body)
     except (ValueError, RecursionError):
         media = content_type.split(";", 1)[0].strip() or "none"
         hint = "" if media == "application/json" else f" (Content-Type: {shown(media, 60)}; send application/json)"

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,8 +20,12 @@ from sentemb.server.metrics import Metrics
 access_log = logging.getLogger("sentemb.server.access")
 
 OPEN_PATHS = frozenset({"/health"})
+# POST routes whose body the guard reads first, for ``early`` to refuse before routing (the body is then
+# handed on to the route unchanged)
+EARLY_PATHS = frozenset({"/v1/embeddings"})
+Early = Callable[[str, bytes, Mapping[bytes, bytes]], "ApiError | None"]
 ROUTES = frozenset({"/health", "/ready", "/metrics", "/v1/models", "/v1/embeddings", "/v1/rerank", "/v2/rerank",
-                    "/rerank", "/tokenize"})  # fmt: skip
+                    "/rerank", "/tokenize", "/embed_sparse"})  # fmt: skip
 
 
 def _digest(value: bytes) -> bytes:
@@ -40,6 +44,7 @@ class Guard:
         metrics: Metrics,
         shutting_down: Callable[[], bool],
         log_access: bool = True,
+        early: Early | None = None,
     ) -> None:
         self.app = app
         self._shutting_down = shutting_down
@@ -47,6 +52,7 @@ class Guard:
         self._max_body = max_body_bytes
         self._metrics = metrics
         self._log_access = log_access
+        self._early = early  # (path, body, headers) -> a refusal decided before routing, or None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,10 +72,13 @@ class Guard:
 
         try:
             refusal = self._refusal(scope, path)
+            limited = self._limited(receive)
+            if refusal is None and self._reads_first(scope, path):
+                refusal, limited = await self._read_first(scope, path, limited)
             if refusal is not None:
                 await error_response(refusal)(scope, receive, tracked_send)
             else:
-                await self.app(scope, self._limited(receive), tracked_send)
+                await self.app(scope, limited, tracked_send)
         except asyncio.CancelledError:
             # uvicorn cancels the requests still running when the shutdown timeout ends and would answer
             # a plain-text 500; this answers in the JSON shape, and the request's task ends there.
@@ -110,6 +119,31 @@ class Guard:
                     code="request_too_large",
                 )
         return None
+
+    def _reads_first(self, scope: Scope, path: str) -> bool:
+        """A POST to an early path whose size is known (and within the limit, or it was refused already)."""
+        if self._early is None or path not in EARLY_PATHS or scope["method"] != "POST":
+            return False
+        return any(name == b"content-length" for name, _ in scope["headers"])
+
+    async def _read_first(self, scope: Scope, path: str, receive: Receive) -> tuple[ApiError | None, Receive]:
+        """Read the whole body (within the size limit), ask ``early`` about it, and return its answer with a
+        ``receive`` that hands the same messages on, then the client's next ones (a disconnect)."""
+        messages: list[Message] = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        refusal = None
+        if messages[-1]["type"] == "http.request" and self._early is not None:
+            body = b"".join(m.get("body", b"") for m in messages)
+            refusal = self._early(path, body, dict(scope["headers"]))
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        return refusal, replay
 
     def _limited(self, receive: Receive) -> Receive:
         """``receive`` that stops a body (also a chunked one) at the size limit."""

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from sentemb.server import fastjson
 from sentemb.server.errors import ApiError, shown
 from sentemb.server.inputs import (
     check_dimensions,
@@ -23,6 +23,7 @@ from sentemb.server.inputs import (
 from sentemb.server.rerank_service import RerankService
 from sentemb.server.schemas import EmbeddingRequest, EmbeddingResponse, ErrorBody, ModelList
 from sentemb.server.service import EmbeddingService
+from sentemb.server.sparse_service import sparse_named, sparse_of
 
 TRUNCATED_HEADER = "X-Truncated-Inputs"
 _RENDER_INLINE_ROWS = 64  # larger responses are serialised in a worker thread
@@ -81,7 +82,7 @@ async def prometheus(request: Request) -> Response:
 
 @_read("/v1/models", response_model=ModelList)
 async def models(request: Request) -> dict[str, Any]:
-    """Every served model (the embedding model, then each reranker) with its kind and limits."""
+    """Every served model (the embedding model, each reranker, each sparse model) with its kind and limits."""
     return {"object": "list", "data": [card for card, _ in _cards(request)]}
 
 
@@ -100,6 +101,8 @@ def _cards(request: Request) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
     for reranker in rerankers_of(request):
         card = _card(reranker.names[0], created, "rerank", reranker.reranker.max_length, inputs)
         cards.append((card, reranker.names))
+    for sparse in sparse_of(request):
+        cards.append((_card(sparse.names[0], created, "sparse", sparse.model.max_length, inputs), sparse.names))
     return cards
 
 
@@ -110,6 +113,11 @@ async def embeddings(request: Request) -> Response:
     settings = service.settings
     body = await read_request(request, EmbeddingRequest, settings.max_body_bytes)
     if body.model is not None and body.model not in service.names:
+        sparse = sparse_named(request, body.model)
+        if sparse is not None:  # sparse vectors, under the same rules (sparse_routes)
+            from sentemb.server.sparse_routes import sparse_embeddings
+
+            return await sparse_embeddings(request, body, sparse)
         if any(body.model in reranker.names for reranker in rerankers_of(request)):
             raise ApiError(400, f"'{shown(body.model, 200)}' is a reranker: POST /v1/rerank with a query and "
                            "documents", param="model", code="wrong_model_kind")  # fmt: skip
@@ -129,9 +137,9 @@ async def embeddings(request: Request) -> Response:
     name = service.names[0]
     range_vectors = service.range_vectors
     if len(texts) <= _RENDER_INLINE_ROWS:
-        return JSONResponse(render(result.embeddings, body, tokens, name, range_vectors), headers=headers)
-    # thousands of float rows take a while to print: keep the event loop free meanwhile
-    payload = await asyncio.to_thread(render_bytes, result.embeddings, body, tokens, name, range_vectors)
+        payload = render_bytes(result.embeddings, body, tokens, name, range_vectors)
+    else:  # thousands of float rows take a while to print: keep the event loop free meanwhile
+        payload = await asyncio.to_thread(render_bytes, result.embeddings, body, tokens, name, range_vectors)
     return Response(payload, media_type="application/json", headers=headers)
 
 
@@ -146,7 +154,7 @@ def render(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str, rang
 
 
 def render_bytes(embeddings: Any, body: EmbeddingRequest, tokens: int, name: str, range_vectors: Any) -> bytes:
-    return json.dumps(render(embeddings, body, tokens, name, range_vectors), separators=(",", ":")).encode()
+    return fastjson.dumps(render(embeddings, body, tokens, name, range_vectors))
 
 
 def _card(name: str, created: int, kind: str, max_tokens: int, max_inputs: int) -> dict[str, Any]:

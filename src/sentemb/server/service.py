@@ -19,6 +19,7 @@ from sentemb.config import LongText
 from sentemb.encoder import EncodeResult
 from sentemb.errors import ConfigError, InvalidTextError, TextTooLongError
 from sentemb.export.recipe import CALIBRATION_FILE
+from sentemb.server import fastjson
 from sentemb.server.batcher import BatcherClosed, MicroBatcher, QueueFull
 from sentemb.server.errors import SERVER, ApiError, log_unexpected, shown
 from sentemb.server.inputs import invalid_text
@@ -26,6 +27,8 @@ from sentemb.server.metrics import Metrics
 from sentemb.server.settings import ServerSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from starlette.requests import Request
 
     from sentemb.encoder import Encoder
@@ -106,6 +109,26 @@ class EmbeddingService:
         rough = min(len(text), self.encoder.config.max_chars or len(text)) // 4 + 2
         return rough if self.long_text is LongText.CHUNK else min(rough, self.encoder.max_length)
 
+    def refuse_early(self, path: str, body: bytes, headers: Mapping[bytes, bytes]) -> ApiError | None:
+        """The 429 of an embeddings request that the batcher would refuse, decided on its raw body before
+        routing, validation and the checks of each text (under a flood of requests that will be refused,
+        the refusal that costs the event loop least), or None: served, or left to the route (anything
+        but a plain JSON body whose ``input`` is a string or a list of strings within ``max_inputs``).
+        While the model is idle nothing is refused, so nothing is parsed twice."""
+        if path != "/v1/embeddings" or not self.batcher.busy:
+            return None
+        if headers.get(b"content-encoding", b"").strip() not in (b"", b"identity"):
+            return None
+        texts = _plain_texts(body, self.settings.max_inputs)
+        if texts is None:
+            return None
+        try:
+            self.batcher.admit(len(texts), sum(self.estimate_tokens(text) for text in texts))
+        except QueueFull as exc:
+            self.metrics.rejected.labels(exc.reason).inc()
+            return _busy(exc)
+        return None
+
     async def start(self) -> None:
         self.batcher.start()
         self._warming = asyncio.create_task(self._warm_up())
@@ -134,10 +157,8 @@ class EmbeddingService:
     async def _measure_rate(self) -> None:
         """Time one batch of typical texts, so that admission starts from this machine's rate."""
         texts = [_TIMED_TEXT] * 16
-        started = time.perf_counter()
-        await self.batcher.run_in_model_thread(lambda: self.encoder.encode(texts, show_progress=False))
         tokens = sum(self.estimate_tokens(text) for text in texts)
-        self.batcher.throughput.seed(tokens, time.perf_counter() - started)
+        await self.batcher.seed_rate(lambda: self.encoder.encode(texts, show_progress=False), tokens)
 
     async def forward_pass(self, text: str) -> None:
         """One real forward pass in the model thread, between micro-batches."""
@@ -212,16 +233,33 @@ def _submit(batcher: MicroBatcher, metrics: Metrics, items: list[Any], prompt: s
         return batcher.submit(items, prompt)
     except QueueFull as exc:
         metrics.rejected.labels(exc.reason).inc()
-        raise ApiError(
-            429,
-            f"the server is busy: {exc}; retry in {exc.retry_after}s",
-            kind="rate_limit_error",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": str(exc.retry_after)},
-        ) from None
+        raise _busy(exc) from None
     except BatcherClosed:
         metrics.rejected.labels("shutting_down").inc()
         raise ApiError(503, "the server is shutting down", kind=SERVER, code="shutting_down") from None
+
+
+def _plain_texts(body: bytes, max_inputs: int) -> list[str] | None:
+    """The texts of a JSON body whose ``input`` is a string or 1 to ``max_inputs`` strings, else None."""
+    try:
+        data = fastjson.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    texts = data.get("input") if isinstance(data, dict) else None
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not 0 < len(texts) <= max_inputs:
+        return None
+    return texts if all(isinstance(text, str) for text in texts) else None
+
+
+def _busy(exc: QueueFull) -> ApiError:
+    return ApiError(
+        429,
+        f"the server is busy: {exc}; retry in {exc.retry_after}s",
+        kind="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(exc.retry_after)},
+    )
 
 
 async def _until_disconnected(request: Request) -> None:
