@@ -179,7 +179,7 @@ async def steady(url: str, texts: list[str], seconds: float) -> list[tuple[str, 
     stop_at = time.perf_counter() + seconds
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         while time.perf_counter() < stop_at:
-            await post(client, texts, log)
+            await asyncio.sleep(await post(client, texts, log))  # a polite client honours 429s
     return log
 
 
