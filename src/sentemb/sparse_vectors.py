@@ -62,12 +62,15 @@ class SparseEmbeddings(Sequence[SparseVector]):
         cls, matrix: np.ndarray, *, max_active_dims: int | None = None, vocabulary: Sequence[str] | None = None
     ) -> SparseEmbeddings:
         """The non-zero entries of a ``(N, dim)`` matrix; with ``max_active_dims``, only each row's largest
-        that many (as sentence-transformers keeps them: the top-k, the rest set to zero)."""
+        that many by absolute value (as sentence-transformers keeps them: the top-k of ``abs``, the rest set
+        to zero; which of equal weights at the cut survive is not specified, there as here)."""
         dense = np.asarray(matrix, dtype=np.float32)
         if dense.ndim != 2:
             raise VectorsError(f"sparse vectors come from a 2-D matrix, got shape {dense.shape}")
+        if max_active_dims is not None and max_active_dims < 1:
+            raise VectorsError(f"max_active_dims must be at least 1, got {max_active_dims}")
         if max_active_dims is not None and max_active_dims < dense.shape[1]:
-            keep = np.argpartition(-dense, max_active_dims - 1, axis=1)[:, :max_active_dims]
+            keep = np.argpartition(-np.abs(dense), max_active_dims - 1, axis=1)[:, :max_active_dims]
             kept = np.zeros_like(dense)
             np.put_along_axis(kept, keep, np.take_along_axis(dense, keep, axis=1), axis=1)
             dense = kept

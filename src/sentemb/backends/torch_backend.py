@@ -1,5 +1,5 @@
-"""PyTorch backend: ``AutoModel`` (a cross-encoder: ``AutoModelForSequenceClassification``) in eval
-mode, fp32 / bf16 (CPU, CUDA) / fp16 (CUDA).
+"""PyTorch backend: ``AutoModel`` (a cross-encoder: ``AutoModelForSequenceClassification``; a sparse
+encoder: ``AutoModelForMaskedLM`` with SPLADE's pooling) in eval mode, fp32 / bf16 (CPU, CUDA) / fp16 (CUDA).
 
 Pooling runs in torch, in fp32, where the token embeddings are, so that on a GPU only the pooled
 (B, H) vectors are copied back to the host; a classifier's logits come back as float32.
@@ -7,16 +7,17 @@ Pooling runs in torch, in fp32, where the token embeddings are, so that on a GPU
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from transformers import AutoModel, AutoModelForSequenceClassification
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from sentemb.backends import cuda_fallback
 from sentemb.config import Pooling, Precision
 from sentemb.errors import ConfigError, ModelNotFoundError
-from sentemb.heads import Head, Pooled, head_width
+from sentemb.export.splade_graph import splade_pool
+from sentemb.heads import Head, Pooled, Splade, head_width
 from sentemb.models.modules import DenseLayer
 from sentemb.scoped import no_progress_bars
 
@@ -47,7 +48,9 @@ class TorchBackend:
         if precision is Precision.FP16 and not self.device.startswith("cuda"):
             raise ConfigError("fp16 is for CUDA; on the CPU use precision='bf16' or 'fp32'")
         pooled = isinstance(head, Pooled)
-        auto = AutoModel if pooled else AutoModelForSequenceClassification
+        auto: Any = AutoModel if pooled else AutoModelForSequenceClassification
+        if isinstance(head, Splade):
+            auto = AutoModelForMaskedLM
         try:
             with no_progress_bars():  # a library should not draw bars for a 0.1 s weight load
                 model = auto.from_pretrained(
@@ -62,6 +65,8 @@ class TorchBackend:
         self.model = model.to(device=self.device, dtype=_DTYPES[precision]).eval()
         self.head = head
         width = int(model.config.hidden_size) if pooled else int(model.config.num_labels)
+        if isinstance(head, Splade):
+            width = int(model.get_output_embeddings().out_features)
         self.dim = head_width(spec, head, width)
         # Dense layers, fp32, on the model's device
         self._dense = torch_head(head.dense, self.device) if isinstance(head, Pooled) else None
@@ -78,6 +83,8 @@ class TorchBackend:
             if batch.token_type_ids is not None:
                 inputs["token_type_ids"] = self._to_device(batch.token_type_ids)
             out = self.model(**inputs, return_dict=True)
+            if isinstance(self.head, Splade):
+                return splade_pool(out.logits, mask, self.head.pooling, self.head.activation).cpu().numpy()
             if not isinstance(self.head, Pooled):
                 return out.logits.float().cpu().numpy()
             pool_mask = mask if batch.pool_mask is batch.attention_mask else self._to_device(batch.pool_mask)

@@ -30,6 +30,7 @@ from sentemb.batch.manifest import (
 from sentemb.batch.model import check_worker, describe_job_model, worker_config
 from sentemb.batch.ray_cluster import import_ray, ray_session
 from sentemb.batch.shards import Shard, plan, resolve_filesystem
+from sentemb.batch.sparse_model import describe_sparse_job_model, load_sparse_worker, sparse_columns, sparse_table
 from sentemb.batch.spec import BatchJob, BatchResult
 from sentemb.config import EncoderConfig, LongText
 from sentemb.errors import InvalidInputError, InvalidTextError, SentembError
@@ -55,8 +56,12 @@ class EmbedShards:
         self.failed: SentembError | None = None
         try:
             worker = worker_config(config, job.num_gpus_per_actor, Machine.here())
-            self.encoder = sentemb.load(config.model, config=worker)
-            check_worker(self.encoder, config, header, job.num_gpus_per_actor)
+            if job.sparse_model is not None:  # a SPLADE model: sparse rows, the same checks
+                self.encoder: Any = load_sparse_worker(config, worker, job, header)
+            else:
+                encoder = sentemb.load(config.model, config=worker)
+                check_worker(encoder, config, header, job.num_gpus_per_actor)
+                self.encoder = encoder
         except SentembError as exc:
             self.failed = exc
         self.job, self.header, self.fingerprint = job, header, fingerprint(header)
@@ -91,7 +96,7 @@ class EmbedShards:
         if self.error_on_long and truncated:
             reason = f"text is longer than max_length={self.encoder.max_length} tokens (long_text='error')"
             keep = _keep_mask(len(rows.texts), truncated)
-            rows, vectors = _without(rows, truncated, reason, shard), vectors[keep]
+            rows, vectors = _without(rows, truncated, reason, shard), _kept(vectors, keep)
             bad = list(rows.bad)
         if bad and job.strict:
             return 0, len(bad), bad[0].to_json()
@@ -99,7 +104,10 @@ class EmbedShards:
             text = "".join(b.to_json() + "\n" for b in bad).encode()
             commit_bytes(self.out_fs, join(self.out_dir, ERRORS_DIR), errors_name(shard.name), text)
         entry = shard_entry(shard, len(rows.texts), len(bad))
-        table = output_table(rows, vectors, job.id_column, job.embedding_column)
+        if job.sparse_model is not None:
+            table = sparse_table(rows, vectors, job.id_column)
+        else:
+            table = output_table(rows, vectors, job.id_column, job.embedding_column)
         if job.output_type != "float32":
             table = quantized_table(table, vectors, job, self.ranges, self.calibration)
         meta = {"fingerprint": self.fingerprint, "rows": len(rows.texts), "entry": entry}
@@ -116,7 +124,7 @@ class EmbedShards:
                 reason = str(exc).replace(f"texts[{exc.index}]", "text", 1)
                 rows = _without(rows, [exc.index], reason, shard)
                 continue
-            return rows, result.embeddings, result.truncated_indices
+            return rows, result.embeddings, [i for i, item in enumerate(result.info) if item.truncated]
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,13 @@ def quantized_table(table: Any, vectors: Any, job: BatchJob, ranges: Any, calibr
     table = table.set_column(where, job.embedding_column, column)
     extra = calibration.facts if calibration is not None else None
     return table.replace_schema_metadata(quantize_metadata(job.output_type, vectors.shape[1], ranges, extra))
+
+
+def _kept(vectors: Any, keep: Any) -> Any:
+    """The rows of ``vectors`` (a dense array or sparse vectors) where ``keep`` is true."""
+    import numpy as np
+
+    return vectors[keep] if isinstance(vectors, np.ndarray) else vectors.take(np.flatnonzero(keep))
 
 
 def _keep_mask(count: int, drop: list[int]) -> Any:
@@ -221,6 +236,8 @@ def run_batch(
     """
     started = time.perf_counter()
     config = config or EncoderConfig()
+    if job.sparse_model is not None:
+        config = config.replace(model=job.sparse_model)
     ray = import_ray()
     columns = [job.id_column, job.text_column, *job.carry_columns]
     calibration = read_job_calibration(job)  # before any work: a missing file fails at once
@@ -232,10 +249,13 @@ def run_batch(
     names = {"id_column": job.id_column, "text_column": job.text_column,
              "embedding_column": job.embedding_column, "carry_columns": list(job.carry_columns),
              **output_facts(job.output_type, calibration)}  # fmt: skip
-    header = make_header(
-        describe_job_model(config, job.num_gpus_per_actor, prompt_name=job.prompt_name, prompt=job.prompt),
-        names, job.shard_rows, job.shard_bytes,
-    )  # fmt: skip
+    if job.sparse_model is not None:
+        names = sparse_columns(job)
+        described = describe_sparse_job_model(config, job.num_gpus_per_actor, max_active_dims=job.max_active_dims,
+                                              prompt_name=job.prompt_name, prompt=job.prompt)  # fmt: skip
+    else:
+        described = describe_job_model(config, job.num_gpus_per_actor, prompt_name=job.prompt_name, prompt=job.prompt)
+    header = make_header(described, names, job.shard_rows, job.shard_bytes)
     manifest, todo = reconcile(out_fs, out_dir, header, planned)
     skipped = len(planned) - len(todo)
     log.info("sentemb batch: %d shards planned, %d already done, %d to do", len(planned), skipped, len(todo))

@@ -57,6 +57,13 @@ class BatchJob:
     progress: bool | None = option(None, help="Progress bar [default: when stderr is a terminal].")
     prompt_name: str | None = option(None, help="The model's prompt before each text [default: its default].")
     prompt: str | None = option(None, help="A prompt text before each text (instead of --prompt-name).")
+    sparse_model: str | None = option(
+        None, help="Embed with this sparse (SPLADE) model instead of --model: shards hold token ids and weights "
+        "('indices' and 'values' list columns).", flag="--sparse-model", metavar="MODEL",
+    )  # fmt: skip
+    max_active_dims: int | None = option(
+        None, help="With --sparse-model: keep each vector's largest N weights [default: the model's].", min=1
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "carry_columns", tuple(self.carry_columns))
@@ -74,8 +81,22 @@ class BatchJob:
             raise ConfigError(f"input_format={self.input_format!r} is not valid; choose one of {INPUT_FORMATS}")
         if self.num_actors is not None and self.num_actors < 1:
             raise ConfigError(f"num_actors must be at least 1, got {self.num_actors}")
+        self._check_sparse()
         if self.num_cpus_per_actor < 0 or self.num_gpus_per_actor < 0:
             raise ConfigError("num_cpus_per_actor and num_gpus_per_actor must be >= 0")
+
+
+    def _check_sparse(self) -> None:
+        if self.sparse_model is None:
+            if self.max_active_dims is not None:
+                raise ConfigError("max_active_dims applies to a sparse model: give sparse_model (--sparse-model)")
+            return
+        if self.output_type != "float32":
+            raise ConfigError("output_type quantises dense vectors; a sparse model's shards hold ids and float32 "
+                              "weights (leave --output-type out)")  # fmt: skip
+        if {"indices", "values"} & {self.id_column, *self.carry_columns}:
+            raise ConfigError("a sparse job writes 'indices' and 'values' columns; the id and carried columns must "
+                              "have other names")  # fmt: skip
 
 
 @dataclass(frozen=True)

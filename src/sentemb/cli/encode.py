@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,13 @@ from sentemb.cli.output import (
     open_quantized_writer,
     open_writer,
     output_format,
+)
+from sentemb.cli.sparse import (
+    check_sparse_output,
+    load_sparse_model,
+    open_sparse_writer,
+    sparse_metadata,
+    sparse_options,
 )
 
 if TYPE_CHECKING:
@@ -90,6 +97,7 @@ in a first line {"sentemb.quantize": {...}} before the {"id", "embedding"} rows 
 @click.option("--quiet", "-q", is_flag=True, help="No progress, summary or notes on stderr.")
 @click.option("--prompt-name", default=None, help="The model's prompt to put before each text [default: its default].")
 @click.option("--prompt", default=None, help="A prompt text to put before each text (instead of --prompt-name).")
+@sparse_options
 @encoder_options
 def encode(
     *,
@@ -109,30 +117,32 @@ def encode(
     quiet: bool,
     prompt_name: str | None,
     prompt: str | None,
+    sparse_model: str | None,
+    max_active_dims: int | None,
     **encoder_params: Any,
 ) -> None:
     """Embed texts into a vector file, streaming: INPUT may be larger than memory."""
     fmt = output_format_checked(output, output_format, force)
     _check_output_options(fmt, errors=errors, output_type=output_type, calibration=calibration)
+    check_sparse_output(sparse_model, max_active_dims, fmt=fmt, output_type=output_type, params=encoder_params)
     source = choose_source(input_path, texts, input_format=input_format, field=text_field(field, column),
                            id_field=id_field, errors=errors)
     with _sigterm_as_exit():
-        encoder = load_encoder(**encoder_params)
+        encoder: Any = load_encoder(**encoder_params) if sparse_model is None else load_sparse_model(
+            sparse_model, encoder_params, max_active_dims)  # fmt: skip
         prompt = encoder.resolve_prompt(prompt_name=prompt_name, prompt=prompt)  # an unknown name fails now
         chunks = inline_block(list(texts), errors) if source is None else read_blocks(source, CHUNK_ROWS)
         show = (not quiet) and (sys.stderr.isatty() if progress is None else progress)
         total = None if source is None else source.size
         started = time.perf_counter()
-        metadata = None
-        if fmt == "parquet":
-            from sentemb.cli.vectors import parquet_metadata
-
-            metadata = parquet_metadata(encoder)
+        metadata = _parquet_metadata(encoder, sparse_model is not None) if fmt == "parquet" else None
         with _output(output, force) as path:
-            writer = _writer(fmt, path=path, encoder=encoder, metadata=metadata, output_type=output_type,
-                             calibration=calibration, prompt=prompt)
+            writer = open_sparse_writer(fmt, path, metadata) if sparse_model is not None else _writer(
+                fmt, path=path, encoder=encoder, metadata=metadata, output_type=output_type, calibration=calibration,
+                prompt=prompt)  # fmt: skip
             try:
-                stats = _encode_all(encoder, chunks, writer, total, show, output=output, prompt=prompt)
+                stats = _encode_all(_chunk_encoder(encoder, prompt, sparse_model is not None), chunks, writer, total,
+                                    show, output=output)  # fmt: skip
                 if stats.rows == 0:
                     raise InputError(f"{'--text' if source is None else source.label}: no texts in the input")
             except BaseException:
@@ -145,6 +155,15 @@ def encode(
                 raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from None
     if not quiet:
         _summary(stats, encoder, output, time.perf_counter() - started)
+
+
+def _parquet_metadata(encoder: Any, sparse: bool) -> dict[str, str]:
+    """The model facts a Parquet footer records (`sentemb search` checks them)."""
+    if sparse:
+        return sparse_metadata(encoder)
+    from sentemb.cli.vectors import parquet_metadata
+
+    return parquet_metadata(encoder)
 
 
 def _check_output_options(fmt: str, *, errors: str, output_type: str, calibration: str | None) -> None:
@@ -267,8 +286,16 @@ class _Stats:
         self.truncated = 0
 
 
+def _chunk_encoder(encoder: Any, prompt: str, sparse: bool) -> Callable[[list[str]], Any]:
+    """One chunk's texts to (vectors, info): a dense encoder's ``EncodeResult`` or a sparse one's result."""
+    if sparse:
+        return lambda texts: encoder.encode_with_info(texts, prompt=prompt)
+    return lambda texts: encoder.encode_with_info(texts, prompt=prompt, show_progress=False)
+
+
 def _encode_all(
-    encoder: Encoder, chunks: Iterator[Block], writer: Any, total: int | None, show: bool, *, output: str, prompt: str
+    encode_chunk: Callable[[list[str]], Any], chunks: Iterator[Block], writer: Any, total: int | None, show: bool,
+    *, output: str,
 ) -> _Stats:
     stats = _Stats()
     with _progress_bar(total, show) as advance:
@@ -276,13 +303,13 @@ def _encode_all(
             stats.skipped = chunk.skipped
             stats.skipped_ids += chunk.skipped_ids[: SKIPPED_SHOWN - len(stats.skipped_ids)]
             if chunk.texts:
-                result = encoder.encode_with_info(chunk.texts, prompt=prompt, show_progress=False)
+                result = encode_chunk(chunk.texts)
                 try:
                     writer.write(chunk.ids, result.embeddings)
                 except OSError as exc:
                     raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from None
                 stats.rows += len(chunk.texts)
-                stats.truncated += len(result.truncated_indices)
+                stats.truncated += sum(1 for item in result.info if item.truncated)
             advance(chunk.done, stats.rows)
     return stats
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,9 +15,11 @@ from sentemb.cli.encode import CHUNK_ROWS
 from sentemb.cli.fastpath import fastest_cached
 from sentemb.cli.io import ERROR_POLICIES, Source, make_source, read_blocks, texts_from
 from sentemb.cli.output import print_rows, table_format
+from sentemb.cli.sparse import check_sparse_search, hybrid_options, sparse_options
 
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder
+    from sentemb.similarity import Hit
 
 EXAMPLES = """\b
 Examples:
@@ -64,6 +67,8 @@ the model is used when there is one (same vectors, faster start).
               help="Rerank each query's candidates with this cross-encoder (needs --corpus for the texts).")
 @click.option("--rerank-candidates", type=click.IntRange(min=1), default=50, show_default=True,
               help="With --rerank: candidates retrieved per query, of which the best -k are kept.")
+@hybrid_options
+@sparse_options
 @encoder_options
 def search(
     *,
@@ -71,16 +76,19 @@ def search(
     index_path: str | None, rescore_multiplier: int | None, field: str, id_field: str | None, top_k: int,
     score: str | None, errors: str, fmt: str | None, query_prompt_name: str | None,
     query_prompt: str | None, corpus_prompt_name: str | None, corpus_prompt: str | None, rerank_model: str | None,
-    rerank_candidates: int, **encoder_params: Any,
+    rerank_candidates: int, sparse_model: str | None, max_active_dims: int | None, sparse_embeddings: str | None,
+    hybrid: bool, fusion: str, sparse_weight: float, **encoder_params: Any,
 ) -> None:
     """Find the corpus rows closest to each query (then, with --rerank, rerank them with a cross-encoder)."""
     if bool(queries) == bool(queries_file):
         raise UsageError("give QUERIES or --queries FILE (one of them)")
     if rerank_model is not None and corpus is None:
         raise UsageError("--rerank scores the candidates' texts: give --corpus FILE")
+    check_sparse_search(sparse_model, index_path=index_path, embeddings=embeddings, score=score,
+                        sparse_embeddings=sparse_embeddings, hybrid=hybrid, params=encoder_params)  # fmt: skip
     if index_path is not None and (embeddings is not None or score is not None):
         raise UsageError("--index searches the index's own vectors with its own score: drop --embeddings/--score")
-    if corpus is None and embeddings is None and index_path is None:
+    if corpus is None and embeddings is None and index_path is None and sparse_embeddings is None:
         raise UsageError("give --corpus FILE, --embeddings FILE, both, or --index INDEX")
     query_texts = texts_from(queries_file, queries, field=field, errors=errors, what="QUERY")
     if not query_texts:
@@ -98,18 +106,39 @@ def search(
     corpus_source = None
     if corpus is not None:
         corpus_source = make_source(corpus, input_format=None, field=field, id_field=id_field, errors=errors)
+    dense = functools.partial(dense_hits, query_texts, corpus_source, embeddings, score,
+                              prompts=(query_prompt_name, query_prompt, corpus_prompt_name, corpus_prompt),
+                              keep_corpus_ids=id_field is not None, params=encoder_params)  # fmt: skip
+    method = None
+    if sparse_model is not None:
+        from sentemb.cli.sparse_search import SparseSearch
+
+        sides = SparseSearch(sparse_model, max_active_dims, sparse_embeddings, fusion if hybrid else None,
+                             sparse_weight, prompts=(query_prompt_name, query_prompt, corpus_prompt_name,
+                                                     corpus_prompt))  # fmt: skip
+        found, method = sides.run(query_texts, corpus_source, retrieved_k, dense=dense, params=encoder_params)
+    else:
+        ids, texts, hits = dense(retrieved_k)
+        found = [[(ids[hit.corpus_id], hit.score, texts[hit.corpus_id] if texts else None) for hit in row]
+                 for row in hits]  # fmt: skip
+    _print(query_texts, found, top_k, fmt, rerank_model=rerank_model, params=encoder_params, method=method)
+
+
+def dense_hits(
+    query_texts: list[str], corpus_source: Source | None, embeddings: str | None, score: str | None,
+    top_k: int, *, prompts: tuple[str | None, ...], keep_corpus_ids: bool, params: dict[str, Any],
+) -> tuple[list[Any], list[str], list[list[Hit]]]:  # fmt: skip
+    """The dense model's top-k corpus rows per query: (corpus ids, corpus texts or [], hits)."""
     saved, facts = load_embeddings(embeddings) if embeddings is not None else (None, None)
-    encoder = load_encoder(**fastest_cached(encoder_params))
+    encoder = load_encoder(**fastest_cached(params))
     if facts is not None:
         from sentemb.cli.vectors import check_facts
 
         check_facts(facts, encoder, str(embeddings))
-    query_prompt = encoder.resolve_prompt(prompt_name=query_prompt_name or encoder_task("query", encoder),
-                                          prompt=query_prompt)  # fmt: skip
-    corpus_prompt = encoder.resolve_prompt(prompt_name=corpus_prompt_name or encoder_task("document", encoder),
-                                           prompt=corpus_prompt)  # fmt: skip
-
-    ids, texts, vectors = _corpus(encoder, saved, corpus_source, corpus_prompt, keep_corpus_ids=id_field is not None)
+    query_prompt = encoder.resolve_prompt(prompt_name=prompts[0] or encoder_task("query", encoder), prompt=prompts[1])
+    corpus_prompt = encoder.resolve_prompt(prompt_name=prompts[2] or encoder_task("document", encoder),
+                                           prompt=prompts[3])  # fmt: skip
+    ids, texts, vectors = _corpus(encoder, saved, corpus_source, corpus_prompt, keep_corpus_ids=keep_corpus_ids)
     if vectors.shape[1] != encoder.dim:
         raise InputError(f"{embeddings}: vectors have {vectors.shape[1]} numbers but the model makes {encoder.dim}; "
                          "search with the model that wrote them")
@@ -117,19 +146,20 @@ def search(
     import sentemb
 
     score = score or encoder.similarity_fn_name
-    hits = sentemb.semantic_search(encoder.encode(query_texts, prompt=query_prompt), vectors, retrieved_k, score=score)
-    found = [[(ids[hit.corpus_id], hit.score, texts[hit.corpus_id] if texts else None) for hit in row] for row in hits]
-    _print(query_texts, found, top_k, fmt, rerank_model=rerank_model, params=encoder_params)
+    hits = sentemb.semantic_search(encoder.encode(query_texts, prompt=query_prompt), vectors, top_k, score=score)
+    return ids, texts, hits
 
 
 Found = list[list[tuple[Any, float, "str | None"]]]  # per query: (id, score, text or None) of each hit
 
 
 def _print(
-    queries: list[str], found: Found, top_k: int, fmt: str | None, *, rerank_model: str | None, params: dict[str, Any]
-) -> None:
-    """The hits as rows (query, rank, id, score[, text]); with ``rerank_model``, reranked by that cross-encoder
-    (the retrieval score beside its own), the best ``top_k``."""
+    queries: list[str], found: Found, top_k: int, fmt: str | None, *, rerank_model: str | None,
+    params: dict[str, Any], method: str | None = None,
+) -> None:  # fmt: skip
+    """The hits as rows (query, rank, id, score[, text][, method]); with ``rerank_model``, reranked by that
+    cross-encoder (the retrieval score beside its own), the best ``top_k``; ``method`` names how the hits
+    were found when it is not the dense model alone (sparse, or a hybrid's fusion)."""
     if rerank_model is not None:
         from sentemb.cli.common import load_reranker
         from sentemb.cli.rerank import reranked_rows
@@ -144,7 +174,10 @@ def _print(
         rows = [[query, rank, i, s, *([t] if with_text else [])]
                 for query, row in zip(queries, found, strict=True) for rank, (i, s, t) in enumerate(row, start=1)]
         columns = ["query", "rank", "id", "score"] + (["text"] if with_text else [])
-    print_rows(columns, rows, table_format(fmt, piped="jsonl"), title=f"top {top_k}")
+    if method is not None:
+        columns, rows = [*columns, "method"], [[*row, method] for row in rows]
+    title = f"top {top_k}" + (f" ({method})" if method else "")
+    print_rows(columns, rows, table_format(fmt, piped="jsonl"), title=title)
 
 
 def _corpus(

@@ -10,6 +10,7 @@ import click
 
 from sentemb.cli.common import encoder_options, handle_errors, load_encoder, load_reranker, split_encoder_params
 from sentemb.cli.flags import add_flags, build
+from sentemb.cli.sparse import load_sparse_model
 from sentemb.server.settings import ServerSettings
 
 # A server's cores are shared: the event loop, the HTTP clients and the model's OpenMP threads all want
@@ -37,6 +38,7 @@ def serve(**params: Any) -> None:
       sentemb serve                                   # all-MiniLM-L6-v2 on 127.0.0.1:8000
       SENTEMB_API_KEY=secret sentemb serve --port 9000
       sentemb serve --reranker ./bge-reranker-base    # + POST /v1/rerank, /v2/rerank, /rerank
+      sentemb serve --sparse-model ./splade           # + POST /embed_sparse; /v1/embeddings by name
       curl -s 127.0.0.1:8000/v1/embeddings -H 'Content-Type: application/json' \\
            -d '{"model": "all-MiniLM-L6-v2", "input": ["a sentence"]}'
     """
@@ -53,11 +55,12 @@ def serve(**params: Any) -> None:
 
     runtime = {k: v for k, v in encoder_params.items() if k not in (*EMBEDDING_OPTIONS, "model_arg")}
     rerankers = [load_reranker(**{**runtime, "model": name}) for name in settings.rerankers]
+    sparse = [load_sparse_model(name, runtime) for name in settings.sparse_models]  # the same runtime flags
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         click.echo(
             f"warning: listening on {settings.host} without --api-key: anyone who can reach it may use it", err=True
         )
-    server.serve(encoder, settings, log_level=log_level, rerankers=rerankers)
+    server.serve(encoder, settings, log_level=log_level, rerankers=rerankers, sparse_models=sparse)
 
 
 def _configure_logging(level: str) -> None:

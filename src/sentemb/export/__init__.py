@@ -19,6 +19,7 @@ The package, one concept per module:
     torch_onnx.py   torch.onnx.export of the transformer, padded or packed
     packed.py       the packed BERT graph and its parity check against the model's own output
     onnx_graph.py   ONNX Runtime fusions and dynamic int8
+    keep_fp32.py    which MatMuls an int8 export keeps fp32 (the recipe's roles -> the graph's node names)
     openvino_ir.py  OpenVINO IR and NNCF's static int8
 
 Loading a cached export imports neither torch nor transformers. The model's own folder is only read.

@@ -43,7 +43,7 @@ def build_export(spec: ModelSpec, recipe: Recipe, out: Path, *, trust_remote_cod
             from sentemb.export.onnx_graph import fuse, quantize_dynamic
 
             if recipe.quantization is not None:
-                quantize_dynamic(graph, target)
+                quantize_dynamic(graph, target, recipe.fp32_matmuls)
             else:
                 fuse(graph, target, recipe.fusion)
     finally:

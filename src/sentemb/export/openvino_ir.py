@@ -26,7 +26,7 @@ def to_openvino(graph: Path, target: Path, recipe: Recipe, loaded: LoadedTokeniz
     ov = require("openvino", "openvino", "the OpenVINO export")
     model = ov.Core().read_model(str(graph))
     if recipe.precision is Precision.INT8:
-        model = _calibrate(model, loaded, spec)
+        model = _calibrate(model, loaded, spec, recipe.fp32_matmuls)
     ov.save_model(model, str(target), compress_to_fp16=False)  # fp16 weights would break exactness
 
 
@@ -48,8 +48,26 @@ def _calibration_feeds(model: Any, loaded: LoadedTokenizer, spec: ModelSpec) -> 
     return feeds
 
 
-def _calibrate(model: Any, loaded: LoadedTokenizer, spec: ModelSpec) -> Any:
-    """``model`` with int8 MatMuls whose activation ranges come from the calibration texts."""
+def kept_matmuls(model: Any, roles: tuple[str, ...]) -> list[str]:
+    """The names of the IR's MatMuls that ``roles`` keep fp32 (:mod:`sentemb.export.keep_fp32`); a MatMul's
+    weight is the constant it reads (through a Convert, if any), else it has none."""
+    from sentemb.export.keep_fp32 import resolve
+
+    matmuls = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        source = op.input_value(1).get_node()
+        if source.get_type_name() == "Convert":
+            source = source.input_value(0).get_node()
+        weight = source.get_friendly_name() if source.get_type_name() == "Constant" else None
+        matmuls.append((op.get_friendly_name(), weight))
+    return resolve(matmuls, roles)
+
+
+def _calibrate(model: Any, loaded: LoadedTokenizer, spec: ModelSpec, keep_fp32: tuple[str, ...]) -> Any:
+    """``model`` with int8 MatMuls whose activation ranges come from the calibration texts; the MatMuls
+    of the roles in ``keep_fp32`` stay fp32."""
     # NNCF reports usage through openvino-telemetry unless NNCF_CI is set when it is first imported;
     # an export sends nothing, and the variable is gone again afterwards.
     with env_var("NNCF_CI", "1"):
@@ -60,6 +78,7 @@ def _calibrate(model: Any, loaded: LoadedTokenizer, spec: ModelSpec) -> Any:
         )
 
     feeds = _calibration_feeds(model, loaded, spec)
+    ignored = nncf.IgnoredScope(names=kept_matmuls(model, keep_fp32)) if keep_fp32 else None
     with quiet("nncf"), quiet_console():
         return nncf.quantize(
             model,
@@ -67,6 +86,7 @@ def _calibrate(model: Any, loaded: LoadedTokenizer, spec: ModelSpec) -> Any:
             preset=nncf.QuantizationPreset.MIXED,
             model_type=nncf.ModelType.TRANSFORMER,
             subset_size=len(feeds),
+            ignored_scope=ignored,
             advanced_parameters=AdvancedQuantizationParameters(
                 smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1)
             ),

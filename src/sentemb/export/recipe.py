@@ -48,6 +48,9 @@ PACKED_TYPES = ("bert", "roberta")
 # weights, uint8 activations measured per batch); NNCF's static quantisation on OpenVINO (ranges
 # calibrated once, mixed preset, no smooth-quant).
 QUANTIZATION = {"onnx": "dynamic-qint8-per-channel", "openvino": "static-nncf-mixed"}
+# The MatMuls an int8 export keeps fp32, by model kind (roles of :mod:`sentemb.export.keep_fp32`);
+# a kind not listed quantises every MatMul.
+KEEP_FP32: dict[str, tuple[str, ...]] = {"rerank": ("feed-forward",)}
 # What writes the graph: torch.onnx where torch is installed, else (BERT family) onnx.helper.
 BUILDER = "torch.onnx"
 
@@ -61,18 +64,28 @@ class Recipe:
     runtime: str  # "onnx" or "openvino"
     precision: Precision  # fp32 or int8 (OpenVINO's bf16 compiles the fp32 IR)
     graph: str = "padded"  # or "packed": BERT's linear layers on the real tokens only
-    head: str = "hidden"  # the graph's output: token embeddings ("hidden") or a classifier's "logits"
+    # the graph's output: token embeddings ("hidden"), a classifier's "logits" or SPLADE's weights
+    # ("splade-<pooling>-<activation>")
+    head: str = "hidden"
     fusion: str | None = None  # ORT optimizer model type applied to the fp32 ONNX graph
     quantization: str | None = None  # one of QUANTIZATION's values for int8
     calibration: str | None = None  # sha256 of the calibration texts (static int8)
+    fp32_matmuls: tuple[str, ...] = ()  # roles of the MatMuls int8 leaves in fp32 (sorted; none: all int8)
     builder: str = BUILDER  # what writes the graph
     opset: int = OPSET
     versions: tuple[tuple[str, str], ...] = field(default=())
     schema: int = SCHEMA
 
+    def __post_init__(self) -> None:
+        from sentemb.export.keep_fp32 import check_roles
+
+        object.__setattr__(self, "fp32_matmuls", check_roles(self.fp32_matmuls))
+
     def to_json(self) -> dict[str, object]:
-        """The recipe as it is hashed and written into the manifest."""
-        return {
+        """The recipe as it is hashed and written into the manifest; ``fp32_matmuls`` only when some
+        MatMuls stay fp32, so the keys of the exports that quantise every MatMul are the ones before it."""
+        kept = {"fp32_matmuls": list(self.fp32_matmuls)} if self.fp32_matmuls else {}
+        return kept | {
             "schema": self.schema,
             "model_type": self.model_type,
             "files": dict(self.files),
@@ -134,6 +147,8 @@ def recipe_for(spec: ModelSpec, precision: Precision, runtime: str = "onnx") -> 
     builder = choose_builder(spec)
     helper = builder != BUILDER
     head = "logits" if spec.task == "rerank" else "hidden"
+    if spec.sparse is not None:  # the MLM head and SPLADE's pooling, inside the graph
+        head = f"splade-{spec.sparse.splade.pooling}-{spec.sparse.splade.activation}"
     versioned = [name for name in _VERSIONED[runtime] if not (helper and name in ("torch", "transformers"))]
     return Recipe(
         model_type=spec.model_type,
@@ -145,6 +160,7 @@ def recipe_for(spec: ModelSpec, precision: Precision, runtime: str = "onnx") -> 
         fusion=None if int8 or openvino or helper else FUSION_TYPES.get(spec.model_type),
         quantization=QUANTIZATION[runtime] if int8 else None,
         calibration=sha256_file(CALIBRATION_FILE) if int8 and openvino else None,
+        fp32_matmuls=KEEP_FP32.get(spec.task, ()) if int8 else (),
         versions=tuple((name, version(name)) for name in versioned),
         builder=builder,
     )

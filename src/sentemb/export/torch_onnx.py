@@ -1,6 +1,7 @@
 """torch -> ONNX: the transformer (BART: its encoder) with dynamic batch and sequence axes, padded as
 transformers runs it, or packed (:mod:`sentemb.export.packed`) when the recipe says so; for a
-cross-encoder, with its classification head (the graph's output is then the logits)."""
+cross-encoder, with its classification head (the graph's output is then the logits); for a sparse
+encoder, with its MLM head and SPLADE's pooling (the output is then (B, vocab) weights)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ def load_model(spec: ModelSpec, trust_remote_code: bool) -> Any:
     """The transformer in eval mode (encoder-decoder models: the encoder; a cross-encoder: with its
     classification head), eager attention: it exports as plain MatMul/Softmax, the pattern ORT's
     attention fusion recognises."""
-    from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
-    auto = AutoModelForSequenceClassification if spec.task == "rerank" else AutoModel
+    auto = {"rerank": AutoModelForSequenceClassification, "sparse": AutoModelForMaskedLM}.get(spec.task, AutoModel)
     with no_progress_bars():
         model = auto.from_pretrained(
             spec.transformer_dir,
@@ -29,7 +30,7 @@ def load_model(spec: ModelSpec, trust_remote_code: bool) -> Any:
             use_safetensors=not spec.pickle_weights,
             attn_implementation="eager",
         )
-    if getattr(model.config, "is_encoder_decoder", False) and spec.task != "rerank":
+    if getattr(model.config, "is_encoder_decoder", False) and spec.task == "embedding":
         model = model.get_encoder()
     return model.eval()
 
@@ -62,12 +63,18 @@ def export_torch(spec: ModelSpec, recipe: Recipe, path: Path, uses_type_ids: boo
     import torch
 
     from sentemb.export.packed import packed_bert
+    from sentemb.export.splade_graph import HEAD_PREFIX, splade_module
 
     model = load_model(spec, trust_remote_code)
     names = input_names(model, uses_type_ids)
     # The packed module takes the inputs in the same order and returns last_hidden_state itself.
     output = "logits" if recipe.head == "logits" else "last_hidden_state"
-    module = packed_bert(model, names) if recipe.graph == "packed" else graph_output(model, names, output)
+    if recipe.head.startswith(HEAD_PREFIX):
+        output, module = "splade", splade_module(model, names, recipe.head)
+    elif recipe.graph == "packed":
+        module = packed_bert(model, names)
+    else:
+        module = graph_output(model, names, output)
 
     # A padded row, so that no "mask is all ones" shortcut is traced into the graph.
     ids = torch.full((2, 8), 5, dtype=torch.int64)

@@ -23,6 +23,7 @@ from sentemb.models.modules import (
     read_pipeline,
 )
 from sentemb.models.prebuilt import has_graph
+from sentemb.models.sparse import SparseLayout, check_fill_mask, is_sparse, max_active_dims_of, read_sparse_layout
 from sentemb.models.static import (
     M2V_RULES,
     NO_LIMIT,
@@ -81,6 +82,8 @@ class ModelSpec:
     architectures: tuple[str, ...] = ()  # config.json's, e.g. ("BertForSequenceClassification",)
     labels: int = 0  # a classification head's outputs (config.json's id2label)
     activation: str | None = None  # the cross-encoder's saved activation (a dotted path), None: its default
+    sparse: SparseLayout | None = None  # a SparseEncoder's SPLADE pooling and Router routes
+    max_active_dims: int | None = None  # a SparseEncoder's saved top-k per vector
 
     @property
     def width(self) -> int:
@@ -93,8 +96,7 @@ class ModelSpec:
 
 def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelSpec:
     """Read a model folder and refuse what is unsafe without the matching opt-in, or not implemented."""
-    modules = read_json(root / "modules.json") if (root / "modules.json").is_file() else []
-    pipeline = read_pipeline(root, modules if isinstance(modules, list) else [], allow_pickle=allow_pickle)
+    pipeline, sparse = _read_modules(root, allow_pickle)
     if pipeline.static or is_model2vec_folder(root):
         return _read_static(root, pipeline)
     transformer_dir = root / pipeline.transformer_path
@@ -127,6 +129,8 @@ def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_co
     max_length = min(int(st_config.get("max_seq_length") or limit), limit)
     saved = root / "config_sentence_transformers.json"
     st_model = read_json(saved) if saved.is_file() else {}
+    if sparse is not None:
+        check_fill_mask(root, sparse, st_config)
     return ModelSpec(
         root=root,
         transformer_dir=transformer_dir,
@@ -141,11 +145,24 @@ def read_model_folder(root: Path, *, allow_pickle: bool = False, trust_remote_co
         include_prompt=pipeline.include_prompt,
         dense=pipeline.dense,
         st=_read_st_config(root),
-        task=_task(st_model, st_config),
+        task="sparse" if sparse is not None else _task(st_model, st_config),
         architectures=tuple(str(a) for a in config.get("architectures") or ()),
         labels=len(config.get("id2label") or {}) or int(config.get("num_labels") or 2),
         activation=_activation(st_model, config),
+        sparse=sparse,
+        max_active_dims=max_active_dims_of(st_model, saved),
     )
+
+
+def _read_modules(root: Path, allow_pickle: bool) -> tuple[Pipeline, SparseLayout | None]:
+    """modules.json read as an embedding model's pipeline, or as a SparseEncoder's layout."""
+    modules = read_json(root / "modules.json") if (root / "modules.json").is_file() else []
+    modules = modules if isinstance(modules, list) else []
+    saved = root / "config_sentence_transformers.json"
+    if is_sparse(modules, read_json(saved).get("model_type") if saved.is_file() else None):
+        sparse = read_sparse_layout(root, modules)
+        return Pipeline(sparse.transformer_path, None, True, (), False), sparse
+    return read_pipeline(root, modules, allow_pickle=allow_pickle), None
 
 
 def _task(st_model: dict, st_config: dict) -> str:

@@ -17,21 +17,28 @@ from sentemb.server.rerank_service import RerankService
 from sentemb.server.routes import TRUNCATED_HEADER, router
 from sentemb.server.service import EmbeddingService, Phase
 from sentemb.server.settings import ServerSettings
+from sentemb.server.sparse_routes import router as sparse_router
+from sentemb.server.sparse_service import SparseService, sparse_services
 
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder
     from sentemb.rerank import Reranker
+    from sentemb.sparse import SparseEncoder
 
 __all__ = ["create_app"]
 
 
 def create_app(
-    encoder: Encoder, settings: ServerSettings | None = None, rerankers: Sequence[Reranker] = ()
-) -> FastAPI:
-    """The service for ``encoder`` (same vectors as ``encoder.encode``, merged into micro-batches) and for
-    each of ``rerankers`` (the scores of ``Reranker.predict``), in one process."""
+    encoder: Encoder, settings: ServerSettings | None = None, rerankers: Sequence[Reranker] = (),
+    sparse_models: Sequence[SparseEncoder] = (),
+) -> FastAPI:  # fmt: skip
+    """The service for ``encoder`` (same vectors as ``encoder.encode``, merged into micro-batches), for
+    each of ``rerankers`` (the scores of ``Reranker.predict``) and each of ``sparse_models`` (the vectors of
+    ``SparseEncoder.encode``), in one process."""
     service = EmbeddingService(encoder, settings or ServerSettings())
-    served = [RerankService(reranker, service.settings, service.metrics) for reranker in rerankers]
+    scorers = [RerankService(reranker, service.settings, service.metrics) for reranker in rerankers]
+    sparse = sparse_services(sparse_models, service.settings, service.metrics)
+    served: list[RerankService | SparseService] = [*scorers, *sparse]  # started and stopped with the app
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -47,10 +54,12 @@ def create_app(
 
     app = FastAPI(title="sentemb", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.service = service
-    app.state.rerankers = served
+    app.state.rerankers = scorers
+    app.state.sparse = sparse
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(rerank_router)
+    app.include_router(sparse_router)
     app.add_middleware(
         Guard,
         api_key=service.settings.api_key,

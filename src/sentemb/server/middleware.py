@@ -25,7 +25,7 @@ OPEN_PATHS = frozenset({"/health"})
 EARLY_PATHS = frozenset({"/v1/embeddings"})
 Early = Callable[[str, bytes, Mapping[bytes, bytes]], "ApiError | None"]
 ROUTES = frozenset({"/health", "/ready", "/metrics", "/v1/models", "/v1/embeddings", "/v1/rerank", "/v2/rerank",
-                    "/rerank", "/tokenize"})  # fmt: skip
+                    "/rerank", "/tokenize", "/embed_sparse"})  # fmt: skip
 
 
 def _digest(value: bytes) -> bytes:

@@ -13,6 +13,7 @@ from sentemb.server.inputs import documents_from, read_request, unicode_text
 from sentemb.server.rerank_service import RerankService, Scored
 from sentemb.server.routes import rerankers_of, service_of, unknown_model
 from sentemb.server.schemas import ErrorBody, RerankRequest, RerankResponse, TeiRerankRequest, TokenizeRequest
+from sentemb.server.sparse_service import sparse_named
 
 router = APIRouter()
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 429, 503)}
@@ -92,8 +93,11 @@ async def tokenize(request: Request) -> list[list[dict[str, Any]]]:
     tokens, the counts are what ``usage`` reports for texts that fit."""
     service = service_of(request)
     body = await read_request(request, TokenizeRequest, service.settings.max_body_bytes)
+    sparse = sparse_named(request, body.model) if body.model is not None else None
     if body.model is None or body.model in service.names:
         tokenizer, lowercase = service.encoder.tokenizer, service.encoder.spec.lowercase
+    elif sparse is not None:
+        tokenizer, lowercase = sparse.model.tokenizer, sparse.model.spec.lowercase
     else:
         reranker = _reranker(request, body.model).reranker
         tokenizer, lowercase = reranker.tokenizer, reranker.spec.lowercase

@@ -23,6 +23,7 @@ from sentemb.server.inputs import (
 from sentemb.server.rerank_service import RerankService
 from sentemb.server.schemas import EmbeddingRequest, EmbeddingResponse, ErrorBody, ModelList
 from sentemb.server.service import EmbeddingService
+from sentemb.server.sparse_service import sparse_named, sparse_of
 
 TRUNCATED_HEADER = "X-Truncated-Inputs"
 _RENDER_INLINE_ROWS = 64  # larger responses are serialised in a worker thread
@@ -81,7 +82,7 @@ async def prometheus(request: Request) -> Response:
 
 @_read("/v1/models", response_model=ModelList)
 async def models(request: Request) -> dict[str, Any]:
-    """Every served model (the embedding model, then each reranker) with its kind and limits."""
+    """Every served model (the embedding model, each reranker, each sparse model) with its kind and limits."""
     return {"object": "list", "data": [card for card, _ in _cards(request)]}
 
 
@@ -100,6 +101,8 @@ def _cards(request: Request) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
     for reranker in rerankers_of(request):
         card = _card(reranker.names[0], created, "rerank", reranker.reranker.max_length, inputs)
         cards.append((card, reranker.names))
+    for sparse in sparse_of(request):
+        cards.append((_card(sparse.names[0], created, "sparse", sparse.model.max_length, inputs), sparse.names))
     return cards
 
 
@@ -110,6 +113,11 @@ async def embeddings(request: Request) -> Response:
     settings = service.settings
     body = await read_request(request, EmbeddingRequest, settings.max_body_bytes)
     if body.model is not None and body.model not in service.names:
+        sparse = sparse_named(request, body.model)
+        if sparse is not None:  # sparse vectors, under the same rules (sparse_routes)
+            from sentemb.server.sparse_routes import sparse_embeddings
+
+            return await sparse_embeddings(request, body, sparse)
         if any(body.model in reranker.names for reranker in rerankers_of(request)):
             raise ApiError(400, f"'{shown(body.model, 200)}' is a reranker: POST /v1/rerank with a query and "
                            "documents", param="model", code="wrong_model_kind")  # fmt: skip

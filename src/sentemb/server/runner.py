@@ -25,6 +25,7 @@ from sentemb.server.settings import ServerSettings
 if TYPE_CHECKING:
     from sentemb.encoder import Encoder
     from sentemb.rerank import Reranker
+    from sentemb.sparse import SparseEncoder
 
 log = logging.getLogger("sentemb.server")
 
@@ -88,10 +89,11 @@ class DrainingServer(uvicorn.Server):
 
 
 def build_server(
-    encoder: Encoder, settings: ServerSettings, *, log_level: str = "info", rerankers: Sequence[Reranker] = ()
-) -> DrainingServer:
+    encoder: Encoder, settings: ServerSettings, *, log_level: str = "info", rerankers: Sequence[Reranker] = (),
+    sparse_models: Sequence[SparseEncoder] = (),
+) -> DrainingServer:  # fmt: skip
     """A ready-to-run server; ``server.run()`` blocks until it has drained and stopped."""
-    app = create_app(encoder, settings, rerankers)
+    app = create_app(encoder, settings, rerankers, sparse_models)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -111,10 +113,11 @@ def build_server(
 
 
 def serve(
-    encoder: Encoder, settings: ServerSettings, *, log_level: str = "info", rerankers: Sequence[Reranker] = ()
-) -> None:
-    """Serve ``encoder`` (and ``rerankers``) until SIGTERM or Ctrl+C."""
-    build_server(encoder, settings, log_level=log_level, rerankers=rerankers).run()
+    encoder: Encoder, settings: ServerSettings, *, log_level: str = "info", rerankers: Sequence[Reranker] = (),
+    sparse_models: Sequence[SparseEncoder] = (),
+) -> None:  # fmt: skip
+    """Serve ``encoder`` (and ``rerankers``, ``sparse_models``) until SIGTERM or Ctrl+C."""
+    build_server(encoder, settings, log_level=log_level, rerankers=rerankers, sparse_models=sparse_models).run()
 
 
 @contextlib.contextmanager
@@ -125,10 +128,11 @@ def serve_in_background(
     log_level: str = "warning",
     start_timeout: float = 60.0,
     rerankers: Sequence[Reranker] = (),
+    sparse_models: Sequence[SparseEncoder] = (),
 ) -> Iterator[str]:
     """Run the service in a daemon thread (port 0: any free port) and yield its base URL, e.g. for
     notebooks and tests. Leaving the block stops it gracefully (in-flight requests finish)."""
-    server = build_server(encoder, settings, log_level=log_level, rerankers=rerankers)
+    server = build_server(encoder, settings, log_level=log_level, rerankers=rerankers, sparse_models=sparse_models)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

@@ -54,7 +54,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "sentemb"
-    kind: Literal["embedding", "rerank"] = "embedding"
+    kind: Literal["embedding", "rerank", "sparse"] = "embedding"
     max_input_tokens: int | None = Field(default=None, description="Tokens per input (a text, or a pair).")
     max_inputs: int | None = Field(default=None, description="Inputs (texts, or documents) per request.")
 
@@ -106,6 +106,17 @@ class TokenizeRequest(BaseModel):
     inputs: str | list[Any]
     add_special_tokens: bool = True
     model: str | None = None
+
+
+class EmbedSparseRequest(BaseModel):
+    """``POST /embed_sparse`` as text-embeddings-inference defines it, with an optional served model name."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: str | list[Any]
+    truncate: bool = Field(default=False, description="Cut inputs over the model's length (else 413).")
+    prompt_name: str | None = None
+    model: str | None = Field(default=None, description="A served sparse model's name; the first one when left out.")
 
 
 class ModelList(BaseModel):

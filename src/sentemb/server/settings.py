@@ -33,6 +33,10 @@ class ServerSettings:
         (), help="A cross-encoder to serve beside the embedding model (repeatable): POST /v1/rerank, /v2/rerank, "
         "/rerank; clients pick it by its name in 'model'.", flag="--reranker", metavar="MODEL",
     )  # fmt: skip
+    sparse_models: tuple[str, ...] = option(
+        (), help="A sparse (SPLADE) model to serve beside the others (repeatable): POST /embed_sparse, and "
+        "/v1/embeddings when 'model' names it.", flag="--sparse-model", metavar="MODEL",
+    )  # fmt: skip
     max_inputs: int = option(2048, help="Inputs (texts, or documents to rerank) per request; 413 past it.", min=1)
     # Not a flag: ``serve --max-chars`` is the encoder's (EncoderConfig.max_chars); this is the cap the
     # served encoder gets when its config sets none, so that a 1 GB input is never tokenised.
@@ -96,6 +100,7 @@ class ServerSettings:
         set_ = object.__setattr__
         set_(self, "model_names", tuple(self.model_names))
         set_(self, "rerankers", tuple(self.rerankers))
+        set_(self, "sparse_models", tuple(self.sparse_models))
         set_(self, "cors_origins", tuple(self.cors_origins))
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key is empty; pass a non-empty key or none at all")
