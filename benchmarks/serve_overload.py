@@ -179,7 +179,7 @@ async def steady(url: str, texts: list[str], seconds: float) -> list[tuple[str, 
     stop_at = time.perf_counter() + seconds
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         while time.perf_counter() < stop_at:
-            await post(client, texts, log)
+            await asyncio.sleep(await post(client, texts, log))  # a polite client honours 429s
     return log
 
 
@@ -212,7 +212,7 @@ def flood_phases(url: str, sentences: list[str], rate: float, seconds: float, pi
               f"{dict(Counter(s for s, _ in log))}")  # fmt: skip
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=20.0, help="overload requests per second")
     parser.add_argument("--texts", type=int, nargs=2, default=(16, 64), help="sentences per overload request")
@@ -227,7 +227,11 @@ def main() -> None:
     parser.add_argument(
         "--addresses", type=int, default=1, help="slow clients' source addresses, 127.0.0.2 on (default: 127.0.0.1)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     print(cpu_line(), flush=True)
     sentences = sts_sentences()
     proc, url = start_server(args.backend)

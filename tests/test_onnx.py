@@ -46,6 +46,9 @@ def test_batches_run_at_once_give_the_vectors_of_one_at_a_time(onnx_cache, tiny_
     concurrent = sentemb.load(tiny_dirs["bert"], backend="onnx", device="cpu", batch_size=3)
     assert (serial.plan.streams, concurrent.plan.streams) == (1, 3)
     np.testing.assert_array_equal(concurrent.encode(texts), serial.encode(texts))
+    # a call of one batch runs alone: on a machine with several cores, on the session with a thread per core
+    for call in (texts[:1], texts[:3]):
+        np.testing.assert_array_equal(concurrent.encode(call), serial.encode(call))
 
 
 def test_onnx_refuses_bf16_and_cuda_fallback_warns(onnx_cache, tiny_dirs):

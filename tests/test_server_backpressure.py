@@ -147,7 +147,7 @@ def test_work_over_the_latency_budget_is_refused_at_once_with_a_computed_retry_a
         assert refused.headers["Retry-After"] == "4"  # ceil(2 x 4,032 tokens / 2,000 per s - 1 s)
         assert "would wait about 4.0s" in refused.json()["error"]["message"]
         # decided on the raw body before routing and the other checks (a flood's refusals cost the least)
-        early = client.post("/v1/embeddings", json={"input": [long_text] * 16, "model": "not-this-one"})
+        early = client.post("/v1/embeddings", json={"input": [long_text] * 16, "dimensions": 10**6})
         assert early.status_code == 429 and early.headers["Retry-After"] == "4", early.text
         assert not fake.gate.is_set() and "big" not in results  # refused while the model was still held
         depth = queue_depth(client)

@@ -12,7 +12,7 @@ pytest.importorskip("fastapi")
 
 from sentemb.encoder import EncodeResult
 from sentemb.errors import InvalidTextError, TextTooLongError
-from sentemb.server.admission import Throughput, queue_delay
+from sentemb.server.admission import Lateness, Throughput, queue_delay
 from sentemb.server.batcher import BatcherClosed, MicroBatcher, ModelFailed, QueueFull
 from sentemb.tokenize import TextInfo
 
@@ -326,6 +326,19 @@ def test_admission_refuses_work_past_the_latency_budget_unless_the_server_is_idl
 
     refusal = run(main())
     assert refusal.reason == "overloaded" and refusal.retry_after == 5  # ceil(2 x 3 s - 1 s)
+
+
+def test_the_wait_factor_is_measured_within_its_range():
+    """Admission multiplies the predicted wait by how much longer requests really waited lately: about once
+    behind closed-loop clients, more under a flood; from twice until anything is measured."""
+    late = Lateness()
+    assert late.factor == 2.0
+    for _ in range(40):
+        late.observe(predicted=1.0, observed=1.05)
+    assert 1.0 <= late.factor < 1.1
+    for _ in range(40):
+        late.observe(predicted=1.0, observed=30.0)  # counted as 4 at most: one stall does not shut the door
+    assert 3.9 < late.factor <= 4.0
 
 
 def test_queue_delay_is_processor_sharing():

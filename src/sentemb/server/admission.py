@@ -51,15 +51,40 @@ def batch_budget(micro_batch_tokens: int, tokens_per_second: float, batch_second
     return max(1, min(micro_batch_tokens, max(MIN_BATCH_TOKENS, int(tokens_per_second * batch_seconds))))
 
 
-# Requests admitted later share the model with this one too: under sustained load a request waited
-# about twice the work in front of it at admission (serve_overload.py: p50 1.6x, p90 3.7x the budget
-# with a factor of 1), so admission counts that work twice.
+# Requests admitted later share the model with this one too, so a request waits longer than the work in
+# front of it at admission: by how much depends on the load. Under an open-loop flood it waited about
+# twice that work (serve_overload.py: p50 1.6x, p90 3.7x the budget when counted once); behind closed-loop
+# clients, which send again only when answered, about once. The factor is measured (Lateness) from
+# this prior.
 SUSTAINED_LOAD_FACTOR = 2.0
+_LATENESS_RANGE = (1.0, 4.0)
+# Only requests that met a queue of at least this share of the budget tell how queues grow (a lone
+# request's wait is mostly fixed costs that its tiny predicted wait would inflate into a large factor)
+LATENESS_MIN_SHARE = 0.2
 
 
-def expected_wait(tokens: int, others: Iterable[int], tokens_per_second: float) -> float:
-    """Seconds a new request of ``tokens`` is expected to wait beside requests with ``others`` tokens left."""
-    return SUSTAINED_LOAD_FACTOR * queue_delay(tokens, others, tokens_per_second)
+class Lateness:
+    """How much longer than predicted at admission requests really waited, recently (a decaying mean of
+    observed / predicted, within 1-4x, from :data:`SUSTAINED_LOAD_FACTOR`): what admission multiplies
+    the predicted wait by."""
+
+    def __init__(self, prior: float = SUSTAINED_LOAD_FACTOR) -> None:
+        self._sum, self._weight = prior, 1.0
+
+    def observe(self, predicted: float, observed: float) -> None:
+        ratio = min(max(observed / max(predicted, 1e-9), _LATENESS_RANGE[0]), _LATENESS_RANGE[1])
+        self._sum = _DECAY * self._sum + ratio
+        self._weight = _DECAY * self._weight + 1.0
+
+    @property
+    def factor(self) -> float:
+        return self._sum / self._weight
+
+
+def expected_wait(tokens: int, others: Iterable[int], tokens_per_second: float, factor: float = 2.0) -> float:
+    """Seconds a new request of ``tokens`` is expected to wait beside requests with ``others`` tokens left,
+    ``factor`` (:attr:`Lateness.factor`) times what they delay it by."""
+    return factor * queue_delay(tokens, others, tokens_per_second)
 
 
 def queue_delay(tokens: int, others: Iterable[int], tokens_per_second: float) -> float:

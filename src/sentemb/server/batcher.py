@@ -29,14 +29,20 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from sentemb.encoder import EncodeResult
 from sentemb.errors import InvalidTextError, TextTooLongError
-from sentemb.server.admission import Throughput, batch_budget, expected_wait, retry_after
+from sentemb.server.admission import (
+    LATENESS_MIN_SHARE,
+    Lateness,
+    Throughput,
+    batch_budget,
+    queue_delay,
+    retry_after,
+)
+from sentemb.server.jobs import Job, Slice
 
 log = logging.getLogger("sentemb.server")
 
@@ -71,66 +77,6 @@ class BatchReport:
 EncodeFn = Callable[[list[Any], str], EncodeResult]  # (inputs: texts or pairs, prompt) -> a row per input
 
 
-@dataclass(eq=False)
-class _Job:
-    texts: list[Any]  # the inputs: texts, or (query, document) pairs
-    costs: list[int]  # estimated tokens per text
-    future: asyncio.Future[EncodeResult]
-    prompt: str = ""  # put before each text; only requests with the same prompt share a micro-batch
-    cursor: int = 0  # texts before this one have been taken into a micro-batch
-    done_tokens: int = 0
-    received: int = 0
-    parts: list[tuple[int, EncodeResult]] = field(default_factory=list)
-
-    @property
-    def live(self) -> bool:
-        return not self.future.done()
-
-    @property
-    def untaken(self) -> int:
-        return len(self.texts) - self.cursor
-
-    @property
-    def remaining_tokens(self) -> int:
-        return sum(self.costs) - self.done_tokens
-
-    def take(self, limit: int, force: bool) -> int:
-        """Advance the cursor over texts that fit ``limit`` tokens (one at least when ``force``); the new end."""
-        end, spent = self.cursor, 0
-        while end < len(self.texts) and spent + self.costs[end] <= limit:
-            spent += self.costs[end]
-            end += 1
-        if end == self.cursor and force:
-            end += 1
-        return end
-
-    def deliver(self, start: int, rows: EncodeResult) -> None:
-        """Rows for texts ``start..``; the request's result once every slice is in."""
-        self.parts.append((start, rows))
-        self.received += len(rows.info)
-        self.done_tokens += sum(self.costs[start : start + len(rows.info)])
-        if self.received == len(self.texts) and self.live:
-            self.parts.sort(key=lambda part: part[0])
-            embeddings = np.concatenate([rows.embeddings for _, rows in self.parts])
-            info = [item for _, rows in self.parts for item in rows.info]
-            self.future.set_result(EncodeResult(embeddings, info))
-
-
-@dataclass
-class _Slice:
-    job: _Job
-    start: int
-    end: int
-
-    @property
-    def texts(self) -> list[str]:
-        return self.job.texts[self.start : self.end]
-
-    @property
-    def tokens(self) -> int:
-        return sum(self.job.costs[self.start : self.end])
-
-
 class MicroBatcher:
     """Asyncio micro-batcher; create it inside the running loop and ``start()`` it.
 
@@ -161,8 +107,9 @@ class MicroBatcher:
         self._max_queue_seconds = max_queue_seconds
         self._batch_seconds = batch_seconds
         self.throughput = throughput or Throughput()
-        self._turns: collections.deque[_Job] = collections.deque()
-        self._active: set[_Job] = set()  # submitted and not finished (queued or in the model)
+        self.lateness = Lateness()
+        self._turns: collections.deque[Job] = collections.deque()
+        self._active: set[Job] = set()  # submitted and not finished (queued or in the model)
         self._wakeup = asyncio.Event()
         self._closing = False
         # Micro-batches in flight at once: the plan's streams (the batches the backend computes at once:
@@ -205,9 +152,13 @@ class MicroBatcher:
         self.throughput.seed(tokens * self._concurrency, time.perf_counter() - started)
 
     def projected_wait(self, tokens: int) -> float:
-        """Seconds a new request of ``tokens`` estimated tokens would wait for the work admitted before it."""
+        """Seconds a new request of ``tokens`` estimated tokens would wait for the work admitted before it
+        (and the work admitted after it, as measured lately)."""
+        return self.lateness.factor * self._queue_delay(tokens)
+
+    def _queue_delay(self, tokens: int) -> float:
         others = [job.remaining_tokens for job in self._active if job.live]
-        return expected_wait(tokens, others, self.tokens_per_second)
+        return queue_delay(tokens, others, self.tokens_per_second)
 
     def submit(self, texts: Sequence[Any], prompt: str = "") -> asyncio.Future[EncodeResult]:
         """Queue ``texts`` (to be encoded after ``prompt``) and return the future of their rows (cancel it
@@ -218,9 +169,10 @@ class MicroBatcher:
         costs = [self._estimate(t) for t in items]
         self.admit(len(items), sum(costs))
         future: asyncio.Future[EncodeResult] = asyncio.get_running_loop().create_future()
-        job = _Job(items, costs, future, prompt)
+        delay, own = self._queue_delay(sum(costs)), sum(costs) / max(self.tokens_per_second, 1e-9)
+        job = Job(items, costs, future, prompt, admitted=time.perf_counter(), predicted=delay + own)
         self._active.add(job)
-        future.add_done_callback(lambda _f: self._active.discard(job))
+        future.add_done_callback(lambda _f: self._finished(job, delay))
         self._turns.append(job)
         self._wakeup.set()
         return future
@@ -243,6 +195,15 @@ class MicroBatcher:
                 reason="overloaded",
             )
 
+    def _finished(self, job: Job, delay: float) -> None:
+        """Forget ``job``; if it met a queue, compare its wait with the prediction (admission's factor)."""
+        self._active.discard(job)
+        limit = self._max_queue_seconds
+        if job.future.cancelled() or job.future.exception() is not None or limit is None:
+            return
+        if delay >= LATENESS_MIN_SHARE * limit:
+            self.lateness.observe(job.predicted, time.perf_counter() - job.admitted)
+
     async def close(self) -> None:
         """Take no new work, finish the queued jobs, stop the worker and the model thread."""
         self._closing = True
@@ -253,7 +214,7 @@ class MicroBatcher:
 
     # -- the worker ------------------------------------------------------------------------------
 
-    def _head(self, prompt: str | None = None) -> _Job | None:
+    def _head(self, prompt: str | None = None) -> Job | None:
         """The request whose turn it is (finished and dropped ones are discarded on the way); with
         ``prompt``, the first in turn whose prompt is that one (others wait for a batch of their own)."""
         while self._turns:
@@ -269,7 +230,7 @@ class MicroBatcher:
         per_stream = self.throughput.tokens_per_second / self._concurrency  # a batch shares the cores
         return batch_budget(self._budget, per_stream, self._batch_seconds)
 
-    async def _collect(self, busy: Callable[[], bool]) -> list[_Slice]:
+    async def _collect(self, busy: Callable[[], bool]) -> list[Slice]:
         """Wait for a first request, then take slices in turn until the budget is reached, and, when ``busy()``
         says other batches are running as that request arrives, until the maximum wait has passed too. An
         idle model never waits: waiting would only add to the request's latency, and whatever arrives
@@ -282,7 +243,7 @@ class MicroBatcher:
             self._wakeup.clear()
             await self._wakeup.wait()
         budget = self._current_budget()
-        picked: dict[_Job, _Slice] = {}  # one slice per request: its texts taken in this batch are contiguous
+        picked: dict[Job, Slice] = {}  # one slice per request: its texts taken in this batch are contiguous
         tokens = 0
         deadline = loop.time() + (self._max_wait if busy() else 0.0)
         while tokens < budget:
@@ -307,7 +268,7 @@ class MicroBatcher:
             if job in picked:
                 picked[job].end = end
             else:
-                picked[job] = _Slice(job, start, end)
+                picked[job] = Slice(job, start, end)
             self._turns.remove(job)
             if job.untaken:
                 self._turns.append(job)  # back of the line: the others take their turn first
@@ -333,7 +294,7 @@ class MicroBatcher:
         if running:
             await asyncio.gather(*running)
 
-    async def _guarded(self, batch: list[_Slice]) -> None:
+    async def _guarded(self, batch: list[Slice]) -> None:
         try:
             await self._process(batch)
         except Exception as exc:  # a bug of the batcher itself: fail what is left, never stop the worker
@@ -342,7 +303,7 @@ class MicroBatcher:
                 if piece.job.live:
                     piece.job.future.set_exception(ModelFailed("the server failed on this request"))
 
-    async def _process(self, batch: list[_Slice]) -> None:
+    async def _process(self, batch: list[Slice]) -> None:
         """Encode the live slices of ``batch`` together; a refused text fails only its own request, and
         any other failure of a merged call runs its requests again one at a time (isolation)."""
         loop = asyncio.get_running_loop()
@@ -388,7 +349,7 @@ class MicroBatcher:
             self.throughput.observe(tokens, now - self._mark)
         self._mark = now
 
-    def _deliver(self, batch: list[_Slice], result: EncodeResult, seconds: float) -> None:
+    def _deliver(self, batch: list[Slice], result: EncodeResult, seconds: float) -> None:
         tokens = sum(piece.tokens for piece in batch)
         self._model_finished(tokens)
         start = 0
@@ -415,7 +376,7 @@ def _for_request(exc: TextTooLongError | InvalidTextError, local: int) -> Except
     return InvalidTextError(f"input {local} is not valid Unicode at character {exc.position}", local, exc.position)
 
 
-def _owner(batch: list[_Slice], index: int) -> tuple[_Slice, int]:
+def _owner(batch: list[Slice], index: int) -> tuple[Slice, int]:
     """The slice that holds text ``index`` of the merged call, and the text's index in its request."""
     for piece in batch:
         size = piece.end - piece.start

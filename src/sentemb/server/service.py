@@ -113,13 +113,14 @@ class EmbeddingService:
         """The 429 of an embeddings request that the batcher would refuse, decided on its raw body before
         routing, validation and the checks of each text (under a flood of requests that will be refused,
         the refusal that costs the event loop least), or None: served, or left to the route (anything
-        but a plain JSON body whose ``input`` is a string or a list of strings within ``max_inputs``).
+        but a plain JSON body for this model whose ``input`` is a string or a list of strings within
+        ``max_inputs``).
         While the model is idle nothing is refused, so nothing is parsed twice."""
         if path != "/v1/embeddings" or not self.batcher.busy:
             return None
         if headers.get(b"content-encoding", b"").strip() not in (b"", b"identity"):
             return None
-        texts = _plain_texts(body, self.settings.max_inputs)
+        texts = _plain_texts(body, self.settings.max_inputs, self.names)
         if texts is None:
             return None
         try:
@@ -239,13 +240,16 @@ def _submit(batcher: MicroBatcher, metrics: Metrics, items: list[Any], prompt: s
         raise ApiError(503, "the server is shutting down", kind=SERVER, code="shutting_down") from None
 
 
-def _plain_texts(body: bytes, max_inputs: int) -> list[str] | None:
-    """The texts of a JSON body whose ``input`` is a string or 1 to ``max_inputs`` strings, else None."""
+def _plain_texts(body: bytes, max_inputs: int, names: tuple[str, ...]) -> list[str] | None:
+    """The texts of a JSON body for this model (``model`` one of ``names``, or none) whose ``input`` is a
+    string or 1 to ``max_inputs`` strings, else None (another served model's request, or a bad one)."""
     try:
         data = fastjson.loads(body)
     except (ValueError, RecursionError):
         return None
-    texts = data.get("input") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("model") not in (None, *names):
+        return None
+    texts = data.get("input")
     texts = [texts] if isinstance(texts, str) else texts
     if not isinstance(texts, list) or not 0 < len(texts) <= max_inputs:
         return None
