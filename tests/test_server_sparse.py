@@ -217,7 +217,7 @@ def test_admission_refuses_past_the_queue_and_a_failing_model_fails_only_its_req
             thread.join(30)
         assert sorted(answer.status_code for answer in answers) == [200, 200, 500], [a.text for a in answers]
         assert error_of(max(answers, key=lambda a: a.status_code), 500)["code"] == "internal_error"
-        assert any(call[0] == ["an apple", "a banana"] for call in held.calls)  # they were merged, then split
+        assert any(sorted(call[0]) == ["a banana", "an apple"] for call in held.calls)  # merged, then split
         client.close()
 
 
