@@ -54,6 +54,7 @@ Examples:
   sentemb encode reviews.csv --column review -o reviews.jsonl --max-length 128
   cat notes.txt | sentemb encode - -o - > notes.jsonl
   sentemb encode --text "first text" --text "second text" -o two.npy
+  sentemb encode docs.jsonl --sparse-model ./splade -o docs.sparse.parquet   # token ids and weights
 
 \b
 Input format comes from the extension (.txt, .jsonl, .csv, .tsv, .parquet; stdin is .txt, one
