@@ -6,7 +6,8 @@ model. Nothing in a command is changed: the folder only gets the input files the
 (``docs.jsonl`` with the ``body`` and ``doc_id`` fields the README's first encode of it reads, STS dev
 as ``sts-dev.csv``, ...), ``./e5-small-v2``, which stands in for the hub's e5-small-v2 (the default
 model's files with e5's prompts: the tests never download), and ``./ms-marco-MiniLM-L6-v2``, a tiny random
-cross-encoder saved by sentence-transformers in its place. Only commands that need a server or Ray are
+cross-encoder saved by sentence-transformers in its place, and ``./splade-cocondenser``, a tiny random SPLADE
+model (a fill-mask BERT and SpladePooling) likewise. Only commands that need a server or Ray are
 skipped, each with its reason.
 """
 
@@ -117,9 +118,10 @@ def _write_inputs(folder: Path, sts_dev: Path, model: Path) -> None:
     settings = json.loads((model / "config_sentence_transformers.json").read_text(encoding="utf-8"))
     settings["prompts"] = {"query": "query: ", "passage": "passage: "}
     (e5 / "config_sentence_transformers.json").write_text(json.dumps(settings), encoding="utf-8")
-    from tiny_models import build_tiny_cross_encoder
+    from tiny_models import build_tiny_cross_encoder, build_tiny_splade
 
     build_tiny_cross_encoder("bert", folder / "ms-marco-MiniLM-L6-v2", activation="identity")
+    build_tiny_splade("bert", folder / "splade-cocondenser")  # stands for naver/splade-cocondenser-*
 
 
 def _environment(cache: Path) -> dict[str, str]:

@@ -54,6 +54,7 @@ Examples:
   sentemb encode reviews.csv --column review -o reviews.jsonl --max-length 128
   cat notes.txt | sentemb encode - -o - > notes.jsonl
   sentemb encode --text "first text" --text "second text" -o two.npy
+  sentemb encode docs.jsonl --sparse-model ./splade -o docs.sparse.parquet   # token ids and weights
 
 \b
 Input format comes from the extension (.txt, .jsonl, .csv, .tsv, .parquet; stdin is .txt, one
@@ -203,8 +204,10 @@ def _summary(stats: _Stats, encoder: Encoder, output: str, seconds: float) -> No
         click.echo(f"note: skipped {stats.skipped:,} records (--errors skip); the output has no row for ids "
                    f"{shown}{more}", err=True)
     if stats.truncated:
+        hint = "a sparse model reads its first tokens" if encoder.plan.kind == "sparse" else (
+            "--long-text chunk embeds all of them")  # fmt: skip
         click.echo(f"note: {stats.truncated:,} texts were longer than {encoder.max_length} tokens and were "
-                   "truncated (--long-text chunk embeds all of them)", err=True)
+                   f"truncated ({hint})", err=True)
     if sys.stderr.isatty():
         click.echo(f"wrote {stats.rows:,} vectors of {encoder.dim} to {output} in {seconds:.1f} s "
                    f"({stats.rows / max(seconds, 1e-9):,.0f} rows/s)", err=True)

@@ -28,6 +28,8 @@ Examples:
   sentemb encode docs.jsonl -o docs.parquet && sentemb search "refunds" --embeddings docs.parquet
   sentemb search "refunds" --embeddings docs.npy --corpus docs.jsonl   # texts shown beside hits
   sentemb index build docs.parquet -o docs.index --output-type binary && sentemb search "refunds" --index docs.index
+  sentemb search "refunds" --corpus docs.jsonl --sparse-model ./splade              # sparse (SPLADE) alone
+  sentemb search "refunds" --corpus docs.jsonl --sparse-model ./splade --hybrid --fusion weighted
 
 \b
 --embeddings takes a file written by `sentemb encode` (.npy, .parquet or .jsonl) made with the

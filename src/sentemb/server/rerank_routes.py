@@ -33,6 +33,9 @@ def _reranker(request: Request, name: str | None) -> RerankService:
     if name in service_of(request).names:
         raise ApiError(400, f"'{shown(name, 200)}' is an embedding model: POST /v1/embeddings", param="model",
                        code="wrong_model_kind")  # fmt: skip
+    if sparse_named(request, name) is not None:
+        raise ApiError(400, f"'{shown(name, 200)}' is a sparse model: POST /embed_sparse or /v1/embeddings",
+                       param="model", code="wrong_model_kind")  # fmt: skip
     raise unknown_model(name)
 
 

@@ -114,7 +114,7 @@ async def embeddings(request: Request) -> Response:
     body = await read_request(request, EmbeddingRequest, settings.max_body_bytes)
     if body.model is not None and body.model not in service.names:
         sparse = sparse_named(request, body.model)
-        if sparse is not None:  # sparse vectors, under the same rules (sparse_routes)
+        if sparse is not None:  # sparse rows, same rules; sparse_routes imports this module, hence imported here
             from sentemb.server.sparse_routes import sparse_embeddings
 
             return await sparse_embeddings(request, body, sparse)

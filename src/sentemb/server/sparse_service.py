@@ -92,7 +92,7 @@ class SparseService:
             queue_size=settings.queue_size,
             micro_batch_tokens=settings.micro_batch_tokens,
             max_wait_s=settings.max_wait_ms / 1000,
-            concurrency=getattr(model.plan, "streams", 1),
+            concurrency=model.plan.streams,
             on_batch=metrics.base.on_batch,
             max_queue_seconds=settings.max_queue_seconds,
             batch_seconds=settings.batch_seconds,
@@ -142,7 +142,7 @@ class SparseService:
         try:
             self.model.resolve_prompt(prompt_name=name)
         except ConfigError:
-            known = ", ".join(f"'{shown(p)}'" for p in getattr(self.model, "prompts", {})) or "none"
+            known = ", ".join(f"'{shown(p)}'" for p in self.model.prompts) or "none"
             raise ApiError(
                 400,
                 f"'prompt_name' '{shown(name)}' is not one of this model's prompts ({known}); "
