@@ -48,6 +48,9 @@ SLAB = 256
 # the vocabulary. Measured on a MiniLM-L6-shaped SPLADE model, 1,000 STS texts in one call: peak RSS
 # 1.28-1.34 GB (ONNX) and 1.20 GB (OpenVINO) at 2**25, 1.02-1.13 GB and 0.85 GB at 2**23, no slower.
 LOGITS_BUDGET = 2**23
+# torch allocates each batch's logits afresh (no arena keeps them), and its matmuls want larger batches:
+# at 2**23 it ran at 0.7-0.9x of sentence-transformers, at 2**25 1.2-1.4x (busy 2-core machine).
+TORCH_LOGITS_BUDGET = 2**25
 # Options of an embedding model that a sparse encoder has no use for.
 EMBEDDING_OPTIONS = ("pooling", "normalize", "truncate_dim")
 
@@ -280,7 +283,8 @@ class SparseEncoder:
         sequences, info = tokenize(self._token_spec, texts, self.config.long_text, 0, start, prompt=prompt)
         inputs = Inputs([s.ids for s in sequences], [s.type_ids for s in sequences], self._tokenizer.pad_id,
                         self._tokenizer.uses_type_ids)  # fmt: skip
-        budget = min(self.config.forward_tokens, max(self.max_length, LOGITS_BUDGET // self.dim))
+        logits = TORCH_LOGITS_BUDGET if self.plan.backend == "torch" else LOGITS_BUDGET
+        budget = min(self.config.forward_tokens, max(self.max_length, logits // self.dim))
         weights = run_batches(inputs, self._backend.run, self._backend.dim, batch_size=rows, max_tokens=budget,
                               pool=self._forward_pool,
                               progress=progress.update if progress is not None else None)  # fmt: skip
