@@ -207,7 +207,7 @@ def test_a_backend_that_fails_is_reported_and_skipped(monkeypatch, spec, auto):
     assert "failed" in found.describe()
 
 
-def test_the_key_follows_cpu_versions_weights_and_precision():
+def test_the_key_follows_cpu_versions_weights_precision_head_and_fp32_matmuls():
     cpu = {"machine": "x86_64", "model": "x", "flags": ["avx2"]}
     base = choice.choice_key(["a"], "fp32", {"onnxruntime": "1"}, cpu)
     assert base == choice.choice_key(["a"], "fp32", {"onnxruntime": "1"}, dict(cpu))
@@ -216,8 +216,11 @@ def test_the_key_follows_cpu_versions_weights_and_precision():
         choice.choice_key(["a"], "int8", {"onnxruntime": "1"}, cpu),
         choice.choice_key(["a"], "fp32", {"onnxruntime": "2"}, cpu),
         choice.choice_key(["a"], "fp32", {"onnxruntime": "1"}, {**cpu, "flags": ["avx2", "avx512_vnni"]}),
+        choice.choice_key(["a"], "fp32", {"onnxruntime": "1"}, cpu, "logits"),
+        choice.choice_key(["a"], "int8", {"onnxruntime": "1"}, cpu, fp32_matmuls=("feed-forward",)),
     ]
-    assert len({base, *others}) == 5
+    assert len({base, *others}) == 7
+    assert base == choice.choice_key(["a"], "fp32", {"onnxruntime": "1"}, cpu, "hidden", fp32_matmuls=())
 
 
 def test_cpu_flags_are_read_on_x86_arm_and_without_cpuinfo():

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from sentemb.errors import ConfigError
+from sentemb.export.recipe import KEEP_FP32
 from sentemb.plan import BACKEND_ENV, on_gpu, resolve
 
 if TYPE_CHECKING:
@@ -102,7 +103,10 @@ def choose_backend(
 
     # a folder that ships only its graph (no weights) is told apart by the graph's bytes
     weights = [sha256_file(p) for p in spec.weights or graph_files(spec.transformer_dir)]
-    key = measured.choice_key(weights, precision, measured.runtime_versions(version), machine.facts(), head.graph_head)
+    kept = KEEP_FP32.get(spec.task, ()) if precision == "int8" else ()
+    key = measured.choice_key(
+        weights, precision, measured.runtime_versions(version), machine.facts(), head.graph_head, fp32_matmuls=kept
+    )
     path = measured.choice_path(export_root(config.export_dir), key)
     cached = measured.read_cached(path, key, candidates)
     if cached is not None:

@@ -111,11 +111,15 @@ def choice_key(
     versions: dict[str, str],
     cpu: dict[str, object],
     head: str = "hidden",
+    *,
+    fp32_matmuls: Sequence[str] = (),
 ) -> str:
     facts = {"schema": SCHEMA, "cpu": cpu, "versions": versions, "weights": sorted(weights_sha256),
              "precision": precision}  # fmt: skip
     if head != "hidden":  # the same weights run as another kind (a classifier's logits) rank backends apart
         facts["head"] = head
+    if fp32_matmuls:  # an int8 graph that keeps some MatMuls fp32 runs at another speed
+        facts["fp32_matmuls"] = sorted(fp32_matmuls)
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
