@@ -7,15 +7,17 @@
 infinity runs in its own venv (``benchmarks/make_peer_venv.sh --infinity VENV`` builds it) with its
 ONNX engine (optimum) and ``--pooling-method mean`` (its default for this model pools by CLS, and the
 vectors are then wrong), on an ONNX export of the model made by that venv's optimum-cli (made here once,
-under VENV/minilm-onnx, when missing). sentemb runs with its defaults. Each server is measured alone
-on real STS sentences at POST /v1/embeddings (base64 vectors, as the openai client asks):
+under VENV/minilm-onnx, when missing). sentemb runs with its defaults but ``--backend`` (torch unless
+given; ``--backend onnx`` is the same runtime as infinity's). Each server is measured alone on real STS
+sentences at POST /v1/embeddings (base64 vectors, as the openai client asks); a 429 is honoured (the
+client sleeps its Retry-After):
 
   saturation: 16 closed-loop clients x 32 sentences, --seconds s  -> sentences/s (and 429s), p50/p99
   fixed load: 4 requests/s x 8 sentences (open loop), --seconds s -> p50/p99
   one sentence, sequential, --singles requests                    -> p50/p99
   RSS of the server (and its children) after the run; the served vectors against the library's.
 
-The same encoder in-process (``sentemb.load()``, 32-sentence calls and one large call) gives the
+The same encoder in-process (``sentemb.load(backend=...)``, 32-sentence calls and one large call) gives the
 reference rate; it runs in a child process on every core. With ``--pin-client CPU`` the client runs on
 that core only (the servers and the reference stay on all cores). Prints the CPU line first.
 """
