@@ -221,6 +221,37 @@ def test_admission_refuses_past_the_queue_and_a_failing_model_fails_only_its_req
         client.close()
 
 
+def test_queries_and_documents_wait_for_micro_batches_of_their_own():
+    """While the model is held, two query requests and a document request queue up; the queries share one
+    model call with the query prompt, the document gets its own with the document prompt."""
+    held = FakeSparseEncoder("held-types", prompts={"query": "query: ", "document": "doc: "})
+    with serve_in_background(fake_encoder(FakeBackend()), SETTINGS, sparse_models=[held]) as url:
+        client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+        assert client.post("/embed_sparse", json={"inputs": "warm"}).status_code == 200
+        held.hold()
+        answers: dict[str, list] = {}
+
+        def send(text: str, input_type: str | None) -> None:
+            body = {"inputs": [text]} if input_type is None else {"inputs": [text], "input_type": input_type}
+            answers[text] = client.post("/embed_sparse", json=body).json()
+
+        sent = [("first", None), ("an apple", "query"), ("a pear", "search_document"), ("a plum", "search_query")]
+        threads = [threading.Thread(target=send, args=item) for item in sent]
+        threads[0].start()
+        assert held.entered.wait(30)
+        for thread in threads[1:]:
+            thread.start()
+        wait_until(lambda: queued(client, "held-types") == 3, "three requests queued")
+        held.release()
+        for thread in threads:
+            thread.join(30)
+        client.close()
+    calls = sorted((str(prompt), sorted(items)) for items, prompt in held.calls if items[0] in answers)
+    assert calls == [("None", ["first"]), ("document", ["a pear"]), ("query", ["a plum", "an apple"])]
+    for text, prompt in (("an apple", "query"), ("a pear", "document"), ("a plum", "query")):
+        assert answers[text] == [pairs(held.encode([text], prompt_name=prompt)[0])]
+
+
 def queued(client: httpx.Client, model: str) -> float:
     """The sparse model's queue depth, as /metrics reports it."""
     name = f'sentemb_sparse_queue_inputs{{model="{model}"}}'

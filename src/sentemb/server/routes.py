@@ -124,7 +124,7 @@ async def embeddings(request: Request) -> Response:
         raise unknown_model(body.model)
     texts = texts_from_input(body.input, settings.max_inputs)
     check_dimensions(body.dimensions, service.encoder.dim)
-    prompt = service.prompt(body.prompt_name)
+    prompt = service.prompt(body.prompt_name, body.input_type)
     refuse_over_max_chars(texts, service.encoder.config.max_chars, service.long_text)
     with service.metrics.in_flight.track_inprogress():
         result = await service.encode(request, texts, prompt)

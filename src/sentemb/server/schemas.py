@@ -29,6 +29,12 @@ class EmbeddingRequest(BaseModel):
         "its calibration sentences, binary/ubinary one bit per dimension packed 8 per byte.",
     )
     user: str | None = None
+    input_type: str | None = Field(
+        default=None,
+        description="'query' or 'document' (Cohere's 'search_query' / 'search_document' too): encode as the "
+        "library's encode_query / encode_document do: the task's prompt unless prompt_name is given, and for an "
+        "inference-free sparse model the Router's query or document route. The model's default when left out.",
+    )
 
 
 class Embedding(BaseModel):
@@ -116,6 +122,13 @@ class EmbedSparseRequest(BaseModel):
     inputs: str | list[Any]
     truncate: bool = Field(default=False, description="Cut inputs over the model's length (else 413).")
     prompt_name: str | None = None
+    input_type: str | None = Field(
+        default=None,
+        description="A sentemb extension (TEI has no such field): 'query' or 'document' (Cohere's "
+        "'search_query' / 'search_document' too): encode as the "
+        "library's encode_query / encode_document do: the task's prompt unless prompt_name is given, and for an "
+        "inference-free sparse model the Router's query or document route. The model's default when left out.",
+    )
     model: str | None = Field(default=None, description="A served sparse model's name; the first one when left out.")
 
 

@@ -19,6 +19,7 @@ from sentemb.config import LongText
 from sentemb.encoder import EncodeResult
 from sentemb.errors import ConfigError, InvalidTextError, TextTooLongError
 from sentemb.export.recipe import CALIBRATION_FILE
+from sentemb.prompts import DOCUMENT, QUERY, task_prompt_name
 from sentemb.server import fastjson
 from sentemb.server.batcher import BatcherClosed, MicroBatcher, QueueFull
 from sentemb.server.errors import SERVER, ApiError, log_unexpected, shown
@@ -40,6 +41,30 @@ _TIMED_TEXT = (
     "A man is playing a guitar on a street corner while people walk by. The weather is lovely today, "
     "and the market is full of stalls selling bread, cheese and fresh fruit from the farms nearby."
 )
+
+
+# A request's ``input_type`` (OpenAI-style names and Cohere's) -> the task whose prompt and route it gets
+INPUT_TYPES = {"query": "query", "search_query": "query", "document": "document", "search_document": "document"}
+
+
+def input_task(input_type: str | None) -> str | None:
+    """The task ("query" or "document") a request's ``input_type`` names (None when left out), or a 400."""
+    if input_type is None:
+        return None
+    task = INPUT_TYPES.get(input_type)
+    if task is None:
+        accepted = ", ".join(f"'{name}'" for name in INPUT_TYPES)
+        raise ApiError(400, f"'input_type' '{shown(input_type)}' is not one of {accepted}; send one of them or "
+                       "leave it out", param="input_type", code="invalid_value")  # fmt: skip
+    return task
+
+
+def task_prompt(prompts: Mapping[str, str], prompt_name: str | None, task: str | None) -> str | None:
+    """The prompt name a call uses: an explicit one wins (as in encode_query / encode_document), else the
+    task's prompt ("query"; "document", "passage" or "corpus") when a task is given, else None (the default)."""
+    if prompt_name is not None or task is None:
+        return prompt_name
+    return task_prompt_name(prompts, QUERY if task == "query" else DOCUMENT)
 
 
 class Phase(str, enum.Enum):
@@ -178,8 +203,10 @@ class EmbeddingService:
             log_unexpected(exc)
             raise ApiError(503, "the model failed its forward pass", kind=SERVER, code="not_ready") from None
 
-    def prompt(self, prompt_name: str | None) -> str:
-        """The prompt text of a request's ``prompt_name`` (the model's default when None), or a 400."""
+    def prompt(self, prompt_name: str | None, input_type: str | None = None) -> str:
+        """The prompt text of a request's ``prompt_name`` and ``input_type`` (the prompt encode_query or
+        encode_document would use; the model's default when both are None), or a 400."""
+        prompt_name = task_prompt(self.encoder.prompts, prompt_name, input_task(input_type))
         try:
             return self.encoder.resolve_prompt(prompt_name=prompt_name)
         except ConfigError:  # its message quotes the whole name and suggests a library argument

@@ -3,7 +3,8 @@
 Each sparse model has a micro-batcher of its own (admission by the estimated tokens of a request's texts,
 large requests sliced and interleaved, a refused text failing only its own request, a failed merged call
 run again request by request), counters by model and route in the app's registry, and a warm-up that
-seeds its measured rate. Requests share a micro-batch only when they ask for the same prompt name.
+seeds its measured rate. Requests share a micro-batch only when they ask for the same prompt name and
+route (an ``input_type`` of "query" takes an inference-free model's query route, no forward pass).
 
 The batcher joins rows with numpy, so a sparse vector travels through it as one object per row (its ids
 and weights) and becomes :class:`~sentemb.sparse_vectors.SparseEmbeddings` again when the request's
@@ -27,7 +28,7 @@ from sentemb.errors import ConfigError, InvalidTextError, TextTooLongError
 from sentemb.server.batcher import MicroBatcher
 from sentemb.server.errors import ApiError, log_unexpected, shown
 from sentemb.server.inputs import embedded_tokens, invalid_text
-from sentemb.server.service import queued, served_names
+from sentemb.server.service import input_task, queued, served_names, task_prompt
 from sentemb.sparse_vectors import SparseEmbeddings
 
 if TYPE_CHECKING:
@@ -100,9 +101,11 @@ class SparseService:
         self._warming: asyncio.Task[None] | None = None
         metrics.queue.labels(self.names[0]).set_function(lambda: self.batcher.queued_inputs)
 
-    def _rows(self, texts: list[str], prompt_name: str) -> EncodeResult:
-        """The model call of one micro-batch: a row object (ids, weights) per text."""
-        result = self.model.encode_with_info(texts, prompt_name=prompt_name or None)
+    def _rows(self, texts: list[str], key: str) -> EncodeResult:
+        """The model call of one micro-batch (``key`` is "route|prompt name", see :meth:`prompt_name`):
+        a row object (ids, weights) per text."""
+        route, _, prompt_name = key.partition("|")
+        result = self.model.encode_with_info(texts, prompt_name=prompt_name or None, route=route or None)
         rows = np.empty(len(texts), dtype=object)
         for i, vector in enumerate(result.embeddings):
             rows[i] = (vector.indices, vector.values)
@@ -135,10 +138,14 @@ class SparseService:
         self.ready = True
         log.info("sparse model %s is ready (vocabulary %d, %s)", self.names[0], self.model.dim, self.model.device)
 
-    def prompt_name(self, name: str | None) -> str:
-        """``name`` checked against the model's prompts ("" for the model's default), or a 400 naming them."""
+    def prompt_name(self, name: str | None, input_type: str | None = None) -> str:
+        """The micro-batch key of a request's ``prompt_name`` and ``input_type``: "route|name" (either part
+        "" for the model's default) as encode_query / encode_document choose them, or a 400 naming the field."""
+        task = input_task(input_type)
+        name = task_prompt(self.model.prompts, name, task)
+        route = f"{task or ''}|"  # a route never holds "|"; a prompt name may
         if name is None:
-            return ""
+            return route
         try:
             self.model.resolve_prompt(prompt_name=name)
         except ConfigError:
@@ -150,7 +157,7 @@ class SparseService:
                 param="prompt_name",
                 code="invalid_value",
             ) from None
-        return name
+        return route + name
 
     async def encode(
         self, request: Request, texts: list[str], prompt_name: str, *, route: str, param: str
