@@ -74,7 +74,7 @@ def spec(tmp_path: Path) -> SimpleNamespace:
     weights = tmp_path / "model" / "model.safetensors"
     weights.parent.mkdir()
     weights.write_bytes(b"weights")
-    return SimpleNamespace(weights=[weights], static=None)
+    return SimpleNamespace(weights=[weights], static=None, task="embedding")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sentemb.batch import BatchJob, run_batch
-from sentemb.batch.ray_cluster import private_temp_dir
+from sentemb.batch.ray_cluster import private_temp_dir, shutdown
 from sentemb.config import EncoderConfig
 from sentemb.errors import ConfigError, InvalidInputError
 
@@ -38,7 +38,7 @@ def ray_local():
     ray.init(address="local", _temp_dir=temp_dir, num_cpus=2, object_store_memory=300_000_000,
              include_dashboard=False, logging_level=logging.WARNING)  # fmt: skip
     yield ray
-    ray.shutdown()
+    shutdown(ray)
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 

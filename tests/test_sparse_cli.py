@@ -190,13 +190,13 @@ def ray_local():
     import shutil
 
     ray = pytest.importorskip("ray")
-    from sentemb.batch.ray_cluster import private_temp_dir
+    from sentemb.batch.ray_cluster import private_temp_dir, shutdown
 
     temp_dir = private_temp_dir()
     ray.init(address="local", _temp_dir=temp_dir, num_cpus=2, object_store_memory=200_000_000,
              include_dashboard=False, logging_level=logging.WARNING)  # fmt: skip
     yield ray
-    ray.shutdown()
+    shutdown(ray)
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 

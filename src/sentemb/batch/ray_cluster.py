@@ -60,7 +60,7 @@ def ray_session(ray: Any, ray_address: str | None, *, num_cpus: int | None = Non
         try:
             yield None
         finally:
-            ray.shutdown()
+            shutdown(ray)
         return
     temp_dir = private_temp_dir()
     ray.init(
@@ -74,5 +74,23 @@ def ray_session(ray: Any, ray_address: str | None, *, num_cpus: int | None = Non
     try:
         yield temp_dir
     finally:
-        ray.shutdown()
+        shutdown(ray)
         shutil.rmtree(temp_dir, ignore_errors=True)  # its actors' messages reached the driver's stderr
+
+
+def shutdown(ray: Any) -> None:
+    """Stop Ray and close Ray Data's session log files.
+
+    Ray Data's log handlers open their file in the session folder they first write to and keep that path:
+    once that session has stopped (and a private one's folder is removed), the next session in this
+    process would fail on its first log line (FileNotFoundError). Closed, each handler opens the current
+    session's file when it next writes.
+    """
+    ray.shutdown()
+    try:
+        from ray.data._internal.logging import SessionFileHandler
+    except ImportError:  # another Ray Data layout: nothing of this kind to close
+        return
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, SessionFileHandler):
+            handler.close()
