@@ -77,3 +77,33 @@ def test_recall_at_k_is_the_mean_share_of_relevant_rows_found():
         recall_at_k([[1]], [], 1)
     with pytest.raises(ConfigError, match="at least 1"):
         recall_at_k([[1]], [{1}], 0)
+
+
+def test_hybrid_recall_on_sts_pairs_beside_dense_and_sparse_alone(default_encoder, sts_dev_path):
+    """A small labelled set: STS dev pairs scored >= 4, each first sentence a query whose relevant row is
+    its second sentence among all second sentences. The sparse side is the lexical fake (word-piece
+    counts), the dense side the default model; both fusions must keep what either side finds."""
+    import sentemb
+    from fakes import FakeSparseEncoder
+    from sentemb.sparse_vectors import sparse_search
+
+    dev = sentemb.read_sts(sts_dev_path)
+    pairs = list(zip(dev.sentences1, dev.sentences2, dev.scores, strict=True))[:400]
+    corpus = list(dict.fromkeys(second for _, second, _ in pairs))
+    row = {text: i for i, text in enumerate(corpus)}
+    queries = [first for first, _, score in pairs if score >= 4]
+    relevant = [{row[second]} for _, second, score in pairs if score >= 4]
+    dense = sentemb.semantic_search(default_encoder.encode(queries), default_encoder.encode(corpus), top_k=100)
+    sparse_model = FakeSparseEncoder(max_length=128)
+    sparse = sparse_search(sparse_model.encode_query(queries), sparse_model.encode_document(corpus), top_k=100)
+    recall = {
+        "dense": recall_at_k(dense, relevant, 10),
+        "sparse": recall_at_k(sparse, relevant, 10),
+        "rrf": recall_at_k(fuse("rrf", [dense, sparse], top_k=10), relevant, 10),
+        "weighted": recall_at_k(fuse("weighted", [dense, sparse], top_k=10), relevant, 10),
+    }
+    print("recall@10 on", len(queries), "STS dev queries:", recall)
+    assert len(queries) > 50
+    assert recall["dense"] > 0.9 and recall["sparse"] > 0.6
+    for method in ("rrf", "weighted"):
+        assert min(recall["dense"], recall["sparse"]) <= recall[method] <= 1.0
