@@ -118,7 +118,8 @@ def test_unknown_model_is_404_in_openai_shape(oai):
 
 
 def test_health_ready_metrics(server, client):
-    assert httpx.get(f"{server}/health").json() == {"status": "ok"}  # no key needed
+    assert httpx.get(f"{server}/health").json() == {"status": "ok"}  # no key needed, answered while warming up
+    wait_until(lambda: client.get("/ready").status_code == 200, "/ready", hang_s=300)
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     client.post("/v1/embeddings", json={"input": SENTENCES})
