@@ -20,7 +20,6 @@ top-10 documents come in the same order.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import statistics
@@ -28,12 +27,14 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from machine import cpu_line
+from rerank_model import dev_spearman, train
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # 2 cores: tokenizer threads only compete
@@ -43,7 +44,9 @@ MODEL_DIR = Path.home() / ".cache" / "sentemb-bench" / "minilm-l6-stsb-cross-enc
 CANDIDATES = 30  # passages per query: top-10 agreement needs at least 20
 PASSAGE_TOKENS = (60, 120)
 SENTEMB_ROWS = [("torch", "fp32"), ("onnx", "fp32"), ("openvino", "fp32"), ("auto", "fp32"),
-                ("onnx", "int8"), ("openvino", "int8"), ("auto", "int8")]  # fmt: skip
+                ("onnx", "int8"), ("openvino", "int8"), ("auto", "int8"),
+                ("openvino", "int8 + fp32 rescoring"), ("auto", "int8 + fp32 rescoring")]  # fmt: skip
+TOP_K = 10  # the ranking each query asks for: what int8 + fp32 rescoring makes exact
 SKIPPED: list[tuple[str, str]] = []  # (row, why it could not run here)
 Pairs = list[tuple[str, str]]
 
@@ -54,59 +57,6 @@ class Method:
     predict: Callable[[Pairs], np.ndarray]
     times: list[float] = field(default_factory=list)
     scores: np.ndarray | None = None
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads set to ``n`` for the block, then restored."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def train(model_dir: Path, data: Path) -> None:
-    """Fine-tune all-MiniLM-L6-v2 as a one-label cross-encoder on STS train and save it to ``model_dir``.
-
-    ``old_fit`` is sentence-transformers' own CrossEncoder loop (BCE-with-logits on score/5, AdamW at
-    2e-5, linear warm-up over 10% of the steps): the STS-B example's recipe, and it needs neither
-    ``datasets`` nor ``accelerate``, which these venvs lack. One torch thread: on this shared 2-core
-    machine a step took 0.7 s with one and 5 s with two (the second spun against other processes)."""
-    import torch
-    from sentence_transformers import CrossEncoder, InputExample
-    from torch.utils.data import DataLoader
-
-    import sentemb
-    from sentemb.models.resolve import bundled_default
-
-    sts = sentemb.read_sts(data / "sts-train.csv")
-    examples = [InputExample(texts=[a, b], label=score / 5.0)
-                for a, b, score in zip(sts.sentences1, sts.sentences2, sts.scores, strict=True)]  # fmt: skip
-    torch.manual_seed(0)
-    model = CrossEncoder(str(bundled_default()), num_labels=1, device="cpu")
-    loader = DataLoader(examples, shuffle=True, batch_size=16)
-    started = time.perf_counter()
-    with torch_threads(1):
-        model.old_fit(train_dataloader=loader, epochs=1, warmup_steps=len(loader) // 10, show_progress_bar=False)
-    model.save_pretrained(str(model_dir))
-    print(f"trained on {len(examples)} STS train pairs in {time.perf_counter() - started:.0f} s -> {model_dir}")
-
-
-def dev_spearman(model_dir: Path, data: Path) -> float:
-    """Spearman (x100) of sentence-transformers' scores of the STS dev pairs against the gold scores."""
-    from sentence_transformers import CrossEncoder
-
-    import sentemb
-    from sentemb.evaluation import correlations
-
-    dev = sentemb.read_sts(data / "sts-dev.csv")
-    model = CrossEncoder(str(model_dir), device="cpu")
-    scores = model.predict(list(zip(dev.sentences1, dev.sentences2, strict=True)), show_progress_bar=False)
-    return correlations(np.asarray(scores), np.asarray(dev.scores))[0]
 
 
 def words(text: str) -> set[str]:
@@ -167,16 +117,29 @@ def sentemb_methods(model_dir: Path) -> list[Method]:
     for backend, precision in SENTEMB_ROWS:
         label = f"sentemb {backend} {precision}"
         started = time.perf_counter()
+        rescore = "rescoring" in precision
         try:
-            reranker = sentemb.load_reranker(str(model_dir), device="cpu", backend=backend, precision=precision)
+            reranker = sentemb.load_reranker(str(model_dir), device="cpu", backend=backend,
+                                             precision=precision.split()[0], rescore=rescore)  # fmt: skip
         except sentemb.SentembError as exc:  # a backend this machine lacks: a row that says why
             SKIPPED.append((label, str(exc)))
             continue
         if backend == "auto":
             label += f" -> {reranker.backend}"
+        if rescore and reranker.rescorer is not None:
+            label += f" (top {TOP_K}, margin {reranker.rescorer.margin:.3f})"
         print(f"loaded {label} in {time.perf_counter() - started:.0f} s", flush=True)
-        methods.append(Method(label, lambda pairs, r=reranker: r.predict(pairs, show_progress=False)))
+        run = ranked if rescore else (lambda r, pairs: r.predict(pairs, show_progress=False))
+        methods.append(Method(label, lambda pairs, r=reranker, run=run: run(r, pairs)))
     return methods
+
+
+def ranked(reranker: Any, pairs: Pairs) -> np.ndarray:
+    """Scores as ``rank(query, passages, top_k=TOP_K)`` computes them, query by query."""
+    from sentemb.rerank import activate
+
+    logits = [reranker._rank_logits(pairs[i : i + CANDIDATES], TOP_K, False) for i in range(0, len(pairs), CANDIDATES)]
+    return activate(np.concatenate(logits).reshape(-1, 1), reranker.activation, False)
 
 
 def st_onnx_folder(model_dir: Path) -> Path:
@@ -235,18 +198,19 @@ def time_rounds(methods: list[Method], pairs: Pairs, rounds: int) -> None:
         print(f"round {k + 1}/{rounds}: {sum(m.times[-1] for m in methods):.0f} s", file=sys.stderr, flush=True)
 
 
+def top10(scores: np.ndarray) -> np.ndarray:
+    """Each query's (row of CANDIDATES scores) 10 best documents, best first."""
+    return np.argsort(-scores.reshape(-1, CANDIDATES), axis=1, kind="stable")[:, :10]
+
+
 def top10_same(scores: np.ndarray, reference: np.ndarray) -> float:
-    """Share of queries (rows of CANDIDATES scores) whose 10 best documents come in the reference's order."""
-    a = np.argsort(-scores.reshape(-1, CANDIDATES), axis=1, kind="stable")[:, :10]
-    b = np.argsort(-reference.reshape(-1, CANDIDATES), axis=1, kind="stable")[:, :10]
-    return float(np.mean(np.all(a == b, axis=1)))
+    """Share of queries whose 10 best documents come in the reference's order."""
+    return float(np.mean(np.all(top10(scores) == top10(reference), axis=1)))
 
 
 def top10_set_same(scores: np.ndarray, reference: np.ndarray) -> float:
     """Share of queries whose 10 best documents are the reference's, in any order."""
-    a = np.sort(np.argsort(-scores.reshape(-1, CANDIDATES), axis=1, kind="stable")[:, :10], axis=1)
-    b = np.sort(np.argsort(-reference.reshape(-1, CANDIDATES), axis=1, kind="stable")[:, :10], axis=1)
-    return float(np.mean(np.all(a == b, axis=1)))
+    return float(np.mean(np.all(np.sort(top10(scores), axis=1) == np.sort(top10(reference), axis=1), axis=1)))
 
 
 def speed_table(methods: list[Method], n_pairs: int, rounds: int) -> dict[str, tuple[float, float, float]]:
@@ -277,7 +241,7 @@ def speed_table(methods: list[Method], n_pairs: int, rounds: int) -> dict[str, t
 
 def goals(results: dict[str, tuple[float, float, float]], vnni: bool) -> None:
     """The issue's goals, each against the rows it names."""
-    exact = {k: v for k, v in results.items() if k.startswith("sentemb") and "fp32" in k}
+    exact = {k: v for k, v in results.items() if k.startswith("sentemb") and "fp32" in k and "int8" not in k}
     int8 = {k: v for k, v in results.items() if k.startswith("sentemb") and "int8" in k}
     fastembed = next((v[0] for k, v in results.items() if k.startswith("fastembed")), None)
     print("\ngoals:")
@@ -353,7 +317,8 @@ def server(model_dir: Path, queries: list[tuple[str, list[str]]], requests: int,
 def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--pairs", type=int, default=1500, help=f"pairs timed, {CANDIDATES} per query [1500]")
+    parser.add_argument("--pairs", type=int, default=1500, help="pairs timed, --candidates per query [1500]")
+    parser.add_argument("--candidates", type=int, default=CANDIDATES, help=f"passages per query [{CANDIDATES}]")
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR, help=f"the trained cross-encoder [{MODEL_DIR}]")
     parser.add_argument("--skip-train", action="store_true", help="use --model-dir as it is; never train")
     parser.add_argument("--no-server", action="store_true", help="skip the server section")
@@ -364,7 +329,9 @@ def _args() -> argparse.Namespace:
 
 
 def main() -> None:
+    global CANDIDATES  # noqa: PLW0603 - every helper reads the passages per query from here
     args = _args()
+    CANDIDATES = args.candidates
     print(cpu_line(), flush=True)
     from sentemb.machine import Machine
 

@@ -7,10 +7,10 @@
 infinity runs in its own venv (``benchmarks/make_peer_venv.sh --infinity VENV`` builds it) with its
 ONNX engine (optimum) and ``--pooling-method mean`` (its default for this model pools by CLS, and the
 vectors are then wrong), on an ONNX export of the model made by that venv's optimum-cli (made here once,
-under VENV/minilm-onnx, when missing). sentemb runs with its defaults but ``--backend`` (torch unless
-given; ``--backend onnx`` is the same runtime as infinity's). Each server is measured alone on real STS
-sentences at POST /v1/embeddings (base64 vectors, as the openai client asks); a 429 is honoured (the
-client sleeps its Retry-After):
+under VENV/minilm-onnx, when missing). sentemb runs with its defaults (``--backend auto``: the backend
+it measures fastest here) unless ``--backend`` is given (``onnx`` is the same runtime as infinity's). Each
+server is measured alone on real STS sentences at POST /v1/embeddings (base64 vectors, as the openai
+client asks); a 429 is honoured (the client sleeps its Retry-After):
 
   saturation: 16 closed-loop clients x 32 sentences, --seconds s  -> sentences/s (and 429s), p50/p99
   fixed load: 4 requests/s x 8 sentences (open loop), --seconds s -> p50/p99
@@ -90,7 +90,7 @@ def start(kind: str, args: argparse.Namespace, log: Path) -> tuple[subprocess.Po
     if kind == "sentemb":
         command = [sys.executable, "-c", "import sys; from sentemb.cli import main; sys.exit(main())", "serve",
                    "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", "warning",
-                   "--backend", args.backend, *args.sentemb_arg]  # fmt: skip
+                   *(["--backend", args.backend] if args.backend else []), *args.sentemb_arg]  # fmt: skip
     else:  # infinity reads a local folder's ONNX file by a path relative to it: run it in the folder
         cwd = infinity_folder(args.infinity_venv, args.infinity_model)
         env.update(HF_HUB_CACHE=str(Path(tempfile.gettempdir()) / "infinity-hf-cache"), DO_NOT_TRACK="1",
@@ -257,15 +257,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=4.0)
     parser.add_argument("--singles", type=int, default=200)
     parser.add_argument("--pin-client", type=int, default=None, metavar="CPU", help="run the client on this core")
-    parser.add_argument("--backend", default="torch", help="sentemb's backend, served and in-process [torch]")
+    parser.add_argument("--backend", default=None, help="sentemb's backend, served and in-process [the server's "
+                        "default: auto]")
     parser.add_argument("--sentemb-arg", action="append", default=[], help="an extra `sentemb serve` option")
     args = parser.parse_args()
     print(cpu_line())
     sentences = sts_sentences()
     rng = random.Random(1)
     sample = rng.sample(sentences, 2048)
-    rates, reference = in_process(sample, args.backend)
-    print(f"in-process sentemb.load(backend={args.backend!r}): {rates['calls_of_32']:.0f} sentences/s in calls of 32, "
+    backend = args.backend or "auto"
+    rates, reference = in_process(sample, backend)
+    print(f"in-process sentemb.load(backend={backend!r}): {rates['calls_of_32']:.0f} sentences/s in calls of 32, "
           f"{rates['one_call']:.0f} in one call of 2048")  # fmt: skip
     if args.pin_client is not None:
         os.sched_setaffinity(0, {args.pin_client})

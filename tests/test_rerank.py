@@ -132,15 +132,54 @@ def test_an_activation_sentemb_cannot_run_is_refused(models, tmp_path):
     assert sentemb.load_reranker(str(folder), activation="sigmoid").activation == "sigmoid"
 
 
-def test_int8_keeps_the_order_of_fp32_and_says_what_it_costs(onnx_cache, models, caplog):
+def test_int8_without_rescoring_says_what_it_costs(onnx_cache, models, caplog):
     from sentemb.rerank import INT8_CAVEAT
 
     fp32 = sentemb.load_reranker(str(models["ms-marco"]), backend="onnx", device="cpu").predict(PAIRS)
     with caplog.at_level("WARNING", logger="sentemb"):
         int8 = sentemb.load_reranker(str(models["ms-marco"]), backend="onnx", precision="int8", device="cpu")
-    assert int8.plan.precision == "int8"
+    assert int8.plan.precision == "int8" and int8.rescorer is None
     assert INT8_CAVEAT in int8.plan.why and INT8_CAVEAT in caplog.text  # the plan and the log say it
     np.testing.assert_allclose(int8.predict(PAIRS), fp32, atol=0.05)
+
+
+RANKED = [f"{w} {v} the river bank near the old mill, said the {n}." for w in ("Fishing", "Walking", "Sleeping")
+          for v in ("along", "beside", "under", "past") for n in ("miller", "baker", "child", "dog")]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_int8_rank_rescores_its_top_candidates_in_fp32(onnx_cache, models, backend):
+    if backend == "openvino":
+        pytest.importorskip("nncf")
+    folder, query = str(models["ms-marco"]), "who walked along the river?"
+    fp32 = sentemb.load_reranker(folder, backend=backend, device="cpu")
+    int8 = sentemb.load_reranker(folder, backend=backend, precision="int8", device="cpu", rescore=True)
+    rescorer = int8.rescorer
+    assert rescorer is not None and rescorer.exact.config.precision.value == "fp32" and rescorer.margin > 0
+    assert int8.describe()["rescore"]["margin"] == round(rescorer.margin, 6) and "re-scores" in int8.plan.why[-1]
+    logits = int8.predict([(query, d) for d in RANKED])
+    assert not np.array_equal(logits, fp32.predict([(query, d) for d in RANKED]))  # int8 scores differ
+    assert len(rescorer.band(logits, 5)) >= 5
+    for top_k in (1, 5, None):
+        exact = fp32.rank(query, RANKED, top_k=top_k)
+        assert [h.corpus_id for h in int8.rank(query, RANKED, top_k=top_k)] == [h.corpus_id for h in exact]
+        np.testing.assert_allclose([h.score for h in int8.rank(query, RANKED, top_k=top_k)],
+                                   [h.score for h in exact], atol=1e-6)  # fmt: skip
+    with pytest.raises(sentemb.ConfigError, match="rescore=True re-scores int8"):
+        sentemb.load_reranker(folder, backend=backend, rescore=True)
+    with pytest.raises(sentemb.ConfigError, match="one-label"):
+        sentemb.load_reranker(str(models["nli"]), backend=backend, precision="int8", rescore=True)
+
+
+def test_the_rescored_band_is_the_top_k_and_whatever_lies_within_the_margin_of_the_kth():
+    from sentemb.rerank import Rescorer
+
+    band = Rescorer(exact=None, margin=0.1, calibration_pairs=0).band  # type: ignore[arg-type]
+    logits = np.array([0.5, 3.0, 2.95, 2.0, 2.86, 2.84, -1.0], dtype=np.float32)
+    assert band(logits, 1).tolist() == [1, 2]  # the best, and 2.95 within 0.1 of it
+    assert band(logits, 2).tolist() == [1, 2, 4]  # the 2nd best is 2.95: 2.86 could overtake it
+    assert band(logits, 3).tolist() == [1, 2, 4, 5]
+    assert band(logits, 7).tolist() == band(logits, None).tolist() == list(range(7))
 
 
 def test_the_plan_and_facts_say_what_runs(onnx_cache, models):
@@ -155,13 +194,14 @@ DOCS = ["Paris is the capital of France.", "Berlin is the capital of Germany.", 
         "The Eiffel Tower is in Paris.", "Bread needs flour, water and yeast."]  # fmt: skip
 
 
-def test_the_rerank_command_prints_the_libraries_ranking(models, tmp_path):
+@pytest.mark.parametrize("int8", [(), ("--backend", "onnx", "--precision", "int8", "--rescore")])
+def test_the_rerank_command_prints_the_libraries_ranking(onnx_cache, models, tmp_path, int8):
     from cli_helpers import invoke
 
     docs = tmp_path / "docs.txt"
     docs.write_text("\n".join(DOCS) + "\n")
     out = invoke("rerank", "capital of France", "--docs", str(docs), "-m", str(models["ms-marco"]), "-k", "3",
-                 "--device", "cpu", "--format", "jsonl").stdout  # fmt: skip
+                 "--device", "cpu", "--format", "jsonl", *int8).stdout  # fmt: skip
     rows = [json.loads(line) for line in out.splitlines()]
     hits = sentemb.load_reranker(str(models["ms-marco"]), device="cpu").rank("capital of France", DOCS, top_k=3)
     assert [row["id"] for row in rows] == [hit.corpus_id for hit in hits]

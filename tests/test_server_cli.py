@@ -64,3 +64,22 @@ def test_bad_settings_are_a_usage_error_before_the_model_loads():
     assert result.exit_code == 2
     assert "queue_size" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("flags", "backend"), [((), "auto"), (("--backend", "onnx"), "onnx")])
+def test_the_server_runs_the_backend_measured_fastest_unless_told(monkeypatch, flags, backend):
+    import sentemb.server
+    from sentemb.cli import serve as serve_command
+
+    loaded: dict = {}
+
+    def load(kind):
+        return lambda **params: loaded.setdefault(kind, params)
+
+    monkeypatch.setattr(serve_command, "load_encoder", load("encoder"))
+    monkeypatch.setattr(serve_command, "load_reranker", load("reranker"))
+    monkeypatch.setattr(sentemb.server, "serve", lambda encoder, settings, **kw: None)
+    result = CliRunner().invoke(main, ["serve", "--reranker", "./cross-encoder", "--rerank-rescore", *flags])
+    assert result.exit_code == 0, result.output
+    assert loaded["encoder"]["backend"] == loaded["reranker"]["backend"] == backend
+    assert loaded["reranker"]["rescore"] is True and loaded["reranker"]["model"] == "./cross-encoder"

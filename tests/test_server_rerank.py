@@ -181,3 +181,17 @@ def test_requests_from_many_threads_get_their_own_scores(client, rerankers):
     for query, scores in zip(queries, got, strict=True):
         np.testing.assert_allclose(scores, rerankers[0].predict([(query, d) for d in DOCS]), atol=1e-5)
     assert json.dumps(got)  # plain floats
+
+
+def test_an_int8_reranker_with_rescoring_answers_in_fp32s_order(default_encoder, tmp_path, onnx_cache):
+    folder = str(build_tiny_cross_encoder("bert", tmp_path / "rescored", activation="identity", seed=7, max_length=32))
+    int8 = sentemb.load_reranker(folder, backend="onnx", precision="int8", device="cpu", rescore=True)
+    fp32 = sentemb.load_reranker(folder, backend="onnx", device="cpu")
+    with serve_in_background(default_encoder, SETTINGS, rerankers=[int8]) as url, \
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as c:  # fmt: skip
+        for top_n in (2, None):
+            answer = c.post("/v1/rerank", json={"model": "rescored", "query": QUERY, "documents": DOCS, "top_n": top_n})
+            hits = fp32.rank(QUERY, DOCS, top_k=top_n)
+            assert [r["index"] for r in answer.json()["results"]] == [hit.corpus_id for hit in hits]
+            np.testing.assert_allclose([r["relevance_score"] for r in answer.json()["results"]],
+                                       [hit.score for hit in hits], atol=1e-6)  # fmt: skip

@@ -56,6 +56,8 @@ def test_sigterm_drains_then_exits(sts_train_path, default_encoder):
         str(port),
         "--device",
         "cpu",
+        "--backend",
+        "torch",
         "--drain-seconds",
         "4",
         "--log-level",

@@ -297,7 +297,8 @@ def test_sentemb_serve_loads_each_sparse_model_with_the_runtime_flags(monkeypatc
     folder = build_tiny_splade("bert", tmp_path / "tiny-splade", max_seq_length=32)
     served: dict = {}
     monkeypatch.setattr(sentemb.server, "serve", lambda encoder, settings, **kw: served.update(kw, settings=settings))
-    result = CliRunner().invoke(main, ["serve", "--sparse-model", str(folder), "--device", "cpu", "--max-length", "16"])
+    result = CliRunner().invoke(main, ["serve", "--sparse-model", str(folder), "--device", "cpu", "--max-length", "16",
+                                        "--backend", "torch"])  # fmt: skip
     assert result.exit_code == 0, result.output
     (model,) = served["sparse_models"]
     assert type(model).__name__ == "SparseEncoder" and model.max_length == 16 and model.device == "cpu"

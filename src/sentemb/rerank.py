@@ -10,6 +10,7 @@ the encoder's.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import Iterable, Sequence
@@ -24,6 +25,7 @@ from sentemb.batching import Inputs, run_batches, stream_pool
 from sentemb.config import EncoderConfig, LoadOptions, Precision
 from sentemb.encoder import load_config, progress_bar
 from sentemb.errors import ConfigError, UnsupportedModelError
+from sentemb.export.recipe import CALIBRATION_FILE
 from sentemb.heads import Logits
 from sentemb.machine import Machine
 from sentemb.models import ModelSpec
@@ -56,7 +58,8 @@ _TORCH_ACTIVATIONS = {
 INT8_CAVEAT = (
     "int8 reranking keeps the feed-forward MatMuls fp32 and moves a score by ~0.001 (Spearman to fp32 0.998 on "
     "a fine-tuned STS cross-encoder, the same best passage for 92-98% of queries): passages closer than that "
-    "can swap, so the top 10 came in fp32's exact order for only 8-14% of queries; use fp32 where it matters"
+    "can swap, so the top 10 came in fp32's exact order for only 5-14% of queries; rescore=True re-scores "
+    "rank()'s top candidates in fp32"
 )
 # Options that decide how texts become vectors: an embedding model's, not a cross-encoder's.
 EMBEDDING_OPTIONS = ("pooling", "normalize", "default_prompt_name", "truncate_dim", "long_text", "chunk_overlap")
@@ -133,6 +136,7 @@ class Reranker:
         plan: RuntimePlan,
         activation: str,
         choice: Choice | None = None,
+        rescorer: Rescorer | None = None,
     ) -> None:
         self.config = config
         self.plan = plan
@@ -140,6 +144,7 @@ class Reranker:
         self.spec = spec
         self.activation = activation
         self.choice = choice
+        self.rescorer = rescorer
         self._tokenizer = tokenizer
         self._backend = backend
         self._token_spec = TokenizerSpec(tokenizer.tokenizer, self.max_length, spec.lowercase, config.max_chars)
@@ -158,8 +163,11 @@ class Reranker:
 
     def with_max_chars(self, max_chars: int | None) -> Reranker:
         """The same model (backend and tokenizer shared, nothing loaded again) with another character cap."""
+        rescorer = self.rescorer and Rescorer(self.rescorer.exact.with_max_chars(max_chars), self.rescorer.margin,
+                                              self.rescorer.calibration_pairs)  # fmt: skip
         return Reranker(self.config.replace(max_chars=max_chars), self.resolved, self.spec, self._tokenizer,
-                        self._backend, plan=self.plan, activation=self.activation, choice=self.choice)  # fmt: skip
+                        self._backend, plan=self.plan, activation=self.activation, choice=self.choice,
+                        rescorer=rescorer)  # fmt: skip
 
     @property
     def labels(self) -> int:
@@ -195,6 +203,7 @@ class Reranker:
             "sha256": {p.name: sha256_file(p) for p in self.spec.weights},
             "plan": self.plan.to_dict(),
             "auto_choice": self.choice.describe() if self.choice is not None else None,
+            "rescore": self.rescorer.describe() if self.rescorer is not None else None,
         }
 
     def predict(
@@ -250,7 +259,10 @@ class Reranker:
         show_progress: bool | None = None,
     ) -> list[RankHit]:
         """The documents scored against ``query``, best first (ties keep the documents' order), at most
-        ``top_k``; each hit names the document's index, its score and, with ``return_documents``, its text."""
+        ``top_k``; each hit names the document's index, its score and, with ``return_documents``, its text.
+
+        An int8 reranker with a :class:`Rescorer` re-scores in fp32 every document that could belong in the
+        top ``top_k`` (all of them without ``top_k``): the hits come in fp32's order with fp32's scores."""
         if self.labels != 1:
             raise ConfigError(f"rank() needs a one-label model; this one gives {self.labels} scores per pair: "
                               "use predict() and choose a label")  # fmt: skip
@@ -258,10 +270,54 @@ class Reranker:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
         if isinstance(documents, str):
             raise ConfigError("documents must be a list of texts, not one str")
+        chosen = self.activation if activation is None else _checked_activation(activation)
         docs = list(documents)
-        scores = self.predict([(query, d) for d in docs], activation=activation, show_progress=show_progress)
+        pairs = [(query, d) for d in docs]
+        scores = activate(self._rank_logits(pairs, top_k, show_progress).reshape(-1, 1), chosen, False)
         order = np.argsort(-scores, kind="stable")[: top_k or len(docs)]
         return [RankHit(int(i), float(scores[i]), docs[i] if return_documents else None) for i in order]
+
+
+    def _rank_logits(self, pairs: list[tuple[str, str]], top_k: int | None, show: bool | None) -> np.ndarray:
+        """The pairs' logits, those that could be in the top ``top_k`` re-scored in fp32 where a rescorer is."""
+        logits = self.predict(pairs, activation="identity", show_progress=show)
+        if self.rescorer is not None:
+            band = self.rescorer.band(logits, top_k)
+            exact = self.rescorer.exact.predict([pairs[i] for i in band], activation="identity", show_progress=False)
+            logits[band] = exact
+        return logits
+
+
+@dataclass(frozen=True)
+class Rescorer:
+    """The same cross-encoder at fp32 beside an int8 one: :meth:`Reranker.rank` scores every document in int8,
+    then re-scores in fp32 those whose int8 logit lies within ``margin`` of the k-th best, so that the top k
+    come in fp32's order with fp32's scores. ``margin`` is twice the largest int8 error measured at load on
+    ``calibration_pairs`` pairs (sentemb's calibration sentences, each followed by the next four)."""
+
+    exact: Reranker
+    margin: float
+    calibration_pairs: int
+
+    def band(self, logits: np.ndarray, top_k: int | None) -> np.ndarray:
+        """Indices of the documents whose fp32 score could place them in the top ``top_k`` (all without one)."""
+        if top_k is None or top_k >= len(logits):
+            return np.arange(len(logits))
+        kth = np.partition(logits, len(logits) - top_k)[len(logits) - top_k]
+        return np.flatnonzero(logits >= kth - self.margin)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.exact.backend, "precision": self.exact.config.precision.value,
+                "margin": round(self.margin, 6), "calibration_pairs": self.calibration_pairs}  # fmt: skip
+
+
+def calibrated_rescorer(fast: Reranker, exact: Reranker) -> Rescorer:
+    """A :class:`Rescorer` whose margin is twice the largest |int8 - fp32| logit on the calibration pairs."""
+    texts = [line for line in CALIBRATION_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pairs = [(texts[i], " ".join(texts[i + 1 : i + 5])) for i in range(0, len(texts) - 4, 2)]
+    quiet = {"activation": "identity", "show_progress": False}
+    error = np.abs(fast.predict(pairs, **quiet) - exact.predict(pairs, **quiet))  # type: ignore[arg-type]
+    return Rescorer(exact, 2 * float(error.max()), len(pairs))
 
 
 def _checked_activation(name: str) -> str:
@@ -274,6 +330,7 @@ def load_reranker(
     model: str,
     *,
     activation: str | None = None,
+    rescore: bool = False,
     config: EncoderConfig | None = None,
     **options: Unpack[LoadOptions],
 ) -> Reranker:
@@ -283,7 +340,9 @@ def load_reranker(
     ``*ForSequenceClassification`` folders, by the rules of :func:`sentemb.load` (local folder, hub cache,
     ``revision=``, safetensors only, no remote code, offline by default). ``options`` are the runtime
     fields of :class:`EncoderConfig` (device, backend, precision, max_length, batch_size, ...);
-    ``activation`` ("sigmoid", "identity", "tanh") replaces the model's own.
+    ``activation`` ("sigmoid", "identity", "tanh") replaces the model's own. ``rescore=True`` (int8, one
+    label) loads the model at fp32 beside it so that :meth:`Reranker.rank` re-scores its top candidates
+    exactly (see :class:`Rescorer`): fp32's top-k order at int8's speed for the rest.
     """
     config = load_config(model, config, dict(options))
     defaults = EncoderConfig()
@@ -293,10 +352,23 @@ def load_reranker(
                               "max_length, longest_first, as sentence-transformers) and has none")  # fmt: skip
     if activation is not None:
         _checked_activation(activation)
-    return _build(config, activation)
+    if rescore and config.precision is not Precision.INT8:
+        raise ConfigError(f"rescore=True re-scores int8's top candidates in fp32; this reranker runs "
+                          f"{config.precision.value}, whose scores need no rescoring")  # fmt: skip
+    fast = _build(config, activation, warn=not rescore)
+    if not rescore:
+        return fast
+    if fast.labels != 1:
+        raise ConfigError(f"rescore=True serves rank(), which needs a one-label model; this one gives {fast.labels}")
+    exact = _build(fast.config.replace(precision=Precision.FP32), fast.activation, warn=False)
+    rescorer = calibrated_rescorer(fast, exact)
+    plan = dataclasses.replace(fast.plan, why=(*fast.plan.why, f"rank() re-scores in fp32 ({exact.backend}) the "
+                               f"candidates within {rescorer.margin:.4g} logits of the k-th best int8 score"))
+    return Reranker(fast.config, fast.resolved, fast.spec, fast._tokenizer, fast._backend, plan=plan,
+                    activation=fast.activation, choice=fast.choice, rescorer=rescorer)  # fmt: skip
 
 
-def _build(config: EncoderConfig, activation: str | None) -> Reranker:
+def _build(config: EncoderConfig, activation: str | None, *, warn: bool) -> Reranker:
     machine = Machine.here()
     resolved, spec = open_model(config, machine, task="rerank")
     chosen = activation or activation_of(spec, config.trust_remote_code)
@@ -318,7 +390,7 @@ def _build(config: EncoderConfig, activation: str | None) -> Reranker:
     asked = config
     config, backend, choice = choose_backend(spec, config, sample_pass, machine=machine, head=head)
     why = explain(asked, config, choice.describe() if choice is not None else None, machine, spec)
-    if config.precision is Precision.INT8:
+    if config.precision is Precision.INT8 and warn:
         why = (*why, INT8_CAVEAT)
         log.warning("sentemb: %s", INT8_CAVEAT)
     return reranker(config, backend, why, choice)

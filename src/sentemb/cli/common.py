@@ -176,13 +176,13 @@ def reranker_options(func: F) -> F:
     return add_flags(EncoderConfig, skip=EMBEDDING_OPTIONS)(func)
 
 
-def load_reranker(activation: str | None = None, **params: Any) -> Reranker:
+def load_reranker(activation: str | None = None, rescore: bool = False, **params: Any) -> Reranker:
     """Build a reranker from :func:`reranker_options`' keywords (the model is required)."""
     import sentemb
 
     config = config_from_options(**params)
     with _quiet_warnings():
-        return sentemb.load_reranker(config.model, config=config, activation=activation)
+        return sentemb.load_reranker(config.model, config=config, activation=activation, rescore=rescore)
 
 
 def split_encoder_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -38,6 +38,8 @@ and --errors.
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=10, show_default=True, help="Documents per query.")
 @click.option("--activation", type=click.Choice(["sigmoid", "identity", "tanh"]), default=None,
               help="Replace the model's activation [default: the model's, as sentence-transformers].")
+@click.option("--rescore", is_flag=True, help="With --precision int8: re-score in fp32 the documents that could "
+              "be in the top -k, so they come in fp32's order with fp32's scores.")
 @click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True,
               help="Invalid UTF-8 or a row without text: stop, replace bad bytes, or skip the row.")
 @click.option("--format", "fmt", type=click.Choice(["table", "tsv", "jsonl"]), default=None,
@@ -45,7 +47,7 @@ and --errors.
 @reranker_options
 def rerank(
     *, queries: tuple[str, ...], queries_file: str | None, docs: str, field: str, id_field: str | None, top_k: int,
-    activation: str | None, errors: str, fmt: str | None, **reranker_params: Any,
+    activation: str | None, rescore: bool, errors: str, fmt: str | None, **reranker_params: Any,
 ) -> None:  # fmt: skip
     """Score documents against each query with a cross-encoder, best first."""
     if bool(queries) == bool(queries_file):
@@ -58,7 +60,7 @@ def rerank(
     ids, texts = read_all(make_source(docs, input_format=None, field=field, id_field=id_field, errors=errors))
     if not texts:
         raise InputError(f"{docs}: no documents")
-    reranker = load_reranker(activation, **reranker_params)
+    reranker = load_reranker(activation, rescore, **reranker_params)
     candidates = [[(doc_id, None, text) for doc_id, text in zip(ids, texts, strict=True)]] * len(query_texts)
     columns, rows = reranked_rows(reranker, query_texts, candidates, top_k)
     print_rows(columns, rows, table_format(fmt, piped="jsonl"), title=f"top {top_k}")

@@ -31,7 +31,8 @@ OMP_WAIT_POLICY = "PASSIVE"
 def serve(**params: Any) -> None:
     """Serve embeddings (OpenAI's /v1/embeddings) and rerankers (Cohere's /v1/rerank, TEI's /rerank) over HTTP.
 
-    Concurrent requests are merged into micro-batches (--batch-tokens, --max-wait-ms).
+    Concurrent requests are merged into micro-batches (--batch-tokens, --max-wait-ms). Without --backend
+    the server runs --backend auto: the backend measured fastest for the model on this machine.
 
     \b
     Examples:
@@ -43,6 +44,8 @@ def serve(**params: Any) -> None:
            -d '{"model": "all-MiniLM-L6-v2", "input": ["a sentence"]}'
     """
     encoder_params, options = split_encoder_params(params)
+    if encoder_params.get("backend") is None:  # not given: a server runs the backend measured fastest here
+        encoder_params["backend"] = "auto"
     log_level = options.pop("log_level")
     settings = build(ServerSettings, options)  # a bad value is a usage error before the model loads
     os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)  # before torch is imported (below)
@@ -54,7 +57,8 @@ def serve(**params: Any) -> None:
     from sentemb.rerank import EMBEDDING_OPTIONS
 
     runtime = {k: v for k, v in encoder_params.items() if k not in (*EMBEDDING_OPTIONS, "model_arg")}
-    rerankers = [load_reranker(**{**runtime, "model": name}) for name in settings.rerankers]
+    rerankers = [load_reranker(rescore=settings.rerank_rescore, **{**runtime, "model": name})
+                 for name in settings.rerankers]  # fmt: skip
     sparse = [load_sparse_model(name, runtime) for name in settings.sparse_models]  # the same runtime flags
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         click.echo(

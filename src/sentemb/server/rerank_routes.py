@@ -46,7 +46,7 @@ async def _cohere(request: Request, version: str) -> dict[str, Any]:
     documents = documents_from(body.documents, settings.max_inputs)
     if body.top_n is not None and body.top_n < 1:
         raise ApiError(400, f"'top_n' must be at least 1, got {body.top_n}", param="top_n", code="invalid_value")
-    scored = await reranker.score(request, unicode_text(body.query, "query", "query"), documents)
+    scored = await reranker.score(request, unicode_text(body.query, "query", "query"), documents, top_n=body.top_n)
     results = [
         {"index": i, "relevance_score": float(scored.scores[i]),
          **({"document": {"text": documents[i]}} if body.return_documents else {})}

@@ -94,12 +94,21 @@ class RerankService:
         self.ready = True
         log.info("reranker %s is ready (%d labels, %s)", self.names[0], self.reranker.labels, self.reranker.device)
 
-    async def score(self, request: Request, query: str, documents: list[str], *, raw: bool = False) -> Scored:
-        """The documents' scores against ``query`` (the model's activation unless ``raw``)."""
+    async def score(
+        self, request: Request, query: str, documents: list[str], *, top_n: int | None = None, raw: bool = False
+    ) -> Scored:
+        """The documents' scores against ``query`` (the model's activation unless ``raw``). An int8 reranker
+        with a rescorer re-scores in fp32, on the model thread, those that could be in the best ``top_n``."""
         pairs = [(query, document) for document in documents]  # checked at the HTTP boundary
         result = await queued(request, self.batcher, self.metrics, pairs)
-        logits = np.asarray(result.embeddings, dtype=np.float32)
-        scores = activate(logits, "identity" if raw else self.reranker.activation, False)
+        logits = np.asarray(result.embeddings, dtype=np.float32).reshape(len(pairs))
+        rescorer = self.reranker.rescorer
+        if rescorer is not None and pairs:
+            band = rescorer.band(logits, top_n)
+            exact = [pairs[i] for i in band]
+            logits[band] = np.asarray(await self.batcher.run_in_model_thread(
+                lambda: rescorer.exact.predict(exact, activation="identity", show_progress=False)))
+        scores = activate(logits.reshape(-1, 1), "identity" if raw else self.reranker.activation, False)
         self.metrics.rerank_pairs.labels(self.names[0]).inc(len(pairs))
         return Scored(scores.reshape(len(pairs)), result.info, self.reranker.max_length)
 

@@ -33,6 +33,10 @@ class ServerSettings:
         (), help="A cross-encoder to serve beside the embedding model (repeatable): POST /v1/rerank, /v2/rerank, "
         "/rerank; clients pick it by its name in 'model'.", flag="--reranker", metavar="MODEL",
     )  # fmt: skip
+    rerank_rescore: bool = option(
+        False, help="With --precision int8: re-score in fp32 the documents that could be in a request's top_n, "
+        "so that they come in fp32's order with fp32's scores (the model loads twice).",
+    )  # fmt: skip
     sparse_models: tuple[str, ...] = option(
         (), help="A sparse (SPLADE) model to serve beside the others (repeatable): POST /embed_sparse, and "
         "/v1/embeddings when 'model' names it.", flag="--sparse-model", metavar="MODEL",
