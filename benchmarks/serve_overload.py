@@ -50,7 +50,7 @@ SERVER = (
 )
 
 
-def start_server(backend: str = "torch") -> tuple[subprocess.Popen, str]:
+def start_server(backend: str = "auto") -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}  # as `sentemb serve` sets it
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), backend], env=env)
@@ -219,7 +219,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of overload (at most 120)")
     parser.add_argument("--slow-clients", action="store_true", help="run only the slow-client phase")
     parser.add_argument("--flood", action="store_true", help="run only the flood phases")
-    parser.add_argument("--backend", default="torch", help="the served model's backend [torch, the default]")
+    parser.add_argument("--backend", default="auto", help="the served model's backend [auto, as sentemb serve]")
     parser.add_argument("--flood-rate", type=float, default=800.0, help="flood requests per second (--flood)")
     parser.add_argument("--pin-client", type=int, default=None, metavar="CPU", help="the flood's core (--flood)")
     parser.add_argument("--slow", type=int, default=1000, help="slow-header connections (--slow-clients)")

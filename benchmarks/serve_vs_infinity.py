@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -194,6 +195,20 @@ def singles(url: str, sentences: list[str], count: int) -> dict:
     return {"p50_ms": p50, "p99_ms": p99}
 
 
+def cpu_shares(server: subprocess.Popen, run: Callable[[], dict]) -> dict:
+    """``run()``'s result plus the cores the server and this client process used on average meanwhile."""
+
+    def cpu(process: psutil.Process) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in [process, *process.children(recursive=True)])
+
+    client, served = psutil.Process(), psutil.Process(server.pid)
+    before, started = (cpu(client), cpu(served)), time.perf_counter()
+    result = run()
+    elapsed = time.perf_counter() - started
+    cores = {"client_cores": (cpu(client) - before[0]) / elapsed, "server_cores": (cpu(served) - before[1]) / elapsed}
+    return {**result, **cores}
+
+
 def rss_mb(proc: subprocess.Popen) -> float:
     process = psutil.Process(proc.pid)
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 1e6
@@ -215,7 +230,7 @@ def measure(
             "identical": bool(np.array_equal(served, reference)),
             "max_abs_diff": float(np.abs(served - reference).max()),
             "min_cosine": float(cosine.min()),
-            "saturation": asyncio.run(saturation(url, big, args.clients, args.seconds)),
+            "saturation": cpu_shares(proc, lambda: asyncio.run(saturation(url, big, args.clients, args.seconds))),
             "fixed": asyncio.run(fixed_load(url, small, args.rate, args.seconds)),
             "single": singles(url, sentences, args.singles),
         }
@@ -240,7 +255,8 @@ def in_process(sentences: list[str], backend: str = "torch") -> tuple[dict, np.n
 def report(kind: str, r: dict, reference_rate: float) -> None:
     s, f, o = r["saturation"], r["fixed"], r["single"]
     print(f"{kind:9} saturation {s['sentences_per_s']:6.0f} sentences/s ({s['sentences_per_s'] / reference_rate:4.0%} "
-          f"of in-process; p50/p99 {s['p50_ms']:.0f}/{s['p99_ms']:.0f} ms; {s['status']}) | fixed "
+          f"of in-process; p50/p99 {s['p50_ms']:.0f}/{s['p99_ms']:.0f} ms; {s['status']}; cores: server "
+          f"{s['server_cores']:.2f}, client {s['client_cores']:.2f}) | fixed "
           f"{f['p50_ms']:.1f}/{f['p99_ms']:.1f} ms {f['status']} | one sentence {o['p50_ms']:.1f}/{o['p99_ms']:.1f} ms"
           f" | RSS {r['rss_mb']:.0f} MB | vectors identical {r['identical']} (max diff {r['max_abs_diff']:.1e}, "
           f"min cosine {r['min_cosine']:.6f})")  # fmt: skip
