@@ -12,7 +12,7 @@ pytest.importorskip("fastapi")
 
 from sentemb.encoder import EncodeResult
 from sentemb.errors import InvalidTextError, TextTooLongError
-from sentemb.server.admission import Lateness, Throughput, queue_delay
+from sentemb.server.admission import Lateness, Throughput, pushes_past_deadline, queue_delay
 from sentemb.server.batcher import BatcherClosed, MicroBatcher, ModelFailed, QueueFull
 from sentemb.tokenize import TextInfo
 
@@ -344,6 +344,37 @@ def test_the_wait_factor_is_measured_within_its_range():
 def test_queue_delay_is_processor_sharing():
     assert queue_delay(10, [], 10.0) == 0.0  # nothing before it: no delay, whatever its own size
     assert queue_delay(10, [5, 100], 10.0) == (5 + 10) / 10.0
+
+
+def test_a_request_that_would_make_an_admitted_one_late_is_refused():
+    """Under processor sharing a later request slows those before it: admission keeps their deadlines."""
+
+    async def main():
+        batcher = make(Recorder(), queue_size=10_000, max_queue_seconds=1.0, throughput=Throughput(prior=100.0))
+        batcher.lateness = Lateness(prior=1.0)  # the predicted wait as it is
+        first = batcher.submit(["x" * 300])  # alone: admitted; due after its 3 s + the 1 s budget
+        medium = batcher.submit(["m" * 90])  # waits 0.9 s; the first now finishes after 3.9 s
+        with pytest.raises(QueueFull) as info:
+            batcher.submit(["s" * 20])  # would wait 0.4 s itself, but the first would finish after 4.1 s
+        tiny = batcher.submit(["t" * 5])  # 0.05 s more for each: both still on time
+        for future in (first, medium, tiny):
+            future.cancel()
+        return info.value
+
+    refusal = run(main())
+    assert refusal.reason == "overloaded" and "admitted before it" in str(refusal)
+
+
+def test_deadlines_under_processor_sharing():
+    # (tokens left, seconds to its deadline) at 10 tokens/s; a request with r left finishes after
+    # min(r_i, r) of each queued request's work
+    assert not pushes_past_deadline(50, [], 10.0)
+    assert not pushes_past_deadline(10, [(20, 3.1)], 10.0)  # 2 s + 1 s: 3 s, on time
+    assert pushes_past_deadline(20, [(20, 3.1)], 10.0)  # 2 s + 2 s: late
+    assert pushes_past_deadline(1, [(20, 1.5)], 10.0)  # already late: anything beside it makes it later
+    # beside a 5-token request, the 20-token one finishes after 2.5 s; a new 10-token one adds 1 s
+    assert pushes_past_deadline(10, [(20, 3.2), (5, 9.0)], 10.0)
+    assert not pushes_past_deadline(10, [(20, 3.6), (5, 9.0)], 10.0)
 
 
 def test_requests_with_different_prompts_never_share_a_micro_batch():

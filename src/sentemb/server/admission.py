@@ -8,11 +8,15 @@ cores and the served rate falls with it, so admission sees the time the model re
 is estimated as under processor sharing, which is what the batcher's round robin of slices
 approximates: a request of ``s`` tokens is delayed by
 ``min(r, s)`` of each other request's remaining work ``r`` (its own work is its own: a large request
-on an idle server is admitted, and a small one beside it is delayed by little).
+on an idle server is admitted, and a small one beside it is delayed by little). Under processor
+sharing every request admitted later slows those admitted before it, so a request is also refused when
+it would make one of them that is still on time miss its deadline (:func:`pushes_past_deadline`).
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Iterable
 
@@ -95,3 +99,22 @@ def queue_delay(tokens: int, others: Iterable[int], tokens_per_second: float) ->
 def retry_after(wait: float, limit: float) -> int:
     """Whole seconds after which the same request would fit the latency budget (1 to 60)."""
     return min(60, max(1, math.ceil(wait - limit)))
+
+
+def pushes_past_deadline(tokens: int, queued: Iterable[tuple[int, float]], tokens_per_second: float) -> bool:
+    """Whether a new request of ``tokens`` would make a queued request that is on time miss its deadline.
+
+    ``queued`` holds each queued request's (tokens left, seconds until its deadline). Under processor
+    sharing a request with ``r`` tokens left finishes once ``min(r_i, r)`` of every queued request's work
+    is done (its own ``r`` included); the new one adds ``min(tokens, r)`` to that. A request already
+    late is protected too: each request admitted beside it would make it later still."""
+    jobs = list(queued)
+    left = sorted(r for r, _ in jobs)
+    below = [0, *itertools.accumulate(left)]  # below[k]: the work of the k requests with the least left
+    rate = max(tokens_per_second, 1e-9)
+    for r, seconds in jobs:
+        k = bisect.bisect_left(left, r)
+        finish = (below[k] + r * (len(left) - k)) / rate
+        if seconds < finish + min(tokens, r) / rate:
+            return True
+    return False

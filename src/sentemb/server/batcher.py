@@ -1,7 +1,8 @@
 """Merge concurrent requests into micro-batches for one encoder, off the event loop.
 
     request ─ submit(texts) ─▶ admission: refused at once (QueueFull, with a retry delay) when the
-                                  │  request would wait longer than max_queue_seconds, or past queue_size
+                                  │  request would wait longer than max_queue_seconds, would make one
+                                  │  admitted before it miss its deadline, or past queue_size
                                   ▼
                      turns: one entry per request, round robin
                                   │  the worker takes a slice (a few texts) of each request in turn
@@ -39,6 +40,7 @@ from sentemb.server.admission import (
     Lateness,
     Throughput,
     batch_budget,
+    pushes_past_deadline,
     queue_delay,
     retry_after,
 )
@@ -170,7 +172,12 @@ class MicroBatcher:
         self.admit(len(items), sum(costs))
         future: asyncio.Future[EncodeResult] = asyncio.get_running_loop().create_future()
         delay, own = self._queue_delay(sum(costs)), sum(costs) / max(self.tokens_per_second, 1e-9)
-        job = Job(items, costs, future, prompt, admitted=time.perf_counter(), predicted=delay + own)
+        now, budget = time.perf_counter(), self._max_queue_seconds
+        # due after its own work and the budget, less a margin for what processor sharing does not predict: the
+        # batch in each stream that it waits for, and the batch its last slice rides in (2 x batch_seconds)
+        margin = 2 * (self._batch_seconds or 0.0)
+        due = own + max(budget - margin, budget / 2) if budget is not None else float("inf")
+        job = Job(items, costs, future, prompt, admitted=now, predicted=delay + own, deadline=now + due)
         self._active.add(job)
         future.add_done_callback(lambda _f: self._finished(job, delay))
         self._turns.append(job)
@@ -192,6 +199,14 @@ class MicroBatcher:
             raise QueueFull(
                 f"this request would wait about {wait:.1f}s, more than the limit of {limit:g}s",
                 retry_after=retry_after(wait, limit),
+                reason="overloaded",
+            )
+        now = time.perf_counter()
+        due = [(job.remaining_tokens, job.deadline - now) for job in self._active if job.live]
+        if limit is not None and pushes_past_deadline(tokens, due, self.tokens_per_second):
+            raise QueueFull(
+                f"this request would make a request admitted before it wait more than the limit of {limit:g}s",
+                retry_after=1,
                 reason="overloaded",
             )
 
@@ -259,8 +274,8 @@ class MicroBatcher:
             room = budget - tokens
             share = max(1, budget // len(self._turns))  # a fair share of the batch per request and turn
             end = job.take(min(room, share), force=False)
-            if end == job.cursor:  # its next text is larger than a share: take it if it fits at all
-                end = job.take(room, force=not picked)
+            if end == job.cursor:  # its next text is larger than a share: that one text, if it fits at all
+                end = job.cursor + 1 if job.costs[job.cursor] <= room or not picked else job.cursor
                 if end == job.cursor:
                     break
             start, job.cursor = job.cursor, end

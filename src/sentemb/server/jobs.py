@@ -19,6 +19,7 @@ class Job:
     prompt: str = ""  # put before each text; only requests with the same prompt share a micro-batch
     admitted: float = 0.0  # when it was queued (time.perf_counter)
     predicted: float = 0.0  # the seconds it was predicted to take then: the delay by others, and its own work
+    deadline: float = float("inf")  # when it should be answered (perf_counter)
     cursor: int = 0  # texts before this one have been taken into a micro-batch
     done_tokens: int = 0
     received: int = 0
