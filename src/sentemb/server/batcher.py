@@ -173,9 +173,7 @@ class MicroBatcher:
         future: asyncio.Future[EncodeResult] = asyncio.get_running_loop().create_future()
         delay, own = self._queue_delay(sum(costs)), sum(costs) / max(self.tokens_per_second, 1e-9)
         now, budget = time.perf_counter(), self._max_queue_seconds
-        # due after its own work and the budget, less a margin for what processor sharing does not predict: the
-        # batch in each stream that it waits for, and the batch its last slice rides in (2 x batch_seconds)
-        margin = 2 * (self._batch_seconds or 0.0)
+        margin = 2 * (self._batch_seconds or 0.0)  # the batches it waits for beyond processor sharing's estimate
         due = own + max(budget - margin, budget / 2) if budget is not None else float("inf")
         job = Job(items, costs, future, prompt, admitted=now, predicted=delay + own, deadline=now + due)
         self._active.add(job)
