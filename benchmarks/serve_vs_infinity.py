@@ -196,16 +196,19 @@ def singles(url: str, sentences: list[str], count: int) -> dict:
 
 
 def cpu_shares(server: subprocess.Popen, run: Callable[[], dict]) -> dict:
-    """``run()``'s result plus the cores the server and this client process used on average meanwhile."""
+    """``run()``'s result plus the cores the server (with its children) and this client process (alone: the
+    server is its child) used on average meanwhile."""
 
-    def cpu(process: psutil.Process) -> float:
-        return sum(sum(p.cpu_times()[:2]) for p in [process, *process.children(recursive=True)])
+    def cpu(process: psutil.Process, children: bool) -> float:
+        tree = [process, *process.children(recursive=True)] if children else [process]
+        return sum(sum(p.cpu_times()[:2]) for p in tree)
 
     client, served = psutil.Process(), psutil.Process(server.pid)
-    before, started = (cpu(client), cpu(served)), time.perf_counter()
+    before, started = (cpu(client, False), cpu(served, True)), time.perf_counter()
     result = run()
     elapsed = time.perf_counter() - started
-    cores = {"client_cores": (cpu(client) - before[0]) / elapsed, "server_cores": (cpu(served) - before[1]) / elapsed}
+    cores = {"client_cores": (cpu(client, False) - before[0]) / elapsed,
+             "server_cores": (cpu(served, True) - before[1]) / elapsed}  # fmt: skip
     return {**result, **cores}
 
 
