@@ -277,14 +277,13 @@ class Reranker:
         order = np.argsort(-scores, kind="stable")[: top_k or len(docs)]
         return [RankHit(int(i), float(scores[i]), docs[i] if return_documents else None) for i in order]
 
-
     def _rank_logits(self, pairs: list[tuple[str, str]], top_k: int | None, show: bool | None) -> np.ndarray:
         """The pairs' logits, those that could be in the top ``top_k`` re-scored in fp32 where a rescorer is."""
         logits = self.predict(pairs, activation="identity", show_progress=show)
         if self.rescorer is not None:
             band = self.rescorer.band(logits, top_k)
-            exact = self.rescorer.exact.predict([pairs[i] for i in band], activation="identity", show_progress=False)
-            logits[band] = exact
+            logits[band] = self.rescorer.exact.predict([pairs[i] for i in band], activation="identity",
+                                                       show_progress=False)  # fmt: skip
         return logits
 
 
@@ -315,8 +314,8 @@ def calibrated_rescorer(fast: Reranker, exact: Reranker) -> Rescorer:
     """A :class:`Rescorer` whose margin is twice the largest |int8 - fp32| logit on the calibration pairs."""
     texts = [line for line in CALIBRATION_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
     pairs = [(texts[i], " ".join(texts[i + 1 : i + 5])) for i in range(0, len(texts) - 4, 2)]
-    quiet = {"activation": "identity", "show_progress": False}
-    error = np.abs(fast.predict(pairs, **quiet) - exact.predict(pairs, **quiet))  # type: ignore[arg-type]
+    fast_logits = fast.predict(pairs, activation="identity", show_progress=False)
+    error = np.abs(fast_logits - exact.predict(pairs, activation="identity", show_progress=False))
     return Rescorer(exact, 2 * float(error.max()), len(pairs))
 
 

@@ -10,7 +10,7 @@ approximates: a request of ``s`` tokens is delayed by
 ``min(r, s)`` of each other request's remaining work ``r`` (its own work is its own: a large request
 on an idle server is admitted, and a small one beside it is delayed by little). Under processor
 sharing every request admitted later slows those admitted before it, so a request is also refused when
-it would make one of them that is still on time miss its deadline (:func:`pushes_past_deadline`).
+it would make one of them miss its deadline, or a late one later still (:func:`pushes_past_deadline`).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def retry_after(wait: float, limit: float) -> int:
 
 
 def pushes_past_deadline(tokens: int, queued: Iterable[tuple[int, float]], tokens_per_second: float) -> bool:
-    """Whether a new request of ``tokens`` would make a queued request that is on time miss its deadline.
+    """Whether a new request of ``tokens`` would make a queued request miss its deadline (or a late one later).
 
     ``queued`` holds each queued request's (tokens left, seconds until its deadline). Under processor
     sharing a request with ``r`` tokens left finishes once ``min(r_i, r)`` of every queued request's work

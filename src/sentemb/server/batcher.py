@@ -200,7 +200,7 @@ class MicroBatcher:
                 reason="overloaded",
             )
         now = time.perf_counter()
-        due = [(job.remaining_tokens, job.deadline - now) for job in self._active if job.live]
+        due = ((job.remaining_tokens, job.deadline - now) for job in self._active if job.live)
         if limit is not None and pushes_past_deadline(tokens, due, self.tokens_per_second):
             raise QueueFull(
                 f"this request would make a request admitted before it wait more than the limit of {limit:g}s",
@@ -271,7 +271,7 @@ class MicroBatcher:
                 continue
             room = budget - tokens
             share = max(1, budget // len(self._turns))  # a fair share of the batch per request and turn
-            end = job.take(min(room, share), force=False)
+            end = job.take(min(room, share))
             if end == job.cursor:  # its next text is larger than a share: that one text, if it fits at all
                 end = job.cursor + 1 if job.costs[job.cursor] <= room or not picked else job.cursor
                 if end == job.cursor:

@@ -37,13 +37,11 @@ class Job:
     def remaining_tokens(self) -> int:
         return sum(self.costs) - self.done_tokens
 
-    def take(self, limit: int, force: bool) -> int:
-        """Advance the cursor over texts that fit ``limit`` tokens (one at least when ``force``); the new end."""
+    def take(self, limit: int) -> int:
+        """The end of the texts from the cursor on that fit ``limit`` tokens (the cursor itself: none fits)."""
         end, spent = self.cursor, 0
         while end < len(self.texts) and spent + self.costs[end] <= limit:
             spent += self.costs[end]
-            end += 1
-        if end == self.cursor and force:
             end += 1
         return end
 
