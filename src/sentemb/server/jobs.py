@@ -24,6 +24,10 @@ class Job:
     done_tokens: int = 0
     received: int = 0
     parts: list[tuple[int, EncodeResult]] = field(default_factory=list)
+    tokens: int = field(init=False)  # the estimated tokens of all its texts (admission reads it per request)
+
+    def __post_init__(self) -> None:
+        self.tokens = sum(self.costs)
 
     @property
     def live(self) -> bool:
@@ -35,7 +39,7 @@ class Job:
 
     @property
     def remaining_tokens(self) -> int:
-        return sum(self.costs) - self.done_tokens
+        return self.tokens - self.done_tokens
 
     def take(self, limit: int) -> int:
         """The end of the texts from the cursor on that fit ``limit`` tokens (the cursor itself: none fits)."""
