@@ -138,7 +138,11 @@ def ranked(reranker: Any, pairs: Pairs) -> np.ndarray:
     """Scores as ``rank(query, passages, top_k=TOP_K)`` computes them, query by query."""
     from sentemb.rerank import activate
 
-    logits = [reranker._rank_logits(pairs[i : i + CANDIDATES], TOP_K, False) for i in range(0, len(pairs), CANDIDATES)]
+    logits = []
+    for i in range(0, len(pairs), CANDIDATES):
+        passages = pairs[i : i + CANDIDATES]
+        int8 = reranker.predict(passages, activation="identity", show_progress=False)
+        logits.append(reranker.rescorer.rescore(passages, int8, TOP_K))
     return activate(np.concatenate(logits).reshape(-1, 1), reranker.activation, False)
 
 

@@ -163,11 +163,14 @@ class Reranker:
 
     def with_max_chars(self, max_chars: int | None) -> Reranker:
         """The same model (backend and tokenizer shared, nothing loaded again) with another character cap."""
-        rescorer = self.rescorer and Rescorer(self.rescorer.exact.with_max_chars(max_chars), self.rescorer.margin,
-                                              self.rescorer.calibration_pairs)  # fmt: skip
-        return Reranker(self.config.replace(max_chars=max_chars), self.resolved, self.spec, self._tokenizer,
-                        self._backend, plan=self.plan, activation=self.activation, choice=self.choice,
-                        rescorer=rescorer)  # fmt: skip
+        rescorer = self.rescorer and dataclasses.replace(self.rescorer,
+                                                         exact=self.rescorer.exact.with_max_chars(max_chars))
+        return self._with(self.config.replace(max_chars=max_chars), self.plan, rescorer)
+
+    def _with(self, config: EncoderConfig, plan: RuntimePlan, rescorer: Rescorer | None) -> Reranker:
+        """The same model (backend and tokenizer shared) under another config, plan or rescorer."""
+        return Reranker(config, self.resolved, self.spec, self._tokenizer, self._backend, plan=plan,
+                        activation=self.activation, choice=self.choice, rescorer=rescorer)  # fmt: skip
 
     @property
     def labels(self) -> int:
@@ -273,18 +276,12 @@ class Reranker:
         chosen = self.activation if activation is None else _checked_activation(activation)
         docs = list(documents)
         pairs = [(query, d) for d in docs]
-        scores = activate(self._rank_logits(pairs, top_k, show_progress).reshape(-1, 1), chosen, False)
+        logits = self.predict(pairs, activation="identity", show_progress=show_progress)
+        if self.rescorer is not None:
+            logits = self.rescorer.rescore(pairs, logits, top_k)
+        scores = activate(logits.reshape(-1, 1), chosen, False)
         order = np.argsort(-scores, kind="stable")[: top_k or len(docs)]
         return [RankHit(int(i), float(scores[i]), docs[i] if return_documents else None) for i in order]
-
-    def _rank_logits(self, pairs: list[tuple[str, str]], top_k: int | None, show: bool | None) -> np.ndarray:
-        """The pairs' logits, those that could be in the top ``top_k`` re-scored in fp32 where a rescorer is."""
-        logits = self.predict(pairs, activation="identity", show_progress=show)
-        if self.rescorer is not None:
-            band = self.rescorer.band(logits, top_k)
-            logits[band] = self.rescorer.exact.predict([pairs[i] for i in band], activation="identity",
-                                                       show_progress=False)  # fmt: skip
-        return logits
 
 
 @dataclass(frozen=True)
@@ -304,6 +301,13 @@ class Rescorer:
             return np.arange(len(logits))
         kth = np.partition(logits, len(logits) - top_k)[len(logits) - top_k]
         return np.flatnonzero(logits >= kth - self.margin)
+
+    def rescore(self, pairs: Sequence[tuple[str, str]], logits: np.ndarray, top_k: int | None) -> np.ndarray:
+        """``logits`` (int8's, one per pair) with those of :meth:`band` replaced by fp32's."""
+        band = self.band(logits, top_k)
+        exact = logits.copy()
+        exact[band] = self.exact.predict([pairs[i] for i in band], activation="identity", show_progress=False)
+        return exact
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.exact.backend, "precision": self.exact.config.precision.value,
@@ -363,8 +367,7 @@ def load_reranker(
     rescorer = calibrated_rescorer(fast, exact)
     plan = dataclasses.replace(fast.plan, why=(*fast.plan.why, f"rank() re-scores in fp32 ({exact.backend}) the "
                                f"candidates within {rescorer.margin:.4g} logits of the k-th best int8 score"))
-    return Reranker(fast.config, fast.resolved, fast.spec, fast._tokenizer, fast._backend, plan=plan,
-                    activation=fast.activation, choice=fast.choice, rescorer=rescorer)  # fmt: skip
+    return fast._with(fast.config, plan, rescorer)
 
 
 def _build(config: EncoderConfig, activation: str | None, *, warn: bool) -> Reranker:

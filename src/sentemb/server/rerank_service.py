@@ -104,10 +104,7 @@ class RerankService:
         logits = np.asarray(result.embeddings, dtype=np.float32).reshape(len(pairs))
         rescorer = self.reranker.rescorer
         if rescorer is not None and pairs:
-            band = rescorer.band(logits, top_n)
-            exact = [pairs[i] for i in band]
-            logits[band] = np.asarray(await self.batcher.run_in_model_thread(
-                lambda: rescorer.exact.predict(exact, activation="identity", show_progress=False)))
+            logits = np.asarray(await self.batcher.run_in_model_thread(lambda: rescorer.rescore(pairs, logits, top_n)))
         scores = activate(logits.reshape(-1, 1), "identity" if raw else self.reranker.activation, False)
         self.metrics.rerank_pairs.labels(self.names[0]).inc(len(pairs))
         return Scored(scores.reshape(len(pairs)), result.info, self.reranker.max_length)
