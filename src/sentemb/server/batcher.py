@@ -28,7 +28,7 @@ import contextlib
 import logging
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -76,7 +76,7 @@ class BatchReport:
     seconds: float
 
 
-EncodeFn = Callable[[list[Any], str], EncodeResult]  # (inputs: texts or pairs, prompt) -> a row per input
+EncodeFn = Callable[[list[Any], Any], EncodeResult]  # (inputs: texts or pairs, Job.prompt) -> a row per input
 
 
 class MicroBatcher:
@@ -153,25 +153,17 @@ class MicroBatcher:
         await asyncio.gather(*(self.run_in_model_thread(run) for _ in range(self._concurrency)))
         self.throughput.seed(tokens * self._concurrency, time.perf_counter() - started)
 
-    def projected_wait(self, tokens: int) -> float:
-        """Seconds a new request of ``tokens`` estimated tokens would wait for the work admitted before it
-        (and the work admitted after it, as measured lately)."""
-        return self.lateness.factor * self._queue_delay(tokens)
-
-    def _queue_delay(self, tokens: int) -> float:
-        others = [job.remaining_tokens for job in self._active if job.live]
-        return queue_delay(tokens, others, self.tokens_per_second)
-
-    def submit(self, texts: Sequence[Any], prompt: str = "") -> asyncio.Future[EncodeResult]:
+    def submit(self, texts: Sequence[Any], prompt: Hashable = "") -> asyncio.Future[EncodeResult]:
         """Queue ``texts`` (to be encoded after ``prompt``) and return the future of their rows (cancel it
         to drop the work)."""
         if self._closing:
             raise BatcherClosed("the server is shutting down")
         items = list(texts)
         costs = [self._estimate(t) for t in items]
-        self.admit(len(items), sum(costs))
+        tokens = sum(costs)
+        delay = self.admit(len(items), tokens)
         future: asyncio.Future[EncodeResult] = asyncio.get_running_loop().create_future()
-        delay, own = self._queue_delay(sum(costs)), sum(costs) / max(self.tokens_per_second, 1e-9)
+        own = tokens / max(self.tokens_per_second, 1e-9)
         now, budget = time.perf_counter(), self._max_queue_seconds
         margin = 2 * (self._batch_seconds or 0.0)  # the batches it waits for beyond processor sharing's estimate
         due = own + max(budget - margin, budget / 2) if budget is not None else float("inf")
@@ -182,14 +174,18 @@ class MicroBatcher:
         self._wakeup.set()
         return future
 
-    def admit(self, inputs: int, tokens: int) -> None:
-        """Raise QueueFull if a request of ``inputs`` texts and ``tokens`` estimated tokens would be refused now."""
-        wait = self.projected_wait(tokens)
+    def admit(self, inputs: int, tokens: int) -> float:
+        """Raise QueueFull if a request of ``inputs`` texts and ``tokens`` estimated tokens would be refused now;
+        else return the seconds by which the work admitted before it delays it."""
+        now = time.perf_counter()
+        queued = [(job.remaining_tokens, job.deadline - now) for job in self._active if job.live]
+        delay = queue_delay(tokens, (left for left, _ in queued), self.tokens_per_second)
+        wait = self.lateness.factor * delay  # the work admitted after it too, as measured lately
         limit = self._max_queue_seconds
-        queued = self.queued_inputs
-        if queued + inputs > self._queue_size:
+        waiting = self.queued_inputs
+        if waiting + inputs > self._queue_size:
             raise QueueFull(
-                f"{queued} inputs are queued already (limit {self._queue_size})",
+                f"{waiting} inputs are queued already (limit {self._queue_size})",
                 retry_after=retry_after(wait, limit or 0.0),
                 reason="queue_full",
             )
@@ -199,14 +195,13 @@ class MicroBatcher:
                 retry_after=retry_after(wait, limit),
                 reason="overloaded",
             )
-        now = time.perf_counter()
-        due = ((job.remaining_tokens, job.deadline - now) for job in self._active if job.live)
-        if limit is not None and pushes_past_deadline(tokens, due, self.tokens_per_second):
+        if limit is not None and pushes_past_deadline(tokens, queued, self.tokens_per_second):
             raise QueueFull(
                 f"this request would make a request admitted before it wait more than the limit of {limit:g}s",
                 retry_after=1,
                 reason="overloaded",
             )
+        return delay
 
     def _finished(self, job: Job, delay: float) -> None:
         """Forget ``job``; if it met a queue, compare its wait with the prediction (admission's factor)."""
@@ -227,7 +222,7 @@ class MicroBatcher:
 
     # -- the worker ------------------------------------------------------------------------------
 
-    def _head(self, prompt: str | None = None) -> Job | None:
+    def _head(self, prompt: Hashable | None = None) -> Job | None:
         """The request whose turn it is (finished and dropped ones are discarded on the way); with
         ``prompt``, the first in turn whose prompt is that one (others wait for a batch of their own)."""
         while self._turns:
