@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,8 @@ class Job:
     texts: list[Any]  # the inputs: texts, or (query, document) pairs
     costs: list[int]  # estimated tokens per text
     future: asyncio.Future[EncodeResult]
-    prompt: str = ""  # put before each text; only requests with the same prompt share a micro-batch
+    prompt: Hashable = ""  # what the encode call gets besides the texts (a prompt; a service's call key):
+    # only requests with the same one share a micro-batch
     admitted: float = 0.0  # when it was queued (time.perf_counter)
     predicted: float = 0.0  # the seconds it was predicted to take then: the delay by others, and its own work
     deadline: float = float("inf")  # when it should be answered (perf_counter)

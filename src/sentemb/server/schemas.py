@@ -6,6 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+INPUT_TYPE_HELP = (
+    "'query' or 'document' (Cohere's 'search_query' / 'search_document' too): encode as the library's "
+    "encode_query / encode_document do: the task's prompt unless prompt_name is given, and for an inference-free "
+    "sparse model the Router's query or document route. The model's default when left out."
+)
+
 
 class EmbeddingRequest(BaseModel):
     """``POST /v1/embeddings``. ``input`` is checked by :func:`sentemb.server.inputs.texts_from_input`
@@ -29,12 +35,7 @@ class EmbeddingRequest(BaseModel):
         "its calibration sentences, binary/ubinary one bit per dimension packed 8 per byte.",
     )
     user: str | None = None
-    input_type: str | None = Field(
-        default=None,
-        description="'query' or 'document' (Cohere's 'search_query' / 'search_document' too): encode as the "
-        "library's encode_query / encode_document do: the task's prompt unless prompt_name is given, and for an "
-        "inference-free sparse model the Router's query or document route. The model's default when left out.",
-    )
+    input_type: str | None = Field(default=None, description=INPUT_TYPE_HELP)
 
 
 class Embedding(BaseModel):
@@ -122,13 +123,8 @@ class EmbedSparseRequest(BaseModel):
     inputs: str | list[Any]
     truncate: bool = Field(default=False, description="Cut inputs over the model's length (else 413).")
     prompt_name: str | None = None
-    input_type: str | None = Field(
-        default=None,
-        description="A sentemb extension (TEI has no such field): 'query' or 'document' (Cohere's "
-        "'search_query' / 'search_document' too): encode as the "
-        "library's encode_query / encode_document do: the task's prompt unless prompt_name is given, and for an "
-        "inference-free sparse model the Router's query or document route. The model's default when left out.",
-    )
+    input_type: str | None = Field(default=None, description="A sentemb extension (TEI has no such field): "
+                                   + INPUT_TYPE_HELP)
     model: str | None = Field(default=None, description="A served sparse model's name; the first one when left out.")
 
 

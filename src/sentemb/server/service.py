@@ -10,6 +10,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Hashable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -236,7 +237,7 @@ class EmbeddingService:
 
 
 async def queued(
-    request: Request, batcher: MicroBatcher, metrics: Metrics, items: list[Any], prompt: str = ""
+    request: Request, batcher: MicroBatcher, metrics: Metrics, items: list[Any], prompt: Hashable = ""
 ) -> EncodeResult:
     """Queue ``items`` on ``batcher`` and wait for their rows; if the client goes away first, drop them
     from the queue (499). A full queue is a 429 with Retry-After, a closing one a 503."""
@@ -256,7 +257,9 @@ async def queued(
     return future.result()
 
 
-def _submit(batcher: MicroBatcher, metrics: Metrics, items: list[Any], prompt: str) -> asyncio.Future[EncodeResult]:
+def _submit(
+    batcher: MicroBatcher, metrics: Metrics, items: list[Any], prompt: Hashable
+) -> asyncio.Future[EncodeResult]:
     try:
         return batcher.submit(items, prompt)
     except QueueFull as exc:

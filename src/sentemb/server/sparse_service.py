@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from prometheus_client import Counter, Gauge
@@ -76,6 +76,13 @@ class SparseRows:
         return sum(1 for item in self.info if item.truncated)
 
 
+class SparseCall(NamedTuple):
+    """How a request's texts are encoded; requests share a micro-batch only when it is the same."""
+
+    route: str | None  # an inference-free model's "query" or "document" route (None: its default)
+    prompt_name: str | None  # None: the model's default prompt
+
+
 class SparseService:
     """One served sparse model: its names, micro-batcher and warm-up; started and stopped with the app."""
 
@@ -101,11 +108,9 @@ class SparseService:
         self._warming: asyncio.Task[None] | None = None
         metrics.queue.labels(self.names[0]).set_function(lambda: self.batcher.queued_inputs)
 
-    def _rows(self, texts: list[str], key: str) -> EncodeResult:
-        """The model call of one micro-batch (``key`` is "route|prompt name", see :meth:`prompt_name`):
-        a row object (ids, weights) per text."""
-        route, _, prompt_name = key.partition("|")
-        result = self.model.encode_with_info(texts, prompt_name=prompt_name or None, route=route or None)
+    def _rows(self, texts: list[str], call: SparseCall) -> EncodeResult:
+        """The model call of one micro-batch (see :meth:`prompt_name`): a row object (ids, weights) per text."""
+        result = self.model.encode_with_info(texts, prompt_name=call.prompt_name, route=call.route)
         rows = np.empty(len(texts), dtype=object)
         for i, vector in enumerate(result.embeddings):
             rows[i] = (vector.indices, vector.values)
@@ -130,7 +135,7 @@ class SparseService:
         texts = [_WARM_TEXT] * 16
         started = time.perf_counter()
         try:
-            await self.batcher.run_in_model_thread(lambda: self._rows(texts, ""))
+            await self.batcher.run_in_model_thread(lambda: self._rows(texts, SparseCall(None, None)))
         except Exception as exc:  # stay not-ready; the log says why (type and frames, no text)
             log_unexpected(exc)
             return
@@ -138,14 +143,13 @@ class SparseService:
         self.ready = True
         log.info("sparse model %s is ready (vocabulary %d, %s)", self.names[0], self.model.dim, self.model.device)
 
-    def prompt_name(self, name: str | None, input_type: str | None = None) -> str:
-        """The micro-batch key of a request's ``prompt_name`` and ``input_type``: "route|name" (either part
-        "" for the model's default) as encode_query / encode_document choose them, or a 400 naming the field."""
+    def prompt_name(self, name: str | None, input_type: str | None = None) -> SparseCall:
+        """The route and prompt name of a request's ``prompt_name`` and ``input_type`` (None: the model's
+        default) as encode_query / encode_document choose them, or a 400 naming the field."""
         task = input_task(input_type)
         name = task_prompt(self.model.prompts, name, task)
-        route = f"{task or ''}|"  # a route never holds "|"; a prompt name may
         if name is None:
-            return route
+            return SparseCall(task, None)
         try:
             self.model.resolve_prompt(prompt_name=name)
         except ConfigError:
@@ -157,10 +161,10 @@ class SparseService:
                 param="prompt_name",
                 code="invalid_value",
             ) from None
-        return route + name
+        return SparseCall(task, name)
 
     async def encode(
-        self, request: Request, texts: list[str], prompt_name: str, *, route: str, param: str
+        self, request: Request, texts: list[str], prompt_name: SparseCall, *, route: str, param: str
     ) -> SparseRows:
         """Queue ``texts`` (checked at the HTTP boundary) and wait for their vectors; counts them by route."""
         try:
