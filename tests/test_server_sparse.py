@@ -7,6 +7,7 @@ vectors, a gate to hold the model), so admission and failures can be driven with
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -176,12 +177,25 @@ def test_metrics_count_inputs_tokens_and_requests_by_model_and_route(client):
     assert sample(after, 'sentemb_sparse_tokens_total{model="splade-b",route="/embed_sparse"}') > 0
 
 
+def queue_behind_a_held_call(held, threads: list[threading.Thread], wait_for: Callable[[], None]) -> None:
+    """Hold the model, start the first thread and wait until its call is in the model, start the others and
+    ``wait_for()`` them to be where the test wants them, then release the model and join every thread."""
+    held.hold()
+    threads[0].start()
+    assert held.entered.wait(30)
+    for thread in threads[1:]:
+        thread.start()
+    wait_for()
+    held.release()
+    for thread in threads:
+        thread.join(30)
+
+
 def test_admission_refuses_past_the_queue_and_a_failing_model_fails_only_its_request(models):
     held = FakeSparseEncoder("held", fail_on_token=models[0].tokenizer.token_to_id("banana"))
     with serve_in_background(fake_encoder(FakeBackend()), SETTINGS, sparse_models=[held]) as url:
         client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
         assert client.post("/embed_sparse", json={"inputs": "warm"}).status_code == 200
-        held.hold()
         answers: list[httpx.Response] = []
         refused = threading.Event()
 
@@ -191,30 +205,19 @@ def test_admission_refuses_past_the_queue_and_a_failing_model_fails_only_its_req
             if answer.status_code == 429:
                 refused.set()
 
+        # with the first request in the model the queue is empty: 4 texts are admitted (queue_size 6), 4 are not
+        def one_refused() -> None:
+            assert refused.wait(30)
+
         threads = [threading.Thread(target=send, args=(texts,)) for texts in (TEXTS, ["a"] * 4, ["b"] * 4)]
-        threads[0].start()
-        assert held.entered.wait(30)  # the first request is in the model: the queue is empty
-        for thread in threads[1:]:  # 4 texts are admitted (queue_size 6), the next 4 are not
-            thread.start()
-        assert refused.wait(30)
-        held.release()
-        for thread in threads:
-            thread.join(30)
+        queue_behind_a_held_call(held, threads, one_refused)
         assert sorted(answer.status_code for answer in answers) == [200, 200, 429]
         busy = next(answer for answer in answers if answer.status_code == 429)
         assert error_of(busy, 429)["code"] == "rate_limit_exceeded" and int(busy.headers["Retry-After"]) >= 1
         # a request the model fails on, merged with a good one: the good one is answered
-        held.hold()
         answers.clear()
         threads = [threading.Thread(target=send, args=(texts,)) for texts in (["first"], ["an apple"], ["a banana"])]
-        threads[0].start()
-        assert held.entered.wait(30)
-        for thread in threads[1:]:
-            thread.start()
-        wait_until(lambda: queued(client, "held") == 2, "two requests queued")
-        held.release()
-        for thread in threads:
-            thread.join(30)
+        queue_behind_a_held_call(held, threads, lambda: wait_until(lambda: queued(client, "held") == 2, "two queued"))
         assert sorted(answer.status_code for answer in answers) == [200, 200, 500], [a.text for a in answers]
         assert error_of(max(answers, key=lambda a: a.status_code), 500)["code"] == "internal_error"
         assert any(sorted(call[0]) == ["a banana", "an apple"] for call in held.calls)  # merged, then split
@@ -228,7 +231,6 @@ def test_queries_and_documents_wait_for_micro_batches_of_their_own():
     with serve_in_background(fake_encoder(FakeBackend()), SETTINGS, sparse_models=[held]) as url:
         client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
         assert client.post("/embed_sparse", json={"inputs": "warm"}).status_code == 200
-        held.hold()
         answers: dict[str, list] = {}
 
         def send(text: str, input_type: str | None) -> None:
@@ -237,14 +239,8 @@ def test_queries_and_documents_wait_for_micro_batches_of_their_own():
 
         sent = [("first", None), ("an apple", "query"), ("a pear", "search_document"), ("a plum", "search_query")]
         threads = [threading.Thread(target=send, args=item) for item in sent]
-        threads[0].start()
-        assert held.entered.wait(30)
-        for thread in threads[1:]:
-            thread.start()
-        wait_until(lambda: queued(client, "held-types") == 3, "three requests queued")
-        held.release()
-        for thread in threads:
-            thread.join(30)
+        queue_behind_a_held_call(held, threads,
+                                 lambda: wait_until(lambda: queued(client, "held-types") == 3, "three queued"))
         client.close()
     calls = sorted((str(prompt), sorted(items)) for items, prompt in held.calls if items[0] in answers)
     assert calls == [("None", ["first"]), ("document", ["a pear"]), ("query", ["a plum", "an apple"])]
