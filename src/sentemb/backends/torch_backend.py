@@ -17,7 +17,7 @@ from sentemb.backends import cuda_fallback
 from sentemb.config import Pooling, Precision
 from sentemb.errors import ConfigError, ModelNotFoundError
 from sentemb.export.splade_graph import splade_pool
-from sentemb.heads import Head, Pooled, Splade, head_width
+from sentemb.heads import Head, Logits, Pooled, Splade, head_width
 from sentemb.models.modules import DenseLayer
 from sentemb.scoped import no_progress_bars
 
@@ -62,8 +62,11 @@ class TorchBackend:
             raise ModelNotFoundError(f"transformers could not load {spec.transformer_dir}: {exc}") from None
         if pooled and getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()
-        self.model = model.to(device=self.device, dtype=_DTYPES[precision]).eval()
+        self.model = model.eval()
         self.head = head
+        # A cross-encoder's last layer on the token its head reads, where that reproduces the model.
+        self._logits = _first_token(spec, model) if isinstance(head, Logits) else None
+        (self.model if self._logits is None else self._logits).to(device=self.device, dtype=_DTYPES[precision])
         width = int(model.config.hidden_size) if pooled else int(model.config.num_labels)
         if isinstance(head, Splade):
             width = int(model.get_output_embeddings().out_features)
@@ -82,6 +85,8 @@ class TorchBackend:
             }
             if batch.token_type_ids is not None:
                 inputs["token_type_ids"] = self._to_device(batch.token_type_ids)
+            if self._logits is not None:
+                return self._logits(**(inputs | {"attention_mask": mask})).float().cpu().numpy()
             out = self.model(**inputs, return_dict=True)
             if isinstance(self.head, Splade):
                 return splade_pool(out.logits, mask, self.head.pooling, self.head.activation).cpu().numpy()
@@ -99,6 +104,21 @@ class TorchBackend:
             return tensor
         # From pinned memory the copy is queued behind the GPU's work instead of waiting for it.
         return tensor.pin_memory().to(self.device, non_blocking=True)
+
+
+def _first_token(spec: ModelSpec, model: Any) -> torch.nn.Module | None:
+    """:mod:`sentemb.export.first_token`'s module of ``model``, or None where it does not cover the
+    model or does not reproduce this transformers release's logits (``model`` then runs whole)."""
+    from sentemb.errors import BackendError
+    from sentemb.export import first_token
+    from sentemb.export.torch_onnx import input_names
+
+    if not first_token.covers(spec):
+        return None
+    try:
+        return first_token.first_token_classifier(model, input_names(model, uses_type_ids=True))
+    except BackendError:
+        return None
 
 
 def pool_tensor(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: Pooling) -> torch.Tensor:

@@ -66,7 +66,7 @@ class Recipe:
     files: tuple[tuple[str, str], ...]  # (name, sha256) of the model folder's files that decide the vectors
     runtime: str  # "onnx" or "openvino"
     precision: Precision  # fp32 or int8 (OpenVINO's bf16 compiles the fp32 IR)
-    graph: str = "padded"  # or "packed": BERT's linear layers on the real tokens only
+    graph: str = "padded"  # "packed": linear layers on the real tokens only; "first-token": see export.first_token
     # the graph's output: token embeddings ("hidden"), a classifier's "logits" or SPLADE's weights
     # ("splade-<pooling>-<activation>")
     head: str = "hidden"
@@ -137,6 +137,16 @@ def _packs(spec: ModelSpec) -> bool:
     return positions == "absolute" and not config.get("is_decoder", False)
 
 
+def _graph(spec: ModelSpec, head: str, packs: bool) -> str:
+    """padded, packed (OpenVINO embeddings of the BERT family) or first-token (cross-encoders of the
+    BERT family: the last layer on the token the head reads)."""
+    from sentemb.export import first_token
+
+    if head == "logits" and first_token.covers(spec):
+        return "first-token"
+    return "packed" if packs and head == "hidden" and _packs(spec) else "padded"
+
+
 def recipe_for(spec: ModelSpec, precision: Precision, runtime: str = "onnx") -> Recipe:
     """The recipe sentemb builds for ``spec`` at ``precision`` on ``runtime``."""
     if runtime not in RUNTIMES:
@@ -158,7 +168,7 @@ def recipe_for(spec: ModelSpec, precision: Precision, runtime: str = "onnx") -> 
         files=tuple((p.name, sha256_file(p)) for p in files),
         runtime=runtime,
         precision=precision,
-        graph="packed" if openvino and not helper and head == "hidden" and _packs(spec) else "padded",
+        graph=_graph(spec, head, openvino and not helper),
         head=head,
         fusion=None if int8 or openvino or helper else FUSION_TYPES.get(spec.model_type),
         quantization=QUANTIZATION[runtime] if int8 else None,

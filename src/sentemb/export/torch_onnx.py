@@ -1,6 +1,7 @@
 """torch -> ONNX: the transformer (BART: its encoder) with dynamic batch and sequence axes, padded as
 transformers runs it, or packed (:mod:`sentemb.export.packed`) when the recipe says so; for a
-cross-encoder, with its classification head (the graph's output is then the logits); for a sparse
+cross-encoder, with its classification head (the graph's output is then the logits; the last layer
+on the first token only where :mod:`sentemb.export.first_token` covers the model); for a sparse
 encoder, with its MLM head and SPLADE's pooling (the output is then (B, vocab) weights)."""
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def export_torch(spec: ModelSpec, recipe: Recipe, path: Path, uses_type_ids: boo
     """torch.onnx.export of ``spec``'s transformer into ``path`` as ``recipe.graph`` says."""
     import torch
 
+    from sentemb.export.first_token import first_token_classifier
     from sentemb.export.packed import packed_bert
     from sentemb.export.splade_graph import HEAD_PREFIX, splade_module
 
@@ -73,6 +75,8 @@ def export_torch(spec: ModelSpec, recipe: Recipe, path: Path, uses_type_ids: boo
         output, module = "splade", splade_module(model, names, recipe.head)
     elif recipe.graph == "packed":
         module = packed_bert(model, names)
+    elif recipe.graph == "first-token":
+        module = first_token_classifier(model, names)
     else:
         module = graph_output(model, names, output)
 
