@@ -32,6 +32,7 @@ class FakeBackend:
     name = "fake"
     device = "cpu"
     streams = 1
+    max_padding = 0.05
     threads = None
     graph = None
     tokenizer = None

@@ -125,17 +125,22 @@ def test_pad_right_pads_with_pad_id_and_masks():
 
 
 def test_plan_batches_closes_a_batch_before_padding_passes_its_limit():
-    from sentemb.batching import MAX_PADDING, MIN_ROWS
+    from sentemb.batching import MAX_PADDING, MIN_ROWS, PACKED_MAX_PADDING
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(6, 60, size=200).tolist()  # a micro-batch of mixed lengths
+    counts = {}
+    for limit in (MAX_PADDING, PACKED_MAX_PADDING):
+        batches = plan_batches(lengths, batch_size=64, max_tokens=16384, max_padding=limit)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(200))
+        for batch in batches:
+            real = sum(lengths[i] for i in batch)
+            padded = len(batch) * max(lengths[i] for i in batch)
+            assert len(batch) <= MIN_ROWS or padded <= real * (1 + limit)
+        counts[limit] = len(batches)
     batches = plan_batches(lengths, batch_size=64, max_tokens=16384)
-    assert sorted(np.concatenate(batches).tolist()) == list(range(200))
-    for batch in batches:
-        real = sum(lengths[i] for i in batch)
-        padded = len(batch) * max(lengths[i] for i in batch)
-        assert len(batch) <= MIN_ROWS or padded <= real * (1 + MAX_PADDING)
     everything = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     assert everything <= sum(lengths) * 1.10  # batches of 64 by count alone pad 22% here
+    assert counts[PACKED_MAX_PADDING] < counts[MAX_PADDING] == len(batches)  # a packed graph gets fuller batches
     # equal lengths (a large sorted corpus) still fill whole batches
     assert [len(b) for b in plan_batches([20] * 130, batch_size=64, max_tokens=16384)] == [64, 64, 2]

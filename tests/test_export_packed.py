@@ -96,3 +96,20 @@ def test_the_export_is_refused_and_nothing_is_cached(tiny_dirs, tmp_path, monkey
     with pytest.raises(sentemb.BackendError, match="packed graph"):
         sentemb.load(tiny_dirs["bert"], backend="openvino", device="cpu")
     assert [p.name for p in (tmp_path / "openvino").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_packed_export_lets_its_batches_pad_more(onnx_cache, tiny_dirs):
+    """Padding costs a packed graph only attention: its backend batches up to PACKED_MAX_PADDING (not at
+    int8, whose vectors move with the padding)."""
+    pytest.importorskip("openvino")
+    from sentemb.batching import MAX_PADDING, PACKED_MAX_PADDING
+    from sentemb.export import ensure_export
+    from sentemb.export.manifest import check_export
+
+    spec = read_model_folder(tiny_dirs["bert"])
+    cases = [("openvino", "fp32", "packed", PACKED_MAX_PADDING), ("openvino", "int8", "packed", MAX_PADDING),
+             ("onnx", "fp32", "padded", MAX_PADDING)]  # fmt: skip
+    for runtime, precision, graph, padding in cases:
+        assert check_export(ensure_export(spec, Precision(precision), runtime=runtime).folder).graph == graph
+        encoder = sentemb.load(tiny_dirs["bert"], backend=runtime, precision=precision, device="cpu")
+        assert encoder._backend.max_padding == padding

@@ -263,7 +263,8 @@ class Encoder:
 
         pooled = run_batches(inputs, self._backend.run, width, batch_size=self.batch_size,
                              max_tokens=config.forward_tokens, pool=self._forward_pool,
-                             progress=advance if progress is not None else None)  # fmt: skip
+                             progress=advance if progress is not None else None,
+                             max_padding=self._backend.max_padding)  # fmt: skip
         if len(sequences) == len(texts):
             vectors = pooled
         else:  # chunked texts: token-weighted mean of their windows

@@ -246,7 +246,8 @@ class Reranker:
         progress = progress_bar(len(items), show, 4 * self.plan.batch_size, "pair", "reranking")
         logits = run_batches(inputs, self._backend.run, self.labels, batch_size=self.plan.batch_size,
                              max_tokens=self.config.forward_tokens, pool=self._forward_pool,
-                             progress=progress.update if progress is not None else None)  # fmt: skip
+                             progress=progress.update if progress is not None else None,
+                             max_padding=self._backend.max_padding)  # fmt: skip
         if progress is not None:
             progress.close()
         return PredictResult(activate(logits, chosen, apply_softmax), info)

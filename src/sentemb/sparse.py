@@ -286,7 +286,7 @@ class SparseEncoder:
         logits = TORCH_LOGITS_BUDGET if self.plan.backend == "torch" else LOGITS_BUDGET
         budget = min(self.config.forward_tokens, max(self.max_length, logits // self.dim))
         weights = run_batches(inputs, self._backend.run, self._backend.dim, batch_size=rows, max_tokens=budget,
-                              pool=self._forward_pool,
+                              pool=self._forward_pool, max_padding=self._backend.max_padding,
                               progress=progress.update if progress is not None else None)  # fmt: skip
         return weights, info
 

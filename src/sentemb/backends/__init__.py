@@ -46,6 +46,7 @@ class Backend(Protocol):
     streams: int
     threads: int | None  # threads per batch where sentemb sets them, None where the runtime chooses
     graph: str | None  # the ONNX / OpenVINO file that runs; None on torch
+    max_padding: float  # padding a batch may carry, a share of its real tokens (what padding costs it)
     # The backend's own tokenizer (e.g. cached beside an ONNX export), or None for the model folder's.
     tokenizer: LoadedTokenizer | None
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sentemb.backends import cuda_fallback
+from sentemb.batching import MAX_PADDING
 from sentemb.config import Precision
 from sentemb.errors import BackendError, ConfigError
 from sentemb.extras import require
@@ -47,6 +48,7 @@ class OnnxBackend:
     """Runs an exported graph whose output is the head's (``last_hidden_state`` or ``logits``)."""
 
     name = "onnx"
+    max_padding = MAX_PADDING  # its graphs are padded
     tokenizer: LoadedTokenizer | None
 
     def __init__(

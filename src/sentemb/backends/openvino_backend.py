@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sentemb.batching import max_padding
 from sentemb.config import Precision
 from sentemb.errors import BackendError, ConfigError
 from sentemb.extras import require
@@ -73,6 +74,7 @@ class OpenVinoBackend:
             self._requests.put(self.compiled.create_infer_request())
         self._inputs = {item.get_any_name() for item in self.compiled.inputs}
         self.graph: str | None = str(exported.model)
+        self.max_padding = max_padding(exported.graph, int8=precision is Precision.INT8)
         self._warm_up()
         self.tokenizer = tokenizer
         self.head = head

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sentemb.batching import MAX_PADDING
 from sentemb.config import BackendName, Pooling, Precision
 from sentemb.errors import ConfigError
 from sentemb.heads import Head, Pooled, head_width
@@ -55,6 +56,7 @@ class StaticBackend:
     name = "static"
     device = "cpu"
     streams = 1
+    max_padding = MAX_PADDING
     threads: int | None = None
     graph: str | None = None
 

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from sentemb.backends import cuda_fallback
+from sentemb.batching import MAX_PADDING
 from sentemb.config import Pooling, Precision
 from sentemb.errors import ConfigError, ModelNotFoundError
 from sentemb.export.splade_graph import splade_pool
@@ -36,6 +37,7 @@ class TorchBackend:
     name = "torch"
     # One batch at a time, also on a GPU: a second thread launching kernels measured 0.3-0.9x.
     streams = 1
+    max_padding = MAX_PADDING
     threads: int | None = None  # torch's own intra-op threads
     graph: str | None = None
     tokenizer: LoadedTokenizer | None = None

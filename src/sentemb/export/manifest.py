@@ -29,6 +29,7 @@ class Exported:
     uses_type_ids: bool
     pad_id: int
     runtime: str = "onnx"
+    graph: str = "padded"  # the recipe's: padded, packed or first-token
 
     @property
     def model(self) -> Path:
@@ -55,7 +56,7 @@ class Exported:
 
 def write_manifest(folder: Path, recipe: Recipe, tokenizer: LoadedTokenizer) -> Exported:
     """Write ``manifest.json`` (last: it makes the folder complete) and return the export."""
-    exported = Exported(folder, tokenizer.uses_type_ids, tokenizer.pad_id, recipe.runtime)
+    exported = Exported(folder, tokenizer.uses_type_ids, tokenizer.pad_id, recipe.runtime, recipe.graph)
     manifest = {
         "key": recipe.key,
         "recipe": recipe.to_json(),
@@ -76,7 +77,8 @@ def check_export(folder: Path, key: str | None = None) -> Exported | None:
         if key is not None and manifest["key"] != key:
             return None
         runtime = manifest.get("runtime", "onnx")
-        exported = Exported(folder, bool(manifest["uses_type_ids"]), int(manifest["pad_id"]), runtime)
+        graph = str(manifest.get("recipe", {}).get("graph", "padded"))
+        exported = Exported(folder, bool(manifest["uses_type_ids"]), int(manifest["pad_id"]), runtime, graph)
         if set(manifest["sha256"]) != set(exported.files[:-1]):
             return None
         for name, digest in manifest["sha256"].items():

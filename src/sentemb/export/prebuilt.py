@@ -24,6 +24,7 @@ class Prebuilt:
 
     model: Path
     tokenizer_folder: Path
+    graph: str = "padded"  # as transformers runs the model (what sentemb knows of a shipped file)
 
     def load_tokenizer(self) -> LoadedTokenizer:
         from sentemb.tokenize import load_hf_tokenizer
