@@ -144,3 +144,36 @@ def test_plan_batches_closes_a_batch_before_padding_passes_its_limit():
     assert counts[PACKED_MAX_PADDING] < counts[MAX_PADDING] == len(batches)  # a packed graph gets fuller batches
     # equal lengths (a large sorted corpus) still fill whole batches
     assert [len(b) for b in plan_batches([20] * 130, batch_size=64, max_tokens=16384)] == [64, 64, 2]
+
+
+def test_a_call_finding_streams_idle_is_spread_over_them():
+    from sentemb.batching import Inputs, run_batches, spread, stream_pool
+
+    rows = np.arange(8)
+    assert [b.tolist() for b in spread([rows], 2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]  # length order kept
+    assert [len(b) for b in spread([rows], 3)] == [2, 2, 4]
+    assert [len(b) for b in spread([rows[:1]], 2)] == [1]  # one text: one batch
+    assert [len(b) for b in spread([rows[:5], rows[5:]], 2)] == [5, 3]  # enough batches already
+
+    sizes = []
+    inputs = Inputs([np.array([1, 2, 3])] * 8, [np.zeros(3, np.int64)] * 8, 0, False)
+    pool = stream_pool(2)
+    assert pool is not None and stream_pool(1) is None
+    out = run_batches(inputs, lambda b: sizes.append(len(b.input_ids)) or np.ones((len(b.input_ids), 2)), 2,
+                      batch_size=64, max_tokens=4096, pool=pool)  # fmt: skip
+    assert sorted(sizes) == [4, 4] and out.shape == (8, 2)
+
+
+def test_the_stream_pool_counts_the_batches_in_flight():
+    import threading
+
+    from sentemb.batching import stream_pool
+
+    pool = stream_pool(2)
+    release, counted = threading.Event(), threading.Event()
+    future = pool.submit(release.wait)
+    future.add_done_callback(lambda _: counted.set())  # runs after the pool's own count
+    assert pool.idle == 1
+    release.set()
+    assert counted.wait(10)
+    assert pool.idle == 2

@@ -3,8 +3,10 @@ loop every model kind runs its inputs through (:func:`run_batches`)."""
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,10 +111,51 @@ class Inputs:
     skip: np.ndarray | None = None  # (N,) leading positions pooling leaves out, per input
 
 
-def stream_pool(streams: int) -> Executor | None:
-    """Threads that keep a backend's ``streams`` busy (batches computed at once, shared by concurrent calls),
-    or None for a backend that computes one batch at a time."""
-    return ThreadPoolExecutor(streams, thread_name_prefix="sentemb-forward") if streams > 1 else None
+class StreamPool:
+    """Threads that keep a backend's ``streams`` busy (batches computed at once, shared by concurrent
+    calls), counting the batches submitted and not finished."""
+
+    def __init__(self, streams: int) -> None:
+        self.streams = streams
+        self._executor = ThreadPoolExecutor(streams, thread_name_prefix="sentemb-forward")
+        self._lock = threading.Lock()
+        self._in_flight = 0
+
+    @property
+    def idle(self) -> int:
+        """Streams no batch waits for now."""
+        return max(0, self.streams - self._in_flight)
+
+    def submit(self, fn: Callable[[], None]) -> Future[None]:
+        with self._lock:
+            self._in_flight += 1
+        future = self._executor.submit(fn)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _: Future[None]) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+
+def stream_pool(streams: int) -> StreamPool | None:
+    """The pool of a backend computing ``streams`` batches at once, or None for one batch at a time."""
+    return StreamPool(streams) if streams > 1 else None
+
+
+def spread(plan: list[np.ndarray], streams: int) -> list[np.ndarray]:
+    """``plan`` with its largest batches halved until there are ``streams`` batches (or rows), so that a
+    call finding streams idle runs on all of them: a lone call of 8 texts on OpenVINO's 2 streams took
+    26 ms instead of 40 (one stream has a share of the cores). Halves stay length-sorted."""
+    batches = list(plan)
+    while len(batches) < streams:
+        largest = max(range(len(batches)), key=lambda i: len(batches[i]))
+        rows = batches[largest]
+        if len(rows) < 2:
+            break
+        half = (len(rows) + 1) // 2
+        batches[largest : largest + 1] = [rows[:half], rows[half:]]
+    return batches
 
 
 def run_batches(
@@ -122,14 +165,14 @@ def run_batches(
     *,
     batch_size: int,
     max_tokens: int,
-    pool: Executor | None = None,
+    pool: StreamPool | None = None,
     progress: Callable[[int], None] | None = None,
     max_padding: float = MAX_PADDING,
 ) -> np.ndarray:
     """``run`` (a backend's) over length-sorted, padded batches of ``inputs``: a (N, width) float32
-    matrix in the inputs' order. With ``pool``, batches run at once (a backend's streams); after an
-    error, batches not started yet are dropped. ``progress`` is told each batch's size; ``max_padding``
-    is the backend's (what padding costs it)."""
+    matrix in the inputs' order. With ``pool``, batches run at once (a backend's streams; a call that
+    finds streams idle is spread over them); after an error, batches not started yet are dropped.
+    ``progress`` is told each batch's size; ``max_padding`` is the backend's (what padding costs it)."""
     out = np.empty((len(inputs.ids), width), dtype=np.float32)
 
     def one(rows: np.ndarray) -> None:
@@ -141,11 +184,13 @@ def run_batches(
             progress(len(rows))
 
     plan = plan_batches([len(ids) for ids in inputs.ids], batch_size, max_tokens, max_padding)
+    if pool is not None:
+        plan = spread(plan, pool.idle)
     if pool is None or len(plan) < 2:
         for rows in plan:
             one(rows)
         return out
-    futures = [pool.submit(one, rows) for rows in plan]
+    futures = [pool.submit(functools.partial(one, rows)) for rows in plan]
     try:
         for future in futures:
             future.result()
