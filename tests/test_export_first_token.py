@@ -11,6 +11,7 @@ from sentemb.config import Precision
 from sentemb.export import first_token, recipe_for, torch_onnx
 from sentemb.export.packed import parity_inputs
 from sentemb.models import read_model_folder
+from test_export_packed import rename_attention
 from tiny_models import CROSS_ENCODERS, build_tiny_cross_encoder
 
 COVERED = [family for family in CROSS_ENCODERS if family in first_token.FIRST_TOKEN_TYPES]
@@ -72,23 +73,6 @@ def test_only_cross_encoders_of_the_bert_layout_get_the_graph(folders, tiny_dirs
     assert recipe_for(read_model_folder(tiny_dirs["bert"]), Precision.FP32, "openvino").graph == "packed"
 
 
-class _Renamed(torch.nn.Module):
-    """What a transformers release that renamed BertSelfAttention's children would look like."""
-
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.renamed = inner
-
-    def forward(self, *args, **kwargs):
-        return self.renamed(*args, **kwargs)
-
-
-def _rename_attention(model):
-    for layer in model.base_model.encoder.layer:
-        layer.attention.self = _Renamed(layer.attention.self)
-    return model
-
-
 def _change_attention(model):
     """A release whose self-attention computes something the first-token graph does not know about."""
     for layer in model.base_model.encoder.layer:
@@ -105,7 +89,7 @@ def _change_attention(model):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (_rename_attention, r"no longer has .*query"),
+        (rename_attention, r"no longer has .*query"),
         (_change_attention, r"differ from the model's own by .* \(> 0.0001\)"),
     ],
 )

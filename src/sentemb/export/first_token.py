@@ -13,12 +13,11 @@ yield different scores.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from sentemb.errors import BackendError
-from sentemb.export.packed import PARITY_TOLERANCE, parity_inputs
-from sentemb.export.recipe import version
+from sentemb.export.packed import PARITY_TOLERANCE, mismatch, parity_inputs
+from sentemb.export.recipe import plain_encoder
 
 if TYPE_CHECKING:
     from sentemb.models import ModelSpec
@@ -28,16 +27,8 @@ FIRST_TOKEN_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 
 
 def covers(spec: ModelSpec) -> bool:
-    """Whether ``spec`` is a cross-encoder whose last layer can run on the first token only
-    (absolute positions: relative ones add terms to the attention scores; no decoder)."""
-    if spec.task != "rerank" or spec.model_type not in FIRST_TOKEN_TYPES:
-        return False
-    try:
-        config = json.loads((spec.transformer_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    positions = config.get("position_embedding_type", "absolute")
-    return positions == "absolute" and not config.get("is_decoder", False) and config.get("num_hidden_layers", 0) > 0
+    """Whether ``spec`` is a cross-encoder whose last layer can run on the first token only."""
+    return spec.task == "rerank" and spec.model_type in FIRST_TOKEN_TYPES and plain_encoder(spec)
 
 
 def _last_layer(layer: Any, heads: int) -> Any:
@@ -116,11 +107,7 @@ def _module(model: Any) -> Any:
 
 
 def _refuse(model: Any, reason: str) -> BackendError:
-    return BackendError(
-        f"sentemb's first-token graph for the {model.config.model_type} cross-encoder does not match transformers "
-        f"{version('transformers')}: {reason}. Use backend='torch' or a transformers release sentemb was tested "
-        "with, and please report it."
-    )
+    return mismatch("first-token graph", model, reason, "backend='torch'")
 
 
 def first_token_classifier(model: Any, names: list[str]) -> Any:

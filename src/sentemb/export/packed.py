@@ -73,12 +73,18 @@ def parity_inputs(vocab_size: int, names: list[str]) -> tuple[Any, ...]:
     return (ids, mask, torch.zeros_like(ids))[: len(names)]
 
 
-def _refuse(model: Any, reason: str) -> BackendError:
+def mismatch(graph: str, model: Any, reason: str, instead: str) -> BackendError:
+    """The refusal of a graph sentemb builds from transformers' modules (``graph``: its name) that does
+    not reproduce ``model`` on this transformers release; ``instead``: what to use meanwhile."""
     return BackendError(
-        f"sentemb's packed graph for {model.config.model_type} does not match transformers "
-        f"{version('transformers')}: {reason}. It was not exported. Use backend='onnx' (its graph is not "
-        "packed) or a transformers release sentemb was tested with, and please report it."
+        f"sentemb's {graph} for {model.config.model_type} does not match transformers "
+        f"{version('transformers')}: {reason}. It was not exported. Use {instead} or a transformers release "
+        "sentemb was tested with, and please report it."
     )
+
+
+def _refuse(model: Any, reason: str) -> BackendError:
+    return mismatch("packed graph", model, reason, "backend='onnx' (its graph is not packed)")
 
 
 def packed_bert(model: Any, names: list[str]) -> Any:

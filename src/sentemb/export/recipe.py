@@ -126,9 +126,13 @@ def version(package: str) -> str:
 
 
 def _packs(spec: ModelSpec) -> bool:
-    """BERT-family models whose attention the packed graph reproduces (absolute positions, no decoder)."""
-    if spec.model_type not in PACKED_TYPES:
-        return False
+    """BERT-family models whose attention the packed graph reproduces."""
+    return spec.model_type in PACKED_TYPES and plain_encoder(spec)
+
+
+def plain_encoder(spec: ModelSpec) -> bool:
+    """Absolute positions (relative ones add terms to the attention scores) and no decoder: the attention
+    that sentemb's packed and first-token graphs compute themselves."""
     try:
         config = json.loads((spec.transformer_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
