@@ -16,7 +16,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceCl
 from sentemb.backends import cuda_fallback
 from sentemb.batching import MAX_PADDING
 from sentemb.config import Pooling, Precision
-from sentemb.errors import ConfigError, ModelNotFoundError
+from sentemb.errors import BackendError, ConfigError, ModelNotFoundError
 from sentemb.export.splade_graph import splade_pool
 from sentemb.heads import Head, Logits, Pooled, Splade, head_width
 from sentemb.models.modules import DenseLayer
@@ -111,7 +111,6 @@ class TorchBackend:
 def _first_token(spec: ModelSpec, model: Any) -> torch.nn.Module | None:
     """:mod:`sentemb.export.first_token`'s module of ``model``, or None where it does not cover the
     model or does not reproduce this transformers release's logits (``model`` then runs whole)."""
-    from sentemb.errors import BackendError
     from sentemb.export import first_token
     from sentemb.export.torch_onnx import input_names
 

@@ -47,8 +47,7 @@ async def embed_sparse(request: Request) -> list[list[dict[str, Any]]]:
     empty = next((i for i, text in enumerate(texts) if not text), None)
     if empty is not None:
         raise ApiError(400, f"inputs[{empty}] is an empty string", param="inputs", code="empty_input")
-    prompt_name = sparse.prompt_name(body.prompt_name, body.input_type)
-    rows = await sparse.encode(request, texts, prompt_name, route="/embed_sparse", param="inputs")
+    rows = await sparse.encode(request, texts, body.prompt_name, body.input_type, route="/embed_sparse", param="inputs")
     if not body.truncate:
         cut = next((i for i, item in enumerate(rows.info) if item.truncated), None)
         if cut is not None:
@@ -67,6 +66,5 @@ async def sparse_embeddings(request: Request, body: EmbeddingRequest, sparse: Sp
         if value != plain:
             raise ApiError(400, f"'{field}' does not apply to a sparse model's vectors (token ids and weights); "
                            "leave it out", param=field, code="invalid_value")  # fmt: skip
-    prompt_name = sparse.prompt_name(body.prompt_name, body.input_type)
-    rows = await sparse.encode(request, texts, prompt_name, route="/v1/embeddings", param="input")
+    rows = await sparse.encode(request, texts, body.prompt_name, body.input_type, route="/v1/embeddings", param="input")
     return JSONResponse(render_openai(rows, sparse.names[0]), headers={TRUNCATED_HEADER: str(rows.truncated)})

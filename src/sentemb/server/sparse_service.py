@@ -109,7 +109,7 @@ class SparseService:
         metrics.queue.labels(self.names[0]).set_function(lambda: self.batcher.queued_inputs)
 
     def _rows(self, texts: list[str], call: SparseCall) -> EncodeResult:
-        """The model call of one micro-batch (see :meth:`prompt_name`): a row object (ids, weights) per text."""
+        """The model call of one micro-batch (see :meth:`_call`): a row object (ids, weights) per text."""
         result = self.model.encode_with_info(texts, prompt_name=call.prompt_name, route=call.route)
         rows = np.empty(len(texts), dtype=object)
         for i, vector in enumerate(result.embeddings):
@@ -143,7 +143,7 @@ class SparseService:
         self.ready = True
         log.info("sparse model %s is ready (vocabulary %d, %s)", self.names[0], self.model.dim, self.model.device)
 
-    def prompt_name(self, name: str | None, input_type: str | None = None) -> SparseCall:
+    def _call(self, name: str | None, input_type: str | None) -> SparseCall:
         """The route and prompt name of a request's ``prompt_name`` and ``input_type`` (None: the model's
         default) as encode_query / encode_document choose them, or a 400 naming the field."""
         task = input_task(input_type)
@@ -164,11 +164,20 @@ class SparseService:
         return SparseCall(task, name)
 
     async def encode(
-        self, request: Request, texts: list[str], prompt_name: SparseCall, *, route: str, param: str
+        self,
+        request: Request,
+        texts: list[str],
+        prompt_name: str | None,
+        input_type: str | None,
+        *,
+        route: str,
+        param: str,
     ) -> SparseRows:
-        """Queue ``texts`` (checked at the HTTP boundary) and wait for their vectors; counts them by route."""
+        """Queue ``texts`` (checked at the HTTP boundary) to be encoded as the request's ``prompt_name`` and
+        ``input_type`` say, and wait for their vectors; counts them by route."""
+        call = self._call(prompt_name, input_type)
         try:
-            result = await queued(request, self.batcher, self.metrics.base, texts, prompt_name)
+            result = await queued(request, self.batcher, self.metrics.base, texts, call)
         except InvalidTextError as exc:
             raise _named(invalid_text(exc.index, exc.position), param) from None
         except TextTooLongError as exc:  # the model's long_text='error'
