@@ -12,7 +12,8 @@ it measures fastest here) unless ``--backend`` is given (``onnx`` is the same ru
 server is measured alone on real STS sentences at POST /v1/embeddings (base64 vectors, as the openai
 client asks); a 429 is honoured (the client sleeps its Retry-After):
 
-  saturation: 16 closed-loop clients x 32 sentences, --seconds s  -> sentences/s (and 429s), p50/p99
+  saturation: 16 closed-loop clients x 32 sentences, --seconds s  -> sentences/s (and 429s), p50/p99,
+              the cores the server used (its main thread, its busiest threads, the rest) and the client's
   fixed load: 4 requests/s x 8 sentences (open loop), --seconds s -> p50/p99
   one sentence, sequential, --singles requests                    -> p50/p99
   RSS of the server (and its children) after the run; the served vectors against the library's.
@@ -203,12 +204,21 @@ def cpu_shares(server: subprocess.Popen, run: Callable[[], dict]) -> dict:
         tree = [process, *process.children(recursive=True)] if children else [process]
         return sum(sum(p.cpu_times()[:2]) for p in tree)
 
+    def threads(process: psutil.Process) -> dict[int, float]:
+        return {t.id: t.user_time + t.system_time for t in process.threads()}
+
     client, served = psutil.Process(), psutil.Process(server.pid)
-    before, started = (cpu(client, False), cpu(served, True)), time.perf_counter()
+    before, started = (cpu(client, False), cpu(served, True), threads(served)), time.perf_counter()
     result = run()
     elapsed = time.perf_counter() - started
+    used = {tid: (t - before[2].get(tid, 0.0)) / elapsed for tid, t in threads(served).items()}
+    busy = sorted((c for tid, c in used.items() if tid != server.pid and c >= 0.1), reverse=True)
     cores = {"client_cores": (cpu(client, False) - before[0]) / elapsed,
-             "server_cores": (cpu(served, True) - before[1]) / elapsed}  # fmt: skip
+             "server_cores": (cpu(served, True) - before[1]) / elapsed,
+             # the event loop (uvicorn runs it on the main thread), the threads busy a tenth of a core or more
+             # (the model's streams), and the rest (tokenizing, pooling, the model threads' hand-offs)
+             "threads": {"main": used.get(server.pid, 0.0), "busy": busy,
+                         "rest": sum(used.values()) - used.get(server.pid, 0.0) - sum(busy)}}  # fmt: skip
     return {**result, **cores}
 
 
@@ -255,11 +265,16 @@ def in_process(sentences: list[str], backend: str = "torch") -> tuple[dict, np.n
         return json.loads(run.stdout.strip().splitlines()[-1]), np.load(out)
 
 
+def threads(split: dict) -> str:
+    busy = " + ".join(f"{c:.2f}" for c in split["busy"])
+    return f"main thread {split['main']:.2f} + busiest {busy} + rest {split['rest']:.2f}"
+
+
 def report(kind: str, r: dict, reference_rate: float) -> None:
     s, f, o = r["saturation"], r["fixed"], r["single"]
     print(f"{kind:9} saturation {s['sentences_per_s']:6.0f} sentences/s ({s['sentences_per_s'] / reference_rate:4.0%} "
           f"of in-process; p50/p99 {s['p50_ms']:.0f}/{s['p99_ms']:.0f} ms; {s['status']}; cores: server "
-          f"{s['server_cores']:.2f}, client {s['client_cores']:.2f}) | fixed "
+          f"{s['server_cores']:.2f} = {threads(s['threads'])}, client {s['client_cores']:.2f}) | fixed "
           f"{f['p50_ms']:.1f}/{f['p99_ms']:.1f} ms {f['status']} | one sentence {o['p50_ms']:.1f}/{o['p99_ms']:.1f} ms"
           f" | RSS {r['rss_mb']:.0f} MB | vectors identical {r['identical']} (max diff {r['max_abs_diff']:.1e}, "
           f"min cosine {r['min_cosine']:.6f})")  # fmt: skip
