@@ -215,8 +215,8 @@ def cpu_shares(server: subprocess.Popen, run: Callable[[], dict]) -> dict:
     busy = sorted((c for tid, c in used.items() if tid != server.pid and c >= 0.1), reverse=True)
     cores = {"client_cores": (cpu(client, False) - before[0]) / elapsed,
              "server_cores": (cpu(served, True) - before[1]) / elapsed,
-             # the event loop (uvicorn runs it on the main thread), the threads busy a tenth of a core or more
-             # (the model's streams), and the rest (tokenizing, pooling, the model threads' hand-offs)
+             # the main thread (uvicorn's event loop), the threads busy a tenth of a core or more (the model's
+             # streams: OpenVINO's for sentemb, ONNX Runtime's for infinity), and the rest
              "threads": {"main": used.get(server.pid, 0.0), "busy": busy,
                          "rest": sum(used.values()) - used.get(server.pid, 0.0) - sum(busy)}}  # fmt: skip
     return {**result, **cores}
@@ -265,7 +265,7 @@ def in_process(sentences: list[str], backend: str = "torch") -> tuple[dict, np.n
         return json.loads(run.stdout.strip().splitlines()[-1]), np.load(out)
 
 
-def threads(split: dict) -> str:
+def thread_split(split: dict) -> str:
     busy = " + ".join(f"{c:.2f}" for c in split["busy"])
     return f"main thread {split['main']:.2f} + busiest {busy} + rest {split['rest']:.2f}"
 
@@ -274,7 +274,7 @@ def report(kind: str, r: dict, reference_rate: float) -> None:
     s, f, o = r["saturation"], r["fixed"], r["single"]
     print(f"{kind:9} saturation {s['sentences_per_s']:6.0f} sentences/s ({s['sentences_per_s'] / reference_rate:4.0%} "
           f"of in-process; p50/p99 {s['p50_ms']:.0f}/{s['p99_ms']:.0f} ms; {s['status']}; cores: server "
-          f"{s['server_cores']:.2f} = {threads(s['threads'])}, client {s['client_cores']:.2f}) | fixed "
+          f"{s['server_cores']:.2f} = {thread_split(s['threads'])}, client {s['client_cores']:.2f}) | fixed "
           f"{f['p50_ms']:.1f}/{f['p99_ms']:.1f} ms {f['status']} | one sentence {o['p50_ms']:.1f}/{o['p99_ms']:.1f} ms"
           f" | RSS {r['rss_mb']:.0f} MB | vectors identical {r['identical']} (max diff {r['max_abs_diff']:.1e}, "
           f"min cosine {r['min_cosine']:.6f})")  # fmt: skip
