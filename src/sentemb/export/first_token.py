@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sentemb.errors import BackendError
-from sentemb.export.packed import PARITY_TOLERANCE, mismatch, parity_inputs
+from sentemb.export.packed import mismatch, parity_failure, parity_inputs
 from sentemb.export.recipe import plain_encoder
 
 if TYPE_CHECKING:
@@ -124,13 +124,9 @@ def first_token_classifier(model: Any, names: list[str]) -> Any:
             module = _module(model)
             got = module(*inputs)
         except (AttributeError, TypeError) as exc:  # a module or attribute renamed or gone
-            encoder.layer = layers
-            raise _refuse(model, f"it reads what this release no longer has ({exc})") from None
-    reason = None
-    if got.shape != expected.shape:
-        reason = f"its logits have shape {tuple(got.shape)}, the model's {tuple(expected.shape)}"
-    elif not (diff := float((got - expected).abs().max())) <= PARITY_TOLERANCE:  # also refuses NaN
-        reason = f"its logits differ from the model's own by {diff:.2e} (> {PARITY_TOLERANCE:g})"
+            reason: str | None = f"it reads what this release no longer has ({exc})"
+        else:
+            reason = parity_failure(got, expected, "logits")
     if reason is not None:
         encoder.layer = layers  # the model is whole again
         raise _refuse(model, reason)

@@ -101,9 +101,19 @@ def packed_bert(model: Any, names: list[str]) -> Any:
             got = packed(*inputs)
         except (AttributeError, TypeError) as exc:  # a module or attribute renamed or gone
             raise _refuse(model, f"it reads what this release no longer has ({exc})") from None
-    if got.shape != expected.shape:
-        raise _refuse(model, f"its output has shape {tuple(got.shape)}, the model's {tuple(expected.shape)}")
-    diff = float((got - expected).abs().max())
-    if not diff <= PARITY_TOLERANCE:  # also refuses NaN
-        raise _refuse(model, f"its output differs from the model's own by {diff:.2e} (> {PARITY_TOLERANCE:g})")
+    reason = parity_failure(got, expected, "output")
+    if reason is not None:
+        raise _refuse(model, reason)
     return packed
+
+
+def parity_failure(got: Any, expected: Any, what: str) -> str | None:
+    """Why the tensor ``got`` does not stand for the model's own ``expected`` (its ``what``: output,
+    logits), or None when it does: the same shape and within PARITY_TOLERANCE (NaN never is)."""
+    has, differs = ("have", "differ") if what.endswith("s") else ("has", "differs")
+    if got.shape != expected.shape:
+        return f"its {what} {has} shape {tuple(got.shape)}, the model's {tuple(expected.shape)}"
+    diff = float((got - expected).abs().max())
+    if not diff <= PARITY_TOLERANCE:
+        return f"its {what} {differs} from the model's own by {diff:.2e} (> {PARITY_TOLERANCE:g})"
+    return None
