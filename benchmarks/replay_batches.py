@@ -18,7 +18,7 @@ import random
 import time
 
 from machine import cpu_line
-from serve_vs_infinity import sts_sentences
+from serve_load import sts_sentences
 
 
 def captured(encoder: object, texts: list[str], size: int, max_padding: float | None) -> list[dict]:
@@ -58,7 +58,7 @@ def main() -> None:
     runs = {(int(size), limit): captured(encoder, texts, int(size), limit)
             for size in args.slices.split(",") for limit in limits}  # fmt: skip
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"}
-    request = ov.Core().compile_model(encoder._backend.graph, "CPU", config).create_infer_request()
+    request = ov.Core().compile_model(encoder.plan.graph, "CPU", config).create_infer_request()
     for feeds in runs.values():  # every shape once, untimed
         for feed in feeds:
             request.infer(feed)

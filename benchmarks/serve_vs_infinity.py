@@ -212,13 +212,13 @@ def cpu_shares(server: subprocess.Popen, run: Callable[[], dict]) -> dict:
     result = run()
     elapsed = time.perf_counter() - started
     used = {tid: (t - before[2].get(tid, 0.0)) / elapsed for tid, t in threads(served).items()}
-    busy = sorted((c for tid, c in used.items() if tid != server.pid and c >= 0.1), reverse=True)
+    # the main thread (uvicorn's event loop), the threads busy a tenth of a core or more (the model's
+    # streams: OpenVINO's for sentemb, ONNX Runtime's for infinity), and the rest
+    main = used.pop(server.pid, 0.0)
+    busy = sorted((c for c in used.values() if c >= 0.1), reverse=True)
     cores = {"client_cores": (cpu(client, False) - before[0]) / elapsed,
              "server_cores": (cpu(served, True) - before[1]) / elapsed,
-             # the main thread (uvicorn's event loop), the threads busy a tenth of a core or more (the model's
-             # streams: OpenVINO's for sentemb, ONNX Runtime's for infinity), and the rest
-             "threads": {"main": used.get(server.pid, 0.0), "busy": busy,
-                         "rest": sum(used.values()) - used.get(server.pid, 0.0) - sum(busy)}}  # fmt: skip
+             "threads": {"main": main, "busy": busy, "rest": sum(used.values()) - sum(busy)}}  # fmt: skip
     return {**result, **cores}
 
 
